@@ -1,0 +1,56 @@
+"""banditd: a contextual multi-armed bandit decision service."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+from flask import Flask
+
+from app import auth, errors
+from app.api import choose, experiments, health, reward
+from app.choosing import Chooser
+from app.model_cache import ModelCache
+from app.rewarding import Rewarder
+from app.services import Services, build_services
+from app.settings import Settings
+
+MAX_BODY_BYTES = 64 * 1024
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ApiServices(Services):
+    """What the API adds to the shared services: the request-path objects."""
+
+    chooser: Chooser
+    rewarder: Rewarder
+
+
+def create_app(
+    settings: Settings | None = None, *, clock: Callable[[], float] = time.time
+) -> Flask:
+    """Build the Flask app; ``settings`` default to the environment, ``clock`` to wall time."""
+    settings = settings or Settings.from_env()
+    base = build_services(settings)
+    cache = ModelCache(base.store, refresh_seconds=settings.model_refresh_seconds)
+    services = ApiServices(
+        **vars(base),
+        chooser=Chooser(base.config, cache, base.stream, np.random.default_rng(), clock),
+        rewarder=Rewarder(base.stream, clock),
+    )
+    if not settings.api_keys:
+        log.warning("BANDITD_API_KEYS is empty: every route but health will answer 401")
+
+    app = Flask(__name__, static_folder=None)
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.extensions["banditd"] = services
+    errors.register(app)
+    auth.register(app)
+    for blueprint in (choose.bp, reward.bp, health.bp, experiments.bp):
+        app.register_blueprint(blueprint)
+    return app

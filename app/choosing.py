@@ -1,0 +1,151 @@
+"""Answer a /choose request: encode, score, record, respond.
+
+No Flask here: the view parses and renders; this module decides. The only I/O
+is Redis, at most twice per request: the (rate-limited) model refresh and one
+script call that records the decision.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Callable
+
+import numpy as np
+import orjson
+
+from app.config import Experiment
+from app.config_source import ConfigSource
+from app.errors import ApiError
+from app.event_stream import EventStream
+from app.events import ConfigEvent, DecisionEvent, Impression
+from app.model_cache import ModelCache
+from app.validation import ChooseRequest
+from bandits import FeatureError, select
+
+
+def new_decision_id(experiment: str, now_ms: int) -> str:
+    """A unique, time-ordered decision id that names its experiment."""
+    return f"{experiment}:{now_ms:012x}{secrets.token_hex(8)}"
+
+
+def experiment_of(decision_id: str) -> str | None:
+    """The experiment a decision id belongs to, or None if it is not one of ours."""
+    experiment, sep, rest = decision_id.partition(":")
+    return experiment if sep and experiment and rest else None
+
+
+class Chooser:
+    """Makes and records decisions for every configured experiment."""
+
+    def __init__(
+        self,
+        config: ConfigSource,
+        cache: ModelCache,
+        stream: EventStream,
+        rng: np.random.Generator,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.cache = cache
+        self.stream = stream
+        self.rng = rng
+        self.clock = clock
+        self._announced: set[tuple[str, str]] = set()
+
+    def experiment(self, name: str) -> Experiment:
+        """The configured experiment ``name``; 404 if there is none."""
+        experiment = self.config.current().get(name)
+        if experiment is None:
+            raise ApiError(404, "unknown_experiment", f"no experiment named {name!r}", "experiment")
+        return experiment
+
+    def choose(self, req: ChooseRequest) -> bytes:
+        """Make, record and return (as JSON) one decision."""
+        exp = self.experiment(req.experiment)
+        candidates = self._candidates(exp, req.candidates)
+        n_candidates = len(exp.arms) if candidates is None else len(candidates)
+        if req.k > n_candidates:
+            raise ApiError(
+                400, "invalid_field", f"k={req.k} but only {n_candidates} arms can be shown", "k"
+            )
+        try:
+            x = exp.features.encode(req.context)
+        except FeatureError as exc:
+            raise ApiError(400, "invalid_feature", exc.message, exc.field) from exc
+
+        state = self.cache.scoring_state(exp)
+        selection = select(
+            exp.policy, state, x, self.rng, exp.params, k=req.k, candidates=candidates
+        )
+        now_ms = int(self.clock() * 1000)
+        decision_id = new_decision_id(exp.name, now_ms)
+        impressions = tuple(
+            Impression(exp.arms[a], position, float(s), float(p))
+            for position, (a, s, p) in enumerate(
+                zip(selection.arms, selection.scores, selection.propensities)
+            )
+        )
+        response = orjson.dumps(
+            {
+                "decision_id": decision_id,
+                "arms": [
+                    {"arm": i.arm, "score": i.score, "propensity": i.propensity}
+                    for i in impressions
+                ],
+                "config_version": exp.version,
+            }
+        )
+        self._announce(exp, now_ms)
+        event = DecisionEvent(
+            decision_id=decision_id,
+            experiment=exp.name,
+            decided_ms=now_ms,
+            config_version=exp.version,
+            policy=exp.policy,
+            model_id=exp.model_id,
+            request_id=req.request_id,
+            context=req.context,
+            features=x,
+            impressions=impressions,
+            propensity_estimated=selection.estimated,
+        )
+        earlier = self.stream.record_decision(
+            event,
+            deadline_ms=now_ms + int(exp.reward.window_seconds * 1000),
+            default_reward=exp.reward.default,
+            reward_min=exp.reward.min,
+            reward_max=exp.reward.max,
+            ridge=exp.ridge,
+            response=response,
+        )
+        return earlier if earlier is not None else response
+
+    def _candidates(self, exp: Experiment, requested: tuple[str, ...] | None) -> np.ndarray | None:
+        if requested is None:
+            return None
+        index = exp.arm_index()
+        try:
+            return np.fromiter((index[a] for a in requested), dtype=np.intp, count=len(requested))
+        except KeyError as exc:
+            raise ApiError(
+                400,
+                "unknown_arm",
+                f"candidate {exc.args[0]!r} is not an arm of {exp.name}",
+                "candidates",
+            ) from exc
+
+    def _announce(self, exp: Experiment, now_ms: int) -> None:
+        # The config version must reach the stream before the first decision made under it.
+        key = (exp.name, exp.version)
+        if key in self._announced:
+            return
+        self.stream.append_config(
+            ConfigEvent(
+                experiment=exp.name,
+                config_version=exp.version,
+                settings=exp.settings,
+                seen_ms=now_ms,
+            )
+        )
+        self._announced.add(key)

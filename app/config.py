@@ -1,0 +1,265 @@
+"""The experiments file: parse, validate and version it.
+
+Product people edit one TOML file. Each ``[experiments.NAME]`` table becomes an
+:class:`Experiment`. Every experiment carries two fingerprints:
+
+- ``version`` changes whenever anything in its table changes; decisions name it,
+  and the event log keeps every version seen.
+- ``model_id`` changes only when the meaning of the parameters changes (the
+  feature layout or the ridge prior). Tuning ``alpha``, ``epsilon``, ``v``, the
+  policy, the arms or the reward window keeps the learned parameters.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import tomllib
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from bandits import POLICIES, FeatureSpec, PolicyParams
+
+NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
+MAX_NAME_LENGTH = 128
+
+EXPERIMENT_KEYS = {
+    "policy",
+    "alpha",
+    "epsilon",
+    "v",
+    "ridge",
+    "propensity_draws",
+    "arms",
+    "reward",
+    "features",
+}
+REWARD_KEYS = {"default", "window_seconds", "min", "max"}
+FEATURE_KEYS = {"numeric", "categorical", "intercept"}
+
+
+class ConfigError(ValueError):
+    """The experiments file is unreadable or invalid; the message says where."""
+
+
+@dataclass(frozen=True)
+class RewardRule:
+    """How rewards of one experiment are bounded and defaulted."""
+
+    default: float = 0.0
+    window_seconds: float = 900.0
+    min: float = 0.0
+    max: float = 1.0
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One experiment as configured, with its fingerprints."""
+
+    name: str
+    policy: str
+    params: PolicyParams
+    ridge: float
+    arms: tuple[str, ...]
+    reward: RewardRule
+    features: FeatureSpec
+    version: str
+    model_id: str
+    settings: dict[str, Any]
+
+    def arm_index(self) -> dict[str, int]:
+        """Map each arm id to its position in ``arms``."""
+        return {arm: i for i, arm in enumerate(self.arms)}
+
+
+@dataclass(frozen=True)
+class Config:
+    """All experiments of one version of the file."""
+
+    experiments: dict[str, Experiment]
+
+    def get(self, name: str) -> Experiment | None:
+        """The experiment called ``name``, or None."""
+        return self.experiments.get(name)
+
+
+def load_config(path: str) -> Config:
+    """Read and validate the experiments file at ``path``."""
+    try:
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    try:
+        return parse_config(raw)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+
+
+def parse_config(raw: Mapping[str, Any]) -> Config:
+    """Validate an already-parsed config mapping."""
+    _only_keys(raw, {"experiments"}, "top level")
+    tables = raw.get("experiments")
+    if not isinstance(tables, Mapping) or not tables:
+        raise ConfigError("needs at least one [experiments.NAME] table")
+    return Config({name: _experiment(name, table) for name, table in tables.items()})
+
+
+def _experiment(name: str, table: Any) -> Experiment:
+    where = f"experiments.{name}"
+    _check_name(name, where)
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"{where} must be a table")
+    _only_keys(table, EXPERIMENT_KEYS, where)
+
+    policy = table.get("policy")
+    if policy not in POLICIES:
+        raise ConfigError(f"{where}.policy must be one of {sorted(POLICIES)}, got {policy!r}")
+    params = PolicyParams(
+        alpha=_number(table, "alpha", 1.0, where, low=0.0),
+        epsilon=_number(table, "epsilon", 0.0, where, low=0.0, high=1.0),
+        v=_number(table, "v", 1.0, where, low=0.0, strict=True),
+        draws=int(
+            _number(table, "propensity_draws", 1000, where, low=10, high=100_000, integer=True)
+        ),
+    )
+    ridge = _number(table, "ridge", 1.0, where, low=0.0, strict=True)
+    arms = _arms(table.get("arms"), where)
+    reward = _reward(table.get("reward", {}), where)
+    features = _features(table.get("features", {}), where)
+
+    settings = {
+        "policy": policy,
+        "alpha": params.alpha,
+        "epsilon": params.epsilon,
+        "v": params.v,
+        "propensity_draws": params.draws,
+        "ridge": ridge,
+        "arms": list(arms),
+        "reward": {
+            "default": reward.default,
+            "window_seconds": reward.window_seconds,
+            "min": reward.min,
+            "max": reward.max,
+        },
+        "features": {
+            "numeric": list(features.numeric),
+            "categorical": {k: list(v) for k, v in features.categorical},
+            "intercept": features.intercept,
+        },
+    }
+    model_basis = {"columns": features.columns, "ridge": ridge}
+    return Experiment(
+        name=name,
+        policy=policy,
+        params=params,
+        ridge=ridge,
+        arms=arms,
+        reward=reward,
+        features=features,
+        version=_fingerprint(settings, 12),
+        model_id=_fingerprint(model_basis, 8),
+        settings=settings,
+    )
+
+
+def _arms(value: Any, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value:
+        raise ConfigError(f"{where}.arms must be a non-empty list of arm ids")
+    for arm in value:
+        if not isinstance(arm, str):
+            raise ConfigError(f"{where}.arms: {arm!r} is not a string")
+        _check_name(arm, f"{where}.arms")
+    if len(set(value)) != len(value):
+        raise ConfigError(f"{where}.arms has duplicates")
+    return tuple(value)
+
+
+def _reward(value: Any, where: str) -> RewardRule:
+    where = f"{where}.reward"
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where} must be a table")
+    _only_keys(value, REWARD_KEYS, where)
+    rule = RewardRule(
+        default=_number(value, "default", 0.0, where),
+        window_seconds=_number(value, "window_seconds", 900.0, where, low=0.0, strict=True),
+        min=_number(value, "min", 0.0, where),
+        max=_number(value, "max", 1.0, where),
+    )
+    if not rule.min < rule.max:
+        raise ConfigError(f"{where}: min must be below max")
+    if not rule.min <= rule.default <= rule.max:
+        raise ConfigError(f"{where}.default must lie within [min, max]")
+    return rule
+
+
+def _features(value: Any, where: str) -> FeatureSpec:
+    where = f"{where}.features"
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where} must be a table")
+    _only_keys(value, FEATURE_KEYS, where)
+    numeric = value.get("numeric", [])
+    categorical = value.get("categorical", {})
+    intercept = value.get("intercept", True)
+    if not isinstance(numeric, list) or not all(isinstance(n, str) for n in numeric):
+        raise ConfigError(f"{where}.numeric must be a list of feature names")
+    if not isinstance(categorical, Mapping) or not all(
+        isinstance(v, list) and v and all(isinstance(c, str) for c in v)
+        for v in categorical.values()
+    ):
+        raise ConfigError(f"{where}.categorical must map each feature to a list of values")
+    if not isinstance(intercept, bool):
+        raise ConfigError(f"{where}.intercept must be true or false")
+    try:
+        spec = FeatureSpec.from_mapping(
+            numeric=numeric, categorical=dict(categorical), intercept=intercept
+        )
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
+    if spec.dim == 0:
+        raise ConfigError(f"{where}: no features and no intercept")
+    return spec
+
+
+def _number(
+    table: Mapping[str, Any],
+    key: str,
+    default: float,
+    where: str,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    strict: bool = False,
+    integer: bool = False,
+) -> float:
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"{where}.{key} must be a finite number, got {value!r}")
+    if integer and int(value) != value:
+        raise ConfigError(f"{where}.{key} must be a whole number")
+    if low is not None and (value < low or (strict and value == low)):
+        raise ConfigError(f"{where}.{key} must be {'>' if strict else '>='} {low}, got {value}")
+    if high is not None and value > high:
+        raise ConfigError(f"{where}.{key} must be <= {high}, got {value}")
+    return float(value)
+
+
+def _only_keys(table: Mapping[str, Any], allowed: set[str], where: str) -> None:
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
+
+
+def _check_name(name: str, where: str) -> None:
+    if not name or len(name) > MAX_NAME_LENGTH or not set(name) <= NAME_CHARS:
+        raise ConfigError(
+            f"{where}: {name!r} must be 1-{MAX_NAME_LENGTH} characters of letters, digits, _-."
+        )
+
+
+def _fingerprint(value: Any, length: int) -> str:
+    canonical = json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:length]

@@ -1,0 +1,202 @@
+"""The per-experiment Redis stream: the durable queue between API and worker.
+
+The API appends decisions and rewards here before it answers; the worker reads
+them through a consumer group and acknowledges them only once their effects
+are durable. The checks that must be atomic with an append (one answer per
+request id, one reward per shown arm, no reward after its window closed) run as
+Lua scripts next to the data.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Iterable, Sequence
+
+import redis
+
+from app import keys
+from app.events import ConfigEvent, DecisionEvent, encode_config, encode_decision
+
+GROUP = "workers"
+LATE_GRACE_MS = 3_600_000  # how long after its window a decision still answers 409, not 404
+
+Entry = tuple[bytes, dict[bytes, bytes]]
+
+
+def _script(client: redis.Redis, name: str):
+    return client.register_script(resources.files("app.lua").joinpath(name).read_text())
+
+
+class EventStream:
+    """Append and consume banditd events; one stream per experiment."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.redis = client
+        self._record_decision = _script(client, "record_decision.lua")
+        self._record_reward = _script(client, "record_reward.lua")
+        self._close_windows = _script(client, "close_windows.lua")
+
+    # -- API side ---------------------------------------------------------------
+
+    def record_decision(
+        self,
+        event: DecisionEvent,
+        *,
+        deadline_ms: int,
+        default_reward: float,
+        reward_min: float,
+        reward_max: float,
+        ridge: float,
+        response: bytes,
+    ) -> bytes | None:
+        """Append a decision and open its reward window.
+
+        Returns None when recorded, or the stored response of an earlier
+        decision with the same request id (then nothing is recorded).
+        """
+        exp = event.experiment
+        ttl_ms = max(deadline_ms - event.decided_ms, 0) + LATE_GRACE_MS
+        hash_args = [
+            "arms",
+            ",".join(i.arm for i in event.impressions),
+            "dl",
+            str(deadline_ms),
+            "def",
+            repr(float(default_reward)),
+            "lo",
+            repr(float(reward_min)),
+            "hi",
+            repr(float(reward_max)),
+            "x",
+            event.features.tobytes(),
+            "model",
+            event.model_id,
+            "lam",
+            repr(float(ridge)),
+            "cv",
+            event.config_version,
+        ]
+        request_key = keys.request(exp, event.request_id or "-")
+        return self._record_decision(
+            keys=[
+                keys.decision(exp, event.decision_id),
+                keys.pending(exp),
+                keys.stream(exp),
+                request_key,
+            ],
+            args=[
+                "1" if event.request_id else "0",
+                response,
+                ttl_ms,
+                deadline_ms,
+                event.decision_id,
+                len(hash_args),
+                *hash_args,
+                *encode_decision(event),
+            ],
+        )
+
+    def record_reward(
+        self, experiment: str, decision_id: str, arm: str, reward: str, now_ms: int
+    ) -> tuple[str, str | None]:
+        """Check and append one explicit reward.
+
+        Returns ``(status, detail)``: status is ``accepted``, ``duplicate``,
+        ``conflict`` (detail: the reward already recorded), ``window_closed``
+        (appended as late), ``unknown_decision``, ``arm_not_shown`` or
+        ``out_of_range`` (detail: "min..max" of the decision).
+        """
+        result = self._record_reward(
+            keys=[keys.decision(experiment, decision_id), keys.stream(experiment)],
+            args=[decision_id, arm, reward, now_ms],
+        )
+        status = result[0].decode()
+        detail = "..".join(r.decode() for r in result[1:]) or None
+        return status, detail
+
+    def append_config(self, event: ConfigEvent) -> None:
+        """Append a config version, ahead of the decisions made under it."""
+        self.redis.xadd(keys.stream(event.experiment), encode_config(event))
+
+    # -- worker side ------------------------------------------------------------
+
+    def close_windows(self, experiment: str, now_ms: int, limit: int = 500) -> int:
+        """Apply the default reward to decisions whose window closed; returns rewards appended."""
+        due = self.redis.zrangebyscore(keys.pending(experiment), "-inf", now_ms, start=0, num=limit)
+        if not due:
+            return 0
+        ids = [d.decode() for d in due]
+        return self._close_windows(
+            keys=[
+                keys.pending(experiment),
+                keys.stream(experiment),
+                *(keys.decision(experiment, d) for d in ids),
+            ],
+            args=[now_ms, *ids],
+        )
+
+    def ensure_group(self, experiment: str) -> None:
+        """Create the stream and its consumer group if missing."""
+        try:
+            self.redis.xgroup_create(keys.stream(experiment), GROUP, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    def claim_abandoned(self, experiment: str, consumer: str) -> None:
+        """Take over every entry delivered to another consumer and not acknowledged."""
+        start = "0-0"
+        while True:
+            # redis-py drops the cursor of a JUSTID reply, so take the entries too
+            start, _, _ = self.redis.xautoclaim(
+                keys.stream(experiment),
+                GROUP,
+                consumer,
+                min_idle_time=0,
+                start_id=start,
+                count=1000,
+            )
+            if start in (b"0-0", "0-0"):
+                return
+
+    def read(
+        self, experiment: str, consumer: str, count: int, *, new: bool, block_ms: int | None = None
+    ) -> list[Entry]:
+        """Read this consumer's unacknowledged entries (``new=False``) or new ones, in order."""
+        reply = self.redis.xreadgroup(
+            GROUP,
+            consumer,
+            {keys.stream(experiment): ">" if new else "0"},
+            count=count,
+            block=block_ms,
+        )
+        if not reply:
+            return []
+        entries = reply[0][1]
+        vanished = [entry_id for entry_id, fields in entries if not fields]
+        if vanished:  # deleted while pending: nothing left to process
+            self.redis.xack(keys.stream(experiment), GROUP, *vanished)
+        return [(entry_id, fields) for entry_id, fields in entries if fields]
+
+    def wait_for_any(self, experiments: Sequence[str], consumer: str, block_ms: int) -> bool:
+        """Block until a new entry arrives on any of the streams; True if one did.
+
+        The entries are delivered to this consumer and will be returned by the
+        next ``read(new=False)``.
+        """
+        if not experiments:
+            return False
+        reply = self.redis.xreadgroup(
+            GROUP, consumer, {keys.stream(e): ">" for e in experiments}, count=1, block=block_ms
+        )
+        return bool(reply)
+
+    def ack(self, experiment: str, entry_ids: Iterable[bytes]) -> None:
+        """Acknowledge and delete processed entries."""
+        ids = list(entry_ids)
+        if not ids:
+            return
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.xack(keys.stream(experiment), GROUP, *ids)
+        pipe.xdel(keys.stream(experiment), *ids)
+        pipe.execute()

@@ -1,0 +1,46 @@
+"""Redis key names.
+
+Every key of one experiment carries the hash tag ``{experiment}``, so that an
+experiment's parameters, stream and bookkeeping share one Redis Cluster slot
+and a Lua script or MULTI over them stays legal.
+"""
+
+
+def stream(experiment: str) -> str:
+    """The experiment's event stream (decisions, rewards, config versions)."""
+    return f"bd:{{{experiment}}}:events"
+
+
+def decision(experiment: str, decision_id: str) -> str:
+    """The hash the reward path checks a reward against."""
+    return f"bd:{{{experiment}}}:d:{decision_id}"
+
+
+def pending(experiment: str) -> str:
+    """Sorted set of open decisions, scored by their reward deadline (ms)."""
+    return f"bd:{{{experiment}}}:pending"
+
+
+def request(experiment: str, request_id: str) -> str:
+    """The stored response of an idempotent /choose request."""
+    return f"bd:{{{experiment}}}:req:{request_id}"
+
+
+def arm(experiment: str, model_id: str, arm_id: str) -> str:
+    """One arm's parameters (A, A_inv, b, theta, counts, version)."""
+    return f"bd:{{{experiment}}}:m:{model_id}:arm:{arm_id}"
+
+
+def arm_versions(experiment: str, model_id: str) -> str:
+    """Hash of arm id to parameter version, for cheap cache refreshes."""
+    return f"bd:{{{experiment}}}:m:{model_id}:versions"
+
+
+def applied(experiment: str) -> str:
+    """The id of the last stream entry whose learning is in the parameters."""
+    return f"bd:{{{experiment}}}:applied"
+
+
+def owner(experiment: str) -> str:
+    """Lease naming the worker that processes the experiment's stream."""
+    return f"bd:{{{experiment}}}:owner"

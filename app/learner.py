@@ -1,0 +1,94 @@
+"""Apply reward events to arm parameters, exactly once in effect.
+
+The worker owns an experiment's stream while it holds its lease, so it can keep
+the arms it touches in memory and treat Redis as the durable copy. Every save
+carries the id of the last entry learned from; entries at or below it are
+redeliveries and are skipped.
+"""
+
+from __future__ import annotations
+
+from app.events import Event, RewardEvent
+from app.model_store import ArmUpdate, ModelStore
+from bandits import LearningState, rescale, update
+
+
+def entry_order(entry_id: bytes | None) -> tuple[int, int]:
+    """Sort key of a Redis stream entry id (``ms-seq``); None sorts first."""
+    if not entry_id:
+        return (-1, -1)
+    ms, _, seq = entry_id.partition(b"-")
+    return (int(ms), int(seq or 0))
+
+
+class Learner:
+    """In-memory arm states of the experiments one worker owns."""
+
+    def __init__(self, store: ModelStore) -> None:
+        self.store = store
+        self._arms: dict[tuple[str, str, str], tuple[LearningState, int]] = {}
+        self._applied: dict[str, tuple[int, int]] = {}
+
+    def forget(self, experiment: str) -> None:
+        """Drop what is cached for ``experiment``; it is reloaded from Redis when needed."""
+        self._arms = {k: v for k, v in self._arms.items() if k[0] != experiment}
+        self._applied.pop(experiment, None)
+
+    def learn(self, experiment: str, entries: list[tuple[bytes, Event]]) -> int:
+        """Learn from the rewards among ``entries`` (in stream order) and save; returns how many."""
+        if experiment not in self._applied:
+            self._applied[experiment] = entry_order(self.store.applied_through(experiment))
+        applied = self._applied[experiment]
+        last_id = None
+        learned = 0
+        pending: dict[tuple[str, str, str], tuple[LearningState, int]] = {}
+        for entry_id, event in entries:
+            if entry_order(entry_id) <= applied:
+                continue
+            last_id = entry_id
+            if not isinstance(event, RewardEvent) or event.kind == "late":
+                continue
+            key = (experiment, event.model_id, event.arm)
+            state, version = pending.get(key) or self._load(key, event)
+            update(
+                state,
+                0,
+                event.features,
+                event.reward,
+                success=rescale(event.reward, event.reward_min, event.reward_max),
+            )
+            pending[key] = (state, version + 1)
+            learned += 1
+        if last_id is None:
+            return 0
+        updates = [
+            ArmUpdate(model_id=m, arm=a, state=state, version=version)
+            for (e, m, a), (state, version) in pending.items()
+        ]
+        try:
+            self.store.save(experiment, updates, last_id)
+        except Exception:
+            self.forget(experiment)  # our copies ran ahead of Redis: reload them
+            raise
+        self._arms.update(pending)
+        self._applied[experiment] = entry_order(last_id)
+        return learned
+
+    def _load(self, key: tuple[str, str, str], event: RewardEvent) -> tuple[LearningState, int]:
+        cached = self._arms.get(key)
+        if cached is not None:
+            state, version = cached
+            return _copy(state), version
+        return self.store.load_learning(key[0], key[1], key[2], len(event.features), event.ridge)
+
+
+def _copy(state: LearningState) -> LearningState:
+    return LearningState(
+        A_inv=state.A_inv.copy(),
+        theta=state.theta.copy(),
+        n=state.n.copy(),
+        successes=state.successes.copy(),
+        failures=state.failures.copy(),
+        A=state.A.copy(),
+        b=state.b.copy(),
+    )

@@ -1,0 +1,1 @@
+"""Lua scripts run inside Redis (loaded by app.event_stream)."""

@@ -1,0 +1,132 @@
+"""Per-arm model parameters in Redis.
+
+Each arm of each model is one hash: the learning statistics (``A``, ``b``,
+counts) and what choosing needs precomputed (``A_inv``, ``theta``), as raw
+float64 bytes, plus a version. A per-model hash of arm versions lets an API
+process see in one round trip which arms changed since it last looked.
+
+The worker is the only writer. It saves a batch of arms together with the id
+of the last stream entry whose learning they contain, in one transaction, so a
+redelivered entry is recognised and never applied twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import redis
+
+from app import keys
+from bandits import LearningState, arm_prior
+
+SCORING_FIELDS = ("A_inv", "theta", "n", "s", "f", "v")
+LEARNING_FIELDS = ("A", "A_inv", "b", "theta", "n", "s", "f", "v")
+
+
+@dataclass
+class ArmScoring:
+    """What /choose needs of one arm."""
+
+    A_inv: np.ndarray
+    theta: np.ndarray
+    n: float
+    successes: float
+    failures: float
+    version: int
+
+
+@dataclass
+class ArmUpdate:
+    """One arm's new parameters, as the worker saves them."""
+
+    model_id: str
+    arm: str
+    state: LearningState  # K = 1
+    version: int
+
+
+class ModelStore:
+    """Read and write arm parameters of every experiment."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.redis = client
+
+    def versions(self, experiment: str, model_id: str) -> dict[str, int]:
+        """Current parameter version of every arm that has learned anything."""
+        raw = self.redis.hgetall(keys.arm_versions(experiment, model_id))
+        return {k.decode(): int(v) for k, v in raw.items()}
+
+    def load_scoring(
+        self, experiment: str, model_id: str, arms: list[str], dim: int
+    ) -> dict[str, ArmScoring]:
+        """Choosing parameters of the given arms; arms never updated are left out."""
+        pipe = self.redis.pipeline(transaction=False)
+        for arm in arms:
+            pipe.hmget(keys.arm(experiment, model_id, arm), SCORING_FIELDS)
+        found = {}
+        for arm, values in zip(arms, pipe.execute()):
+            if values[0] is None:
+                continue
+            a_inv, theta, n, s, f, v = values
+            found[arm] = ArmScoring(
+                A_inv=np.frombuffer(a_inv, dtype=np.float64).reshape(dim, dim),
+                theta=np.frombuffer(theta, dtype=np.float64),
+                n=float(n),
+                successes=float(s),
+                failures=float(f),
+                version=int(v),
+            )
+        return found
+
+    def load_learning(
+        self, experiment: str, model_id: str, arm: str, dim: int, ridge: float
+    ) -> tuple[LearningState, int]:
+        """One arm's full state and version; the prior (version 0) if it never learned."""
+        values = self.redis.hmget(keys.arm(experiment, model_id, arm), LEARNING_FIELDS)
+        if values[0] is None:
+            return arm_prior(dim, ridge), 0
+        a, a_inv, b, theta, n, s, f, v = values
+
+        def matrix(raw: bytes) -> np.ndarray:
+            return np.frombuffer(raw, dtype=np.float64).reshape(1, dim, dim).copy()
+
+        def vector(raw: bytes) -> np.ndarray:
+            return np.frombuffer(raw, dtype=np.float64).reshape(1, dim).copy()
+
+        state = LearningState(
+            A_inv=matrix(a_inv),
+            theta=vector(theta),
+            n=np.array([float(n)]),
+            successes=np.array([float(s)]),
+            failures=np.array([float(f)]),
+            A=matrix(a),
+            b=vector(b),
+        )
+        return state, int(v)
+
+    def applied_through(self, experiment: str) -> bytes | None:
+        """Id of the last stream entry whose learning is saved, or None."""
+        return self.redis.get(keys.applied(experiment))
+
+    def save(self, experiment: str, updates: list[ArmUpdate], applied_through: bytes) -> None:
+        """Save arms and the learning watermark in one transaction."""
+        pipe = self.redis.pipeline(transaction=True)
+        for u in updates:
+            s = u.state
+            pipe.hset(
+                keys.arm(experiment, u.model_id, u.arm),
+                mapping={
+                    "A": s.A[0].tobytes(),
+                    "A_inv": s.A_inv[0].tobytes(),
+                    "b": s.b[0].tobytes(),
+                    "theta": s.theta[0].tobytes(),
+                    "n": repr(float(s.n[0])),
+                    "s": repr(float(s.successes[0])),
+                    "f": repr(float(s.failures[0])),
+                    "v": u.version,
+                },
+            )
+            pipe.hset(keys.arm_versions(experiment, u.model_id), u.arm, u.version)
+        pipe.set(keys.applied(experiment), applied_through)
+        pipe.execute()

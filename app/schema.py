@@ -1,0 +1,90 @@
+"""The analyst-facing Postgres log, as SQLAlchemy Core tables.
+
+One row per decision, one per shown arm (impression), one per reward
+(explicit, default or late), one per config version. Alembic migrations in
+``migrations/`` create exactly these, plus the view ``impression_rewards``
+(each impression with its explicit or default reward).
+"""
+
+from sqlalchemy import (
+    ARRAY,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    Table,
+    Text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+metadata = MetaData()
+
+config_versions = Table(
+    "config_versions",
+    metadata,
+    Column("experiment", Text, nullable=False),
+    Column("config_version", Text, nullable=False),
+    Column("settings", JSONB, nullable=False, comment="the experiment's table, normalised"),
+    Column("first_seen_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("experiment", "config_version"),
+)
+
+decisions = Table(
+    "decisions",
+    metadata,
+    Column("decision_id", Text, primary_key=True),
+    Column("experiment", Text, nullable=False),
+    Column("decided_at", DateTime(timezone=True), nullable=False),
+    Column("config_version", Text, nullable=False),
+    Column("policy", Text, nullable=False),
+    Column("model_id", Text, nullable=False, comment="feature layout and prior the model uses"),
+    Column("request_id", Text),
+    Column("context", JSONB, nullable=False, comment="the context as sent"),
+    Column("features", ARRAY(Float), nullable=False, comment="the encoded feature vector"),
+    Column("shown_count", Integer, nullable=False),
+    Column("propensity_estimated", Boolean, nullable=False),
+    Index("decisions_experiment_decided_at", "experiment", "decided_at"),
+)
+
+impressions = Table(
+    "impressions",
+    metadata,
+    Column("decision_id", Text, nullable=False),
+    Column("experiment", Text, nullable=False),
+    Column("arm", Text, nullable=False),
+    Column("position", Integer, nullable=False, comment="0 is the top slot"),
+    Column("score", Float, nullable=False),
+    Column(
+        "propensity",
+        Float,
+        nullable=False,
+        comment="probability of this arm in this slot, given the slots above",
+    ),
+    Column("propensity_estimated", Boolean, nullable=False),
+    Column("decided_at", DateTime(timezone=True), nullable=False),
+    Column("config_version", Text, nullable=False),
+    PrimaryKeyConstraint("decision_id", "arm"),
+    Index("impressions_experiment_arm_decided_at", "experiment", "arm", "decided_at"),
+)
+
+rewards = Table(
+    "rewards",
+    metadata,
+    Column("decision_id", Text, nullable=False),
+    Column("experiment", Text, nullable=False),
+    Column("arm", Text, nullable=False),
+    Column("reward", Float, nullable=False),
+    Column("kind", Text, nullable=False, comment="explicit, default (window closed) or late"),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("stream_ms", BigInteger, nullable=False, comment="stream entry id: the learning order"),
+    Column("stream_seq", BigInteger, nullable=False),
+    PrimaryKeyConstraint("decision_id", "arm", "kind"),
+    CheckConstraint("kind in ('explicit', 'default', 'late')", name="rewards_kind"),
+    Index("rewards_experiment_stream", "experiment", "stream_ms", "stream_seq"),
+)

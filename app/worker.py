@@ -1,0 +1,149 @@
+"""The online update worker.
+
+``Worker.run`` reads top to bottom: stop flag, config reload, leases, close
+reward windows that expired, then for each owned stream read a batch, write
+it to Postgres, learn from its rewards in Redis, and acknowledge it. An entry
+is acknowledged only after both its log rows and its learning are durable;
+both are idempotent, so a crash anywhere means a redelivery, never a loss or a
+double count.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from typing import Callable
+
+import redis
+import sqlalchemy.exc
+
+from app.config_source import ConfigSource
+from app.event_log import EventLog
+from app.event_stream import EventStream
+from app.events import decode
+from app.learner import Learner
+from app.lease import Leases
+from app.model_store import ModelStore
+
+log = logging.getLogger(__name__)
+
+RETRYABLE = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+)
+
+
+class Worker:
+    """Moves events from the Redis streams into Postgres and the model."""
+
+    def __init__(
+        self,
+        *,
+        stream: EventStream,
+        store: ModelStore,
+        event_log: EventLog,
+        config: ConfigSource,
+        leases: Leases | None = None,
+        batch_size: int = 2000,
+        block_ms: int = 100,
+        max_backoff: float = 5.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.stream = stream
+        self.event_log = event_log
+        self.config = config
+        self.consumer = f"{socket.gethostname()}-{os.getpid()}"
+        self.leases = leases or Leases(stream.redis, self.consumer)
+        self.learner = Learner(store)
+        self.batch_size = batch_size
+        self.block_ms = block_ms
+        self.max_backoff = max_backoff
+        self.clock = clock
+        self.owned: set[str] = set()
+        self.stop_requested = False
+
+    def request_stop(self) -> None:
+        """Finish the current batch, then return from ``run``."""
+        self.stop_requested = True
+
+    def run(self, *, max_events: int | None = None, until_idle: bool = False) -> int:
+        """Process events until stopped; returns how many stream entries were processed.
+
+        ``max_events`` and ``until_idle`` make the loop finite (for tests and
+        for draining a backlog).
+        """
+        processed = 0
+        backoff = 0.0
+        while not self.stop_requested:
+            try:
+                done = self.step()
+                backoff = 0.0
+            except RETRYABLE as exc:
+                backoff = min(max(backoff * 2, 0.1), self.max_backoff)
+                log.warning("storage unavailable (%s); retrying in %.1fs", exc, backoff)
+                time.sleep(backoff)
+                continue
+            processed += done
+            if max_events is not None and processed >= max_events:
+                break
+            if done == 0:
+                if until_idle:
+                    break
+                self.stream.wait_for_any(sorted(self.owned), self.consumer, self.block_ms)
+        return processed
+
+    def step(self) -> int:
+        """One pass over every owned stream; returns how many entries it processed."""
+        experiments = sorted(self.config.current().experiments)
+        self._refresh_leases(experiments)
+        now_ms = int(self.clock() * 1000)
+        done = 0
+        for experiment in sorted(self.owned):
+            self.stream.close_windows(experiment, now_ms)
+            done += self._process_batch(experiment)
+        return done
+
+    def release(self) -> None:
+        """Give up every lease (on a clean shutdown) so another worker can take over at once."""
+        for experiment in self.owned:
+            self.leases.release(experiment)
+        self.owned.clear()
+
+    def _refresh_leases(self, experiments: list[str]) -> None:
+        for experiment in experiments:
+            held = self.leases.hold(experiment)
+            if held and experiment not in self.owned:
+                self.stream.ensure_group(experiment)
+                self.stream.claim_abandoned(experiment, self.consumer)
+                self.learner.forget(experiment)
+                self.owned.add(experiment)
+                log.info("processing stream of %s", experiment)
+            elif not held and experiment in self.owned:
+                self.owned.discard(experiment)
+                self.learner.forget(experiment)
+                log.info("lost the lease of %s", experiment)
+        for experiment in self.owned - set(experiments):
+            self.leases.release(experiment)
+            self.owned.discard(experiment)
+
+    def _process_batch(self, experiment: str) -> int:
+        entries = self.stream.read(experiment, self.consumer, self.batch_size, new=False)
+        if not entries:
+            entries = self.stream.read(experiment, self.consumer, self.batch_size, new=True)
+        if not entries:
+            return 0
+        events = []
+        for entry_id, fields in entries:
+            try:
+                events.append((entry_id, decode(experiment, fields)))
+            except (ValueError, KeyError) as exc:
+                # A malformed entry can never succeed; keep it out of the way of the rest.
+                log.error("skipping malformed entry %s of %s: %r", entry_id, experiment, exc)
+        self.event_log.write(events)
+        self.learner.learn(experiment, events)
+        self.stream.ack(experiment, [entry_id for entry_id, _ in entries])
+        return len(entries)

@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Run banditd for development: the online update worker in the background and
+# gunicorn in front of it. `make run` starts Redis/Postgres and migrates first.
+#
+# Ctrl-C (SIGINT) or SIGTERM stops both and exits 0. If either process exits
+# by itself, the other is stopped and this script exits non-zero.
+#
+# Environment (defaults in brackets):
+#   PORT [8000], BANDITD_CONFIG [examples/experiments.toml],
+#   BANDITD_API_KEYS [dev-key-change-me], REDIS_URL [redis://localhost:6379/0],
+#   DATABASE_URL [postgresql://banditd:banditd@localhost:5432/banditd],
+#   GUNICORN_WORKERS [2], STOP_TIMEOUT [20] seconds before stragglers get SIGKILL.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+VENV_BIN=.venv/bin
+DEV_KEY=dev-key-change-me
+
+export BANDITD_CONFIG="${BANDITD_CONFIG:-examples/experiments.toml}"
+export REDIS_URL="${REDIS_URL:-redis://localhost:6379/0}"
+export DATABASE_URL="${DATABASE_URL:-postgresql://banditd:banditd@localhost:5432/banditd}"
+PORT="${PORT:-8000}"
+GUNICORN_WORKERS="${GUNICORN_WORKERS:-2}"
+STOP_TIMEOUT="${STOP_TIMEOUT:-20}"
+
+if [[ -z ${BANDITD_API_KEYS:-} ]]; then
+    export BANDITD_API_KEYS="$DEV_KEY"
+    echo "banditd: API key for this dev run: $DEV_KEY  (set BANDITD_API_KEYS to change it)"
+else
+    echo "banditd: API keys from BANDITD_API_KEYS"
+fi
+
+for exe in banditd gunicorn; do
+    [[ -x $VENV_BIN/$exe ]] || { echo "error: $VENV_BIN/$exe missing; run 'make venv'" >&2; exit 1; }
+done
+
+worker_pid=""
+web_pid=""
+
+alive() { [[ -n $1 ]] && kill -0 "$1" 2>/dev/null; }
+
+# SIGTERM both, wait up to STOP_TIMEOUT, then SIGKILL what is left.
+# A second Ctrl-C during this skips the wait.
+stop_all() {
+    trap 'echo "banditd: killing"; kill -KILL $worker_pid $web_pid 2>/dev/null || true' INT TERM
+    local pid
+    for pid in $web_pid $worker_pid; do
+        alive "$pid" && kill -TERM "$pid" 2>/dev/null || true
+    done
+    local deadline=$((SECONDS + STOP_TIMEOUT))
+    while alive "$web_pid" || alive "$worker_pid"; do
+        if ((SECONDS >= deadline)); then
+            echo "banditd: still running after ${STOP_TIMEOUT}s; killing" >&2
+            kill -KILL $web_pid $worker_pid 2>/dev/null || true
+            break
+        fi
+        sleep 0.2
+    done
+    # reap them so no zombie outlives us
+    wait $web_pid $worker_pid 2>/dev/null || true
+}
+
+on_signal() {
+    echo
+    echo "banditd: stopping (signal $1)"
+    stop_all
+    echo "banditd: stopped"
+    exit 0
+}
+trap 'on_signal INT' INT
+trap 'on_signal TERM' TERM
+
+echo "banditd: config $BANDITD_CONFIG; Redis $REDIS_URL; worker + gunicorn ($GUNICORN_WORKERS workers) on http://0.0.0.0:$PORT"
+
+"$VENV_BIN/banditd" worker &
+worker_pid=$!
+
+"$VENV_BIN/gunicorn" --bind "0.0.0.0:$PORT" --workers "$GUNICORN_WORKERS" wsgi:app &
+web_pid=$!
+
+# Returns as soon as one of the two exits (or a trapped signal arrives, in
+# which case the trap has already exited the script).
+set +e
+wait -n "$worker_pid" "$web_pid"
+status=$?
+set -e
+
+if ! alive "$worker_pid"; then
+    echo "banditd: the worker exited (status $status); stopping gunicorn" >&2
+else
+    echo "banditd: gunicorn exited (status $status); stopping the worker" >&2
+fi
+stop_all
+((status != 0)) || status=1
+exit "$status"

@@ -1,0 +1,151 @@
+"""The worker: Postgres rows, learned parameters, default rewards, redelivery."""
+
+import numpy as np
+
+from app import keys
+from app.event_stream import GROUP
+from app.events import decode
+from app.lease import Leases
+from app.model_store import ModelStore
+from bandits import arm_prior, update
+from tests.conftest import choose, reward, rows
+
+
+def model_id(app) -> str:
+    return app.extensions["banditd"].config.current().get("home_feed").model_id
+
+
+def test_worker_logs_decisions_impressions_rewards_and_config(client, worker, engine):
+    decision = choose(
+        client, context={"hour": 14, "city": "berlin"}, k=2, request_id="r-1"
+    ).get_json()
+    first, second = (a["arm"] for a in decision["arms"])
+    reward(client, decision["decision_id"], first, 1.0)
+    assert worker.run(until_idle=True) == 3  # config, decision, reward
+
+    [d] = rows(engine, "SELECT * FROM decisions")
+    assert d["decision_id"] == decision["decision_id"]
+    assert d["context"] == {"hour": 14, "city": "berlin"}
+    assert d["features"] == [1.0, 14.0, 1.0, 0.0]
+    assert d["request_id"] == "r-1"
+    assert d["config_version"] == decision["config_version"]
+    impressions = rows(
+        engine, "SELECT arm, position, score, propensity FROM impressions ORDER BY position"
+    )
+    assert [(i["arm"], i["position"]) for i in impressions] == [(first, 0), (second, 1)]
+    assert [i["propensity"] for i in impressions] == [a["propensity"] for a in decision["arms"]]
+    assert rows(engine, "SELECT arm, reward, kind FROM rewards") == [
+        {"arm": first, "reward": 1.0, "kind": "explicit"}
+    ]
+    [c] = rows(engine, "SELECT * FROM config_versions WHERE experiment = 'home_feed'")
+    assert c["config_version"] == decision["config_version"]
+    assert c["settings"]["policy"] == "linucb"
+
+
+def test_worker_learns_exactly_what_a_direct_update_gives(app, client, worker, redis_client):
+    sent = []
+    for hour in range(6):
+        decision = choose(client, context={"hour": hour}).get_json()
+        arm = decision["arms"][0]["arm"]
+        value = float(hour % 2)
+        reward(client, decision["decision_id"], arm, value)
+        sent.append((arm, [1.0, float(hour), 0.0, 0.0], value))
+    worker.run(until_idle=True)
+
+    expected = {}
+    for arm, x, value in sent:
+        state = expected.setdefault(arm, arm_prior(4, 1.0))
+        update(state, 0, np.array(x), value)
+    store = ModelStore(redis_client)
+    for arm, state in expected.items():
+        learned, version = store.load_learning("home_feed", model_id(app), arm, 4, 1.0)
+        assert version == sum(1 for a, _, _ in sent if a == arm)
+        np.testing.assert_allclose(learned.A, state.A)
+        np.testing.assert_allclose(learned.A_inv, np.linalg.inv(state.A), rtol=1e-9)
+        np.testing.assert_allclose(learned.theta, state.theta, rtol=1e-9, atol=1e-12)
+        assert learned.n[0] == state.n[0]
+
+
+def test_choose_uses_learned_parameters(client, worker):
+    for _ in range(30):
+        decision = choose(client, context={"city": "berlin"}, k=3).get_json()
+        for slot in decision["arms"]:
+            value = 1.0 if slot["arm"] == "job_kitchen" else 0.0
+            reward(client, decision["decision_id"], slot["arm"], value)
+    worker.run(until_idle=True)
+    picks = [
+        choose(client, context={"city": "berlin"}).get_json()["arms"][0]["arm"] for _ in range(20)
+    ]
+    assert picks.count("job_kitchen") == 20
+
+
+def test_default_reward_applied_when_window_closes(client, worker, clock, engine):
+    decision = choose(client, context={"hour": 1}, k=2).get_json()
+    rewarded, silent = (a["arm"] for a in decision["arms"])
+    reward(client, decision["decision_id"], rewarded, 1.0)
+    worker.run(until_idle=True)
+    assert rows(engine, "SELECT count(*) AS n FROM rewards WHERE kind = 'default'") == [{"n": 0}]
+
+    clock.advance(900.5)
+    worker.run(until_idle=True)
+    logged = rows(engine, "SELECT arm, reward, kind FROM rewards ORDER BY kind")
+    assert logged == [
+        {"arm": silent, "reward": 0.0, "kind": "default"},
+        {"arm": rewarded, "reward": 1.0, "kind": "explicit"},
+    ]
+
+
+def test_redelivered_entries_change_nothing(app, client, worker, redis_client, engine):
+    decision = choose(client, context={"hour": 2}).get_json()
+    arm = decision["arms"][0]["arm"]
+    reward(client, decision["decision_id"], arm, 1.0)
+    stream = keys.stream("home_feed")
+    entries = redis_client.xrange(stream)
+    worker.run(until_idle=True)
+    store = ModelStore(redis_client)
+    before, version = store.load_learning("home_feed", model_id(app), arm, 4, 1.0)
+
+    # The same entries again, as after a crash between learning and acknowledging.
+    events = [(entry_id, decode("home_feed", fields)) for entry_id, fields in entries]
+    worker.event_log.write(events)
+    worker.learner.forget("home_feed")
+    worker.learner.learn("home_feed", events)
+
+    after, version_after = store.load_learning("home_feed", model_id(app), arm, 4, 1.0)
+    assert version_after == version == 1
+    np.testing.assert_array_equal(after.A, before.A)
+    assert rows(engine, "SELECT count(*) AS n FROM rewards") == [{"n": 1}]
+    assert rows(engine, "SELECT count(*) AS n FROM impressions") == [{"n": 1}]
+
+
+def test_unacknowledged_entries_of_a_dead_worker_are_processed(
+    settings, client, worker, redis_client, engine
+):
+    worker.step()  # creates the consumer groups
+    choose(client, context={"hour": 5})
+    # A worker that read the entry and died before acknowledging it:
+    redis_client.xreadgroup(GROUP, "dead-worker", {keys.stream("home_feed"): ">"}, count=10)
+    worker.release()
+    worker.owned.clear()
+    worker.run(until_idle=True)
+    assert rows(engine, "SELECT count(*) AS n FROM decisions") == [{"n": 1}]
+    assert redis_client.xpending(keys.stream("home_feed"), GROUP)["pending"] == 0
+
+
+def test_only_the_lease_holder_processes_a_stream(client, worker, redis_client, engine):
+    other = Leases(redis_client, "another-worker", ttl_ms=60_000)
+    assert other.hold("home_feed")
+    choose(client, context={"hour": 5})
+    worker.run(until_idle=True)
+    assert "home_feed" not in worker.owned
+    assert rows(engine, "SELECT count(*) AS n FROM decisions") == [{"n": 0}]
+    other.release("home_feed")
+    worker.run(until_idle=True)
+    assert rows(engine, "SELECT count(*) AS n FROM decisions") == [{"n": 1}]
+
+
+def test_worker_stops_after_max_events(client, worker):
+    for _ in range(5):
+        choose(client, context={})
+    worker.batch_size = 2
+    assert worker.run(max_events=2) == 2
