@@ -2,8 +2,8 @@
 # Run banditd for development: the online update worker in the background and
 # gunicorn in front of it. `make run` starts Redis/Postgres and migrates first.
 #
-# Ctrl-C (SIGINT) or SIGTERM stops both and exits 0. If either process exits
-# by itself, the other is stopped and this script exits non-zero.
+# Ctrl-C (SIGINT) or SIGTERM stops both and exits 0. If either process fails,
+# the other is stopped and this script exits with the failed one's status.
 #
 # Environment (defaults in brackets):
 #   PORT [8000], BANDITD_CONFIG [examples/experiments.toml],
@@ -87,10 +87,16 @@ status=$?
 set -e
 
 if ! alive "$worker_pid"; then
-    echo "banditd: the worker exited (status $status); stopping gunicorn" >&2
+    who="the worker"
 else
-    echo "banditd: gunicorn exited (status $status); stopping the worker" >&2
+    who="gunicorn"
 fi
 stop_all
-((status != 0)) || status=1
+# On Ctrl-C the whole process group gets SIGINT; a child that handles it and
+# exits 0 can make bash skip its own trap, so a clean exit is a clean stop.
+if ((status == 0)); then
+    echo "banditd: stopped"
+    exit 0
+fi
+echo "banditd: $who exited (status $status); stopped the rest" >&2
 exit "$status"
