@@ -18,7 +18,7 @@ from app.config import Experiment
 from app.config_source import ConfigSource
 from app.errors import ApiError
 from app.event_stream import EventStream
-from app.events import ConfigEvent, DecisionEvent, Impression
+from app.events import DecisionEvent, Impression
 from app.model_cache import ModelCache
 from app.validation import ChooseRequest
 from bandits import FeatureError, select
@@ -51,7 +51,6 @@ class Chooser:
         self.stream = stream
         self.rng = rng
         self.clock = clock
-        self._announced: set[tuple[str, str]] = set()
 
     def experiment(self, name: str) -> Experiment:
         """The configured experiment ``name``; 404 if there is none."""
@@ -96,7 +95,8 @@ class Chooser:
                 "config_version": exp.version,
             }
         )
-        self._announce(exp, now_ms)
+        # The config version must reach the stream before the first decision made under it.
+        self.stream.announce_config(exp, now_ms)
         event = DecisionEvent(
             decision_id=decision_id,
             experiment=exp.name,
@@ -134,18 +134,3 @@ class Chooser:
                 f"candidate {exc.args[0]!r} is not an arm of {exp.name}",
                 "candidates",
             ) from exc
-
-    def _announce(self, exp: Experiment, now_ms: int) -> None:
-        # The config version must reach the stream before the first decision made under it.
-        key = (exp.name, exp.version)
-        if key in self._announced:
-            return
-        self.stream.append_config(
-            ConfigEvent(
-                experiment=exp.name,
-                config_version=exp.version,
-                settings=exp.settings,
-                seen_ms=now_ms,
-            )
-        )
-        self._announced.add(key)

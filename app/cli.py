@@ -36,13 +36,7 @@ def run_worker(settings: Settings) -> None:
     from app.services import build_services
     from app.worker import Worker
 
-    services = build_services(settings)
-    worker = Worker(
-        stream=services.stream,
-        store=services.store,
-        event_log=services.event_log,
-        config=services.config,
-    )
+    worker = Worker.from_services(build_services(settings))
 
     def stop(signum: int, _frame) -> None:
         if worker.stop_requested:

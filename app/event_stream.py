@@ -15,6 +15,7 @@ from typing import Iterable, Sequence
 import redis
 
 from app import keys
+from app.config import Experiment
 from app.events import ConfigEvent, DecisionEvent, encode_config, encode_decision
 
 GROUP = "workers"
@@ -35,6 +36,7 @@ class EventStream:
         self._record_decision = _script(client, "record_decision.lua")
         self._record_reward = _script(client, "record_reward.lua")
         self._close_windows = _script(client, "close_windows.lua")
+        self._announced: set[tuple[str, str]] = set()
 
     # -- API side ---------------------------------------------------------------
 
@@ -114,9 +116,19 @@ class EventStream:
         detail = "..".join(r.decode() for r in result[1:]) or None
         return status, detail
 
-    def append_config(self, event: ConfigEvent) -> None:
-        """Append a config version, ahead of the decisions made under it."""
-        self.redis.xadd(keys.stream(event.experiment), encode_config(event))
+    def announce_config(self, experiment: Experiment, now_ms: int) -> None:
+        """Append the experiment's config version, once per version and process."""
+        key = (experiment.name, experiment.version)
+        if key in self._announced:
+            return
+        event = ConfigEvent(
+            experiment=experiment.name,
+            config_version=experiment.version,
+            settings=experiment.settings,
+            seen_ms=now_ms,
+        )
+        self.redis.xadd(keys.stream(experiment.name), encode_config(event))
+        self._announced.add(key)
 
     # -- worker side ------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from app.events import decode
 from app.learner import Learner
 from app.lease import Leases
 from app.model_store import ModelStore
+from app.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,17 @@ class Worker:
         self.owned: set[str] = set()
         self.stop_requested = False
 
+    @classmethod
+    def from_services(cls, services: Services, **options) -> "Worker":
+        """A worker over the shared services; ``options`` as for the constructor."""
+        return cls(
+            stream=services.stream,
+            store=services.store,
+            event_log=services.event_log,
+            config=services.config,
+            **options,
+        )
+
     def request_stop(self) -> None:
         """Finish the current batch, then return from ``run``."""
         self.stop_requested = True
@@ -80,7 +92,8 @@ class Worker:
         backoff = 0.0
         while not self.stop_requested:
             try:
-                done = self.step()
+                budget = None if max_events is None else max_events - processed
+                done = self.step(budget)
                 backoff = 0.0
             except RETRYABLE as exc:
                 backoff = min(max(backoff * 2, 0.1), self.max_backoff)
@@ -96,15 +109,19 @@ class Worker:
                 self.stream.wait_for_any(sorted(self.owned), self.consumer, self.block_ms)
         return processed
 
-    def step(self) -> int:
-        """One pass over every owned stream; returns how many entries it processed."""
-        experiments = sorted(self.config.current().experiments)
-        self._refresh_leases(experiments)
+    def step(self, budget: int | None = None) -> int:
+        """One pass over the owned streams, reading at most ``budget`` entries; returns how many."""
+        config = self.config.current()
+        self._refresh_leases(sorted(config.experiments))
         now_ms = int(self.clock() * 1000)
         done = 0
         for experiment in sorted(self.owned):
+            self.stream.announce_config(config.experiments[experiment], now_ms)
             self.stream.close_windows(experiment, now_ms)
-            done += self._process_batch(experiment)
+            count = self.batch_size if budget is None else min(self.batch_size, budget - done)
+            if count <= 0:
+                break
+            done += self._process_batch(experiment, count)
         return done
 
     def release(self) -> None:
@@ -130,10 +147,10 @@ class Worker:
             self.leases.release(experiment)
             self.owned.discard(experiment)
 
-    def _process_batch(self, experiment: str) -> int:
-        entries = self.stream.read(experiment, self.consumer, self.batch_size, new=False)
+    def _process_batch(self, experiment: str, count: int) -> int:
+        entries = self.stream.read(experiment, self.consumer, count, new=False)
         if not entries:
-            entries = self.stream.read(experiment, self.consumer, self.batch_size, new=True)
+            entries = self.stream.read(experiment, self.consumer, count, new=True)
         if not entries:
             return 0
         events = []

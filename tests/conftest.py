@@ -135,15 +135,7 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def worker(settings, clock):
-    services = build_services(settings)
-    worker = Worker(
-        stream=services.stream,
-        store=services.store,
-        event_log=services.event_log,
-        config=services.config,
-        clock=clock,
-        block_ms=10,
-    )
+    worker = Worker.from_services(build_services(settings), clock=clock, block_ms=10)
     yield worker
     worker.release()
 

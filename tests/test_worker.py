@@ -21,7 +21,9 @@ def test_worker_logs_decisions_impressions_rewards_and_config(client, worker, en
     ).get_json()
     first, second = (a["arm"] for a in decision["arms"])
     reward(client, decision["decision_id"], first, 1.0)
-    assert worker.run(until_idle=True) == 3  # config, decision, reward
+    # the config version announced by the API and by the worker, a decision, a reward,
+    # and the worker's announcement of push_copy's version
+    assert worker.run(until_idle=True) == 5
 
     [d] = rows(engine, "SELECT * FROM decisions")
     assert d["decision_id"] == decision["decision_id"]
@@ -40,6 +42,18 @@ def test_worker_logs_decisions_impressions_rewards_and_config(client, worker, en
     [c] = rows(engine, "SELECT * FROM config_versions WHERE experiment = 'home_feed'")
     assert c["config_version"] == decision["config_version"]
     assert c["settings"]["policy"] == "linucb"
+
+
+def test_every_config_version_is_logged_even_without_decisions(worker, engine, config_file):
+    from tests.test_config import rewrite
+    from tests.conftest import EXPERIMENTS_TOML
+
+    worker.run(until_idle=True)
+    rewrite(config_file, EXPERIMENTS_TOML.replace("window_seconds = 60", "window_seconds = 30"))
+    worker.run(until_idle=True)
+    logged = rows(engine, "SELECT settings FROM config_versions WHERE experiment = 'push_copy'")
+    windows = sorted(r["settings"]["reward"]["window_seconds"] for r in logged)
+    assert windows == [30.0, 60.0]
 
 
 def test_worker_learns_exactly_what_a_direct_update_gives(app, client, worker, redis_client):
