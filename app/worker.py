@@ -38,6 +38,11 @@ RETRYABLE = (
 )
 
 
+def _stream_vanished(exc: redis.ResponseError) -> bool:
+    message = str(exc)
+    return message.startswith("NOGROUP") or "no longer exists" in message
+
+
 class Worker:
     """Moves events from the Redis streams into Postgres and the model."""
 
@@ -95,18 +100,26 @@ class Worker:
                 budget = None if max_events is None else max_events - processed
                 done = self.step(budget)
                 backoff = 0.0
+                processed += done
+                if max_events is not None and processed >= max_events:
+                    break
+                if done == 0:
+                    if until_idle:
+                        break
+                    self.stream.wait_for_any(sorted(self.owned), self.consumer, self.block_ms)
             except RETRYABLE as exc:
                 backoff = min(max(backoff * 2, 0.1), self.max_backoff)
                 log.warning("storage unavailable (%s); retrying in %.1fs", exc, backoff)
                 time.sleep(backoff)
-                continue
-            processed += done
-            if max_events is not None and processed >= max_events:
-                break
-            if done == 0:
-                if until_idle:
-                    break
-                self.stream.wait_for_any(sorted(self.owned), self.consumer, self.block_ms)
+            except redis.ResponseError as exc:
+                if not _stream_vanished(exc):
+                    raise
+                # The stream or its group was deleted (a flush, a restart without
+                # persistence): take the streams over again, which recreates the groups.
+                log.warning("a stream or consumer group vanished (%s); re-acquiring", exc)
+                for experiment in self.owned:
+                    self.learner.forget(experiment)
+                self.owned.clear()
         return processed
 
     def step(self, budget: int | None = None) -> int:

@@ -76,7 +76,7 @@ echo "banditd: config $BANDITD_CONFIG; Redis $REDIS_URL; worker + gunicorn ($GUN
 "$VENV_BIN/banditd" worker &
 worker_pid=$!
 
-"$VENV_BIN/gunicorn" --bind "0.0.0.0:$PORT" --workers "$GUNICORN_WORKERS" wsgi:app &
+"$VENV_BIN/gunicorn" --bind "0.0.0.0:$PORT" --workers "$GUNICORN_WORKERS" --no-control-socket wsgi:app &
 web_pid=$!
 
 # Returns as soon as one of the two exits (or a trapped signal arrives, in

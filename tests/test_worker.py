@@ -163,3 +163,12 @@ def test_worker_stops_after_max_events(client, worker):
         choose(client, context={})
     worker.batch_size = 2
     assert worker.run(max_events=2) == 2
+
+
+def test_worker_recovers_when_its_stream_is_deleted(client, worker, redis_client, engine):
+    choose(client, context={"hour": 1})
+    worker.run(until_idle=True)
+    redis_client.delete(keys.stream("home_feed"))  # as after a flush or a restart without AOF
+    choose(client, context={"hour": 2})
+    worker.run(until_idle=True)
+    assert rows(engine, "SELECT count(*) AS n FROM decisions") == [{"n": 2}]
