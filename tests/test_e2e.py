@@ -8,9 +8,9 @@ live parameters equal a replay of the log, that a config change reaches every
 gunicorn worker within seconds without resetting what was learned, and that an
 invalid config file is rejected while the last good one stays in force.
 
-gunicorn writes an access log with the serving process id (``%(p)s``) so that
-the test can tell which worker answered each probe request: "every worker
-process sees the new config" is then checked, not assumed from luck.
+gunicorn's access log names the serving process of each probe request
+(tests/service_processes.py), so "every worker process sees the new config" is
+checked, not assumed from luck.
 
 Takes about 20 s; the figures it measures are printed in a "banditd e2e figures"
 section of the pytest report. Like the rest of the suite it owns the test Redis db
@@ -20,28 +20,26 @@ and the test database while it runs: do not run two test sessions against them a
 from __future__ import annotations
 
 import math
-import os
-import re
-import signal
-import socket
-import subprocess
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
-import requests
 
 from app import keys
 from app.config import load_config
 from app.model_store import ModelStore
-from tests.conftest import API_KEY, TEST_DATABASE_URL, TEST_REDIS_URL, poll, rows
-
-REPO = Path(__file__).resolve().parent.parent
-VENV_BIN = REPO / ".venv" / "bin"
+from tests.conftest import rows
+from tests.e2e_checks import Sent, log_mismatches, table_counts, wait_for
+from tests.service_processes import (
+    STREAK,
+    Service,
+    replace_atomically,
+    start_service,
+    touch_every_worker,
+    wait_until_every_worker,
+)
 
 EXPERIMENT = "e2e_city"
 CITIES = ("berlin", "hamburg")
@@ -55,12 +53,9 @@ LAST = 500  # accuracy is measured over the last LAST rounds
 MIN_ACCURACY = 0.80
 ALPHA_BEFORE, ALPHA_AFTER = 0.5, 2.0
 MAX_RELOAD_SECONDS = 5.0
-STREAK = 20  # consecutive answers with the new version before a change counts as seen
 ROUNDS_AFTER_RELOAD = 200
 SEED = 20240611
 
-ACCESS_LOG_FORMAT = '%(p)s "%(r)s" %(s)s'
-ACCESS_LINE = re.compile(r'^<(\d+)> "\S+ \S*[?&]probe=(\d+)\S* ')
 
 CONFIG_TOML = """\
 # written by tests/test_e2e.py
@@ -91,177 +86,17 @@ def config_text(alpha: float, policy: str = "linucb") -> str:
     )
 
 
-def replace_atomically(path: Path, text: str) -> None:
-    """Write ``text`` to a sibling temp file and rename it over ``path``."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def child_pids(parent: int) -> set[int]:
-    """Live children of ``parent`` (Linux /proc)."""
-    found = set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        # pid (comm) state ppid ...; comm may contain spaces, so split after the last ')'
-        if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
-            found.add(int(entry))
-    return found
-
-
-def tail(path: Path, lines: int = 80) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError as exc:
-        return f"<cannot read {path}: {exc}>"
-
-
-@dataclass
-class Service:
-    """The running processes, their logs, and an HTTP session with the API key."""
-
-    base_url: str
-    config_path: Path
-    gunicorn: subprocess.Popen
-    worker: subprocess.Popen
-    logs: dict[str, Path]
-    http: requests.Session = field(default_factory=requests.Session)
-    probes: int = 0
-
-    def url(self, path: str) -> str:
-        return self.base_url + path
-
-    def get(self, path: str) -> tuple[int, requests.Response]:
-        """GET with a unique ``probe`` number the access log ties to the serving pid."""
-        self.probes += 1
-        sep = "&" if "?" in path else "?"
-        return self.probes, self.http.get(self.url(f"{path}{sep}probe={self.probes}"), timeout=10)
-
-    def post(self, path: str, body: dict) -> requests.Response:
-        return self.http.post(self.url(path), json=body, timeout=10)
-
-    def probe_pids(self) -> dict[int, int]:
-        """probe number -> pid of the gunicorn worker that served it (from the access log)."""
-        served = {}
-        for line in self.logs["access"].read_text(errors="replace").splitlines():
-            m = ACCESS_LINE.match(line)
-            if m:
-                served[int(m.group(2))] = int(m.group(1))
-        return served
-
-    def web_workers(self) -> set[int]:
-        return child_pids(self.gunicorn.pid)
-
-    def dump_logs(self) -> None:
-        for name in ("worker", "gunicorn"):
-            print(f"\n----- {name} stderr ({self.logs[name]}) -----\n{tail(self.logs[name])}")
-
-
-def stop(proc: subprocess.Popen, timeout: float = 15.0) -> None:
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=5)
-
-
 @pytest.fixture
 def service(tmp_path: Path, engine, redis_client, request):
     """gunicorn (2 workers) + ``banditd worker`` on a clean database and Redis db."""
     config_path = tmp_path / "experiments.toml"
     replace_atomically(config_path, config_text(ALPHA_BEFORE))
-    port = free_port()
-    env = {
-        **os.environ,
-        "BANDITD_CONFIG": str(config_path),
-        "REDIS_URL": TEST_REDIS_URL,
-        "DATABASE_URL": TEST_DATABASE_URL,
-        "BANDITD_API_KEYS": API_KEY,
-    }
-    logs = {name: tmp_path / f"{name}.log" for name in ("worker", "gunicorn", "access")}
-    logs["access"].touch()
-    procs: list[subprocess.Popen] = []
     failed_before = request.session.testsfailed
-    with open(logs["worker"], "wb") as worker_err, open(logs["gunicorn"], "wb") as web_err:
-        procs.append(
-            subprocess.Popen(
-                [str(VENV_BIN / "banditd"), "worker"],
-                cwd=REPO,
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=worker_err,
-            )
-        )
-        procs.append(
-            subprocess.Popen(
-                [
-                    str(VENV_BIN / "gunicorn"),
-                    "--workers",
-                    "2",
-                    "--bind",
-                    f"127.0.0.1:{port}",
-                    "--access-logfile",
-                    str(logs["access"]),
-                    "--access-logformat",
-                    ACCESS_LOG_FORMAT,
-                    # gunicorn >= 27 otherwise binds ~/.gunicorn/gunicorn.ctl, shared with any other
-                    # gunicorn of this user (e.g. `make run`), and removes it on exit
-                    "--no-control-socket",
-                    "wsgi:app",
-                ],
-                cwd=REPO,
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=web_err,
-            )
-        )
-    svc = Service(
-        base_url=f"http://127.0.0.1:{port}",
-        config_path=config_path,
-        worker=procs[0],
-        gunicorn=procs[1],
-        logs=logs,
-    )
-    svc.http.headers["Authorization"] = f"Bearer {API_KEY}"
-    try:
-
-        def healthy():
-            for name, proc in (("worker", svc.worker), ("gunicorn", svc.gunicorn)):
-                if proc.poll() is not None:
-                    pytest.fail(f"{name} exited with status {proc.returncode} during start-up")
-            try:
-                return requests.get(svc.url("/healthz"), timeout=2).status_code == 200
-            except requests.RequestException:  # refused, or accepted before a worker booted
-                return False
-
-        poll(healthy, timeout=20, interval=0.05)
-        # both web workers import the app before the master counts them as booted
-        poll(lambda: len(svc.web_workers()) == 2, timeout=20, interval=0.05)
-    except BaseException:
-        svc.dump_logs()
-        for proc in reversed(procs):
-            stop(proc)
-        raise
+    svc = start_service(config_path, tmp_path)
     try:
         yield svc
     finally:
-        svc.http.close()
-        for proc in reversed(procs):  # gunicorn first, then the worker
-            stop(proc)
+        svc.stop()
         if request.session.testsfailed > failed_before:
             svc.dump_logs()
 
@@ -299,19 +134,6 @@ def replay_log(engine, ridge: float = 1.0) -> dict[str, tuple[int, np.ndarray]]:
                 n += 1
         out[arm] = (n, np.linalg.solve(A, b))
     return out
-
-
-@dataclass
-class Sent:
-    """Everything the synthetic client sent and got back."""
-
-    decisions: dict[str, dict] = field(default_factory=dict)  # decision_id -> /choose answer
-    contexts: dict[str, dict] = field(default_factory=dict)  # decision_id -> context sent
-    explicit: set[tuple[str, str, float]] = field(default_factory=set)
-    unrewarded: set[tuple[str, str]] = field(default_factory=set)
-
-    def shown(self) -> set[tuple[str, str]]:
-        return {(d, a["arm"]) for d, ans in self.decisions.items() for a in ans["arms"]}
 
 
 def choose(svc: Service, sent: Sent, city: str) -> dict:
@@ -352,142 +174,6 @@ def play(
     return hits
 
 
-def log_mismatches(engine, sent: Sent, versions: dict[str, float]) -> list[str]:
-    """What the Postgres log still lacks or has wrong; empty when it matches ``sent`` exactly.
-
-    ``versions`` maps each config version decisions were made under to its alpha.
-    """
-    n = len(sent.decisions)
-    counts = rows(
-        engine,
-        """
-        SELECT (SELECT count(*) FROM decisions) AS decisions,
-               (SELECT count(*) FROM impressions) AS impressions,
-               (SELECT count(*) FROM rewards WHERE kind = 'explicit') AS explicit,
-               (SELECT count(*) FROM rewards WHERE kind = 'default') AS defaults,
-               (SELECT count(*) FROM rewards WHERE kind = 'late') AS late""",
-    )[0]
-    expected = {
-        "decisions": n,
-        "impressions": len(sent.shown()),
-        "explicit": len(sent.explicit),
-        "defaults": len(sent.unrewarded),
-        "late": 0,
-    }
-    if counts != expected:
-        return [f"row counts {counts}, expected {expected}"]
-
-    problems = []
-    decisions = {
-        r["decision_id"]: r
-        for r in rows(
-            engine, "SELECT decision_id, context, config_version, model_id, policy FROM decisions"
-        )
-    }
-    if set(decisions) != set(sent.decisions):
-        problems.append("decision ids differ from the ones /choose returned")
-    for did, d in decisions.items():
-        answer = sent.decisions.get(did)
-        if answer and (
-            d["context"] != sent.contexts[did] or d["config_version"] != answer["config_version"]
-        ):
-            problems.append(f"decision {did}: {d} does not match what was sent/answered")
-            break
-
-    impressions = rows(
-        engine,
-        "SELECT decision_id, arm, position, score, propensity, config_version FROM impressions",
-    )
-    if {(i["decision_id"], i["arm"]) for i in impressions} != sent.shown():
-        problems.append("(decision_id, arm) of impressions differ from the ones /choose returned")
-    for i in impressions:
-        shown = sent.decisions.get(i["decision_id"], {"arms": [{}]})["arms"][0]
-        if not (0.0 < i["propensity"] <= 1.0):
-            problems.append(f"propensity out of (0, 1]: {i}")
-            break
-        if (
-            i["position"] != 0
-            or not math.isclose(i["propensity"], shown.get("propensity", -1))
-            or not math.isclose(i["score"], shown.get("score", math.nan))
-        ):
-            problems.append(f"impression {i} does not match the /choose answer {shown}")
-            break
-
-    explicit = {
-        (r["decision_id"], r["arm"], r["reward"])
-        for r in rows(
-            engine, "SELECT decision_id, arm, reward FROM rewards WHERE kind = 'explicit'"
-        )
-    }
-    if explicit != sent.explicit:
-        problems.append(
-            f"explicit rewards differ: {len(explicit - sent.explicit)} unexpected, "
-            f"{len(sent.explicit - explicit)} missing"
-        )
-    defaults = rows(engine, "SELECT decision_id, arm, reward FROM rewards WHERE kind = 'default'")
-    if {(r["decision_id"], r["arm"]) for r in defaults} != sent.unrewarded:
-        problems.append("default rewards are not exactly the unrewarded impressions")
-    if any(r["reward"] != 0.0 for r in defaults):
-        problems.append("a default reward is not 0.0")
-
-    view = rows(
-        engine,
-        """SELECT count(*) AS n, count(reward) AS rewarded,
-                                  count(DISTINCT (decision_id, arm)) AS distinct_impressions
-                           FROM impression_rewards WHERE experiment = :e""",
-        e=EXPERIMENT,
-    )[0]
-    if view != {"n": n, "rewarded": n, "distinct_impressions": n}:
-        problems.append(
-            f"impression_rewards: {view}, expected every one of {n} impressions "
-            "exactly once with a reward"
-        )
-
-    logged = {
-        r["config_version"]: r["settings"]
-        for r in rows(
-            engine,
-            "SELECT config_version, settings FROM config_versions WHERE experiment = :e",
-            e=EXPERIMENT,
-        )
-    }
-    if set(logged) != set(versions):
-        problems.append(f"config_versions {sorted(logged)}, expected {sorted(versions)}")
-    elif any(logged[v]["alpha"] != alpha for v, alpha in versions.items()):
-        problems.append(f"config_versions settings do not carry the alphas {versions}")
-    return problems
-
-
-def table_counts(engine) -> dict[str, int]:
-    counts = {}
-    for table in ("decisions", "impressions", "rewards", "config_versions"):
-        counts[table] = rows(engine, f"SELECT count(*) AS n FROM {table}")[0]["n"]
-    for kind in ("explicit", "default", "late"):
-        counts[f"rewards.{kind}"] = rows(
-            engine, "SELECT count(*) AS n FROM rewards WHERE kind = :k", k=kind
-        )[0]["n"]
-    counts["impression_rewards"] = rows(engine, "SELECT count(*) AS n FROM impression_rewards")[0][
-        "n"
-    ]
-    return counts
-
-
-def wait_for(what: str, check: Callable[[], list[str]], timeout: float) -> float:
-    """Poll ``check`` (a list of problems) until it is empty; returns the seconds it took."""
-    started = time.monotonic()
-    last: list[str] = []
-
-    def ok() -> bool:
-        last[:] = check()
-        return not last
-
-    try:
-        poll(ok, timeout=timeout, interval=0.2)
-    except pytest.fail.Exception:
-        pytest.fail(f"{what} not reached within {timeout}s: " + "; ".join(last[:5]))
-    return time.monotonic() - started
-
-
 def model_mismatches(engine, store: ModelStore, model_id: str, sent: Sent) -> list[str]:
     """Empty when every decision's reward is learned once and the params equal a log replay."""
     live = learned_params(store, model_id)
@@ -505,83 +191,6 @@ def model_mismatches(engine, store: ModelStore, model_id: str, sent: Sent) -> li
                 f"replayed from the log n={n_log} theta={theta_log}"
             )
     return problems
-
-
-# -- config changes seen by every web worker ---------------------------------------------------
-
-
-def wait_until_every_worker(
-    svc: Service,
-    path: str,
-    good: Callable[[dict], bool],
-    *,
-    since: float,
-    timeout: float,
-    invariant: Callable[[dict], bool] = lambda body: True,
-    interleave: tuple[str, Callable[[dict], bool]] | None = None,
-) -> float:
-    """Poll GET ``path`` until each web worker answered ``good`` and the last STREAK all did.
-
-    Returns the seconds from ``since`` (a ``time.monotonic()``) until the last web worker
-    first answered ``good``; once a worker answered ``good`` it must never answer otherwise.
-    Every answer must meet ``invariant``. ``interleave`` is another GET (and what its
-    answers must meet) sent between polls, so that every process keeps looking at its
-    config file.
-    """
-    workers = svc.web_workers()
-    assert len(workers) == 2, workers
-    answers: list[tuple[int, float, bool, dict]] = []  # (probe, seconds since `since`, good, body)
-    deadline = time.monotonic() + timeout
-    while True:
-        probe, r = svc.get(path)
-        assert r.status_code == 200, r.text
-        body = r.json()
-        assert invariant(body), body
-        answers.append((probe, time.monotonic() - since, good(body), body))
-        if interleave:
-            _, other = svc.get(interleave[0])
-            assert other.status_code == 200 and interleave[1](other.json()), other.text
-        if len(answers) >= STREAK and all(g for _, _, g, _ in answers[-STREAK:]):
-            served = svc.probe_pids()
-            first_good: dict[int, float] = {}
-            for probe_no, t, g, b in answers:
-                pid = served.get(probe_no)
-                if pid is None:
-                    continue
-                if g:
-                    first_good.setdefault(pid, t)
-                else:
-                    assert pid not in first_good, f"worker {pid} went back to answering {b}"
-            if set(first_good) >= workers:
-                return max(first_good[pid] for pid in workers)
-        if time.monotonic() > deadline:
-            served = svc.probe_pids()
-            pytest.fail(
-                f"GET {path}: not every web worker {sorted(workers)} answered as expected "
-                f"within {timeout}s; last answers (pid, s, ok): "
-                f"{[(served.get(p), round(t, 2), g) for p, t, g, _ in answers[-10:]]}; "
-                f"last body: {body}"
-            )
-        time.sleep(0.01)
-
-
-def touch_every_worker(svc: Service, timeout: float = 10.0) -> None:
-    """GET /experiments until each web worker served one since this call.
-
-    Each worker then looks at its config file at most once per check interval (1 s), on
-    a request; after an idle spell these requests start a new interval, so a change made
-    right after is seen about one interval later: the reload time measured next is the
-    one a busy service shows, not the instant pick-up of an idle one.
-    """
-    workers = svc.web_workers()
-    first = svc.probes + 1
-    deadline = time.monotonic() + timeout
-    while True:
-        svc.get("/experiments")
-        served = {pid for probe, pid in svc.probe_pids().items() if probe >= first}
-        if served >= workers:
-            return
-        assert time.monotonic() < deadline, f"only {served} of {workers} served /experiments"
 
 
 def experiment_entry(body: dict) -> dict:
@@ -625,7 +234,9 @@ def test_end_to_end_learning_logging_and_config_reload(
 
         # -- 2. the log holds exactly what was sent, and the model equals its replay --------
         log_seconds = wait_for(
-            "the Postgres log", lambda: log_mismatches(engine, sent, {v1: ALPHA_BEFORE}), timeout=30
+            "the Postgres log",
+            lambda: log_mismatches(engine, EXPERIMENT, sent, {v1: ALPHA_BEFORE}),
+            timeout=30,
         )
         wait_for(
             "the learned parameters",
@@ -730,7 +341,7 @@ def test_end_to_end_learning_logging_and_config_reload(
         assert {a["config_version"] for a in list(sent.decisions.values())[ROUNDS:]} == {v2}
         wait_for(
             "the Postgres log after the reload",
-            lambda: log_mismatches(engine, sent, {v1: ALPHA_BEFORE, v2: ALPHA_AFTER}),
+            lambda: log_mismatches(engine, EXPERIMENT, sent, {v1: ALPHA_BEFORE, v2: ALPHA_AFTER}),
             timeout=30,
         )
         wait_for(
