@@ -14,10 +14,10 @@ from typing import Callable
 import numpy as np
 import orjson
 
-from app.config import Experiment
+from app.config import Experiment, valid_name
 from app.config_source import ConfigSource
 from app.errors import ApiError
-from app.event_stream import EventStream
+from app.event_stream import ARM_LIMIT_REACHED, EventStream
 from app.events import DecisionEvent, Impression
 from app.model_cache import ModelCache
 from app.validation import ChooseRequest
@@ -62,8 +62,8 @@ class Chooser:
     def choose(self, req: ChooseRequest) -> bytes:
         """Make, record and return (as JSON) one decision."""
         exp = self.experiment(req.experiment)
-        candidates = self._candidates(exp, req.candidates)
-        n_candidates = len(exp.arms) if candidates is None else len(candidates)
+        self._check_candidates(exp, req.candidates)
+        n_candidates = len(exp.arms) if req.candidates is None else len(req.candidates)
         if req.k > n_candidates:
             raise ApiError(
                 400, "invalid_field", f"k={req.k} but only {n_candidates} arms can be shown", "k"
@@ -73,14 +73,15 @@ class Chooser:
         except FeatureError as exc:
             raise ApiError(400, "invalid_feature", exc.message, exc.field) from exc
 
-        state = self.cache.scoring_state(exp)
+        table = self.cache.table(exp, req.candidates or ())
+        candidates = None if req.candidates is None else table.rows(req.candidates)
         selection = select(
-            exp.policy, state, x, self.rng, exp.params, k=req.k, candidates=candidates
+            exp.policy, table.state, x, self.rng, exp.params, k=req.k, candidates=candidates
         )
         now_ms = int(self.clock() * 1000)
         decision_id = new_decision_id(exp.name, now_ms)
         impressions = tuple(
-            Impression(exp.arms[a], position, float(s), float(p))
+            Impression(table.arms[a], position, float(s), float(p))
             for position, (a, s, p) in enumerate(
                 zip(selection.arms, selection.scores, selection.propensities)
             )
@@ -118,19 +119,42 @@ class Chooser:
             reward_max=exp.reward.max,
             ridge=exp.ridge,
             response=response,
+            max_arms=exp.max_arms if exp.dynamic else None,
         )
+        if earlier is ARM_LIMIT_REACHED:
+            raise ApiError(
+                409,
+                "arm_limit_reached",
+                f"{exp.name} already has max_arms={exp.max_arms} arms; a new one cannot be shown",
+                "candidates",
+            )
         return earlier if earlier is not None else response
 
-    def _candidates(self, exp: Experiment, requested: tuple[str, ...] | None) -> np.ndarray | None:
-        if requested is None:
-            return None
-        index = exp.arm_index()
-        try:
-            return np.fromiter((index[a] for a in requested), dtype=np.intp, count=len(requested))
-        except KeyError as exc:
-            raise ApiError(
-                400,
-                "unknown_arm",
-                f"candidate {exc.args[0]!r} is not an arm of {exp.name}",
-                "candidates",
-            ) from exc
+    def _check_candidates(self, exp: Experiment, requested: tuple[str, ...] | None) -> None:
+        if exp.dynamic:
+            if requested is None:
+                raise ApiError(
+                    400,
+                    "missing_field",
+                    f"{exp.name} has a dynamic catalogue: send the candidate arms",
+                    "candidates",
+                )
+            for arm in requested:
+                if not valid_name(arm):
+                    raise ApiError(
+                        400,
+                        "invalid_field",
+                        f"candidate {arm!r} is not a valid arm id "
+                        "(letters, digits, _-. up to 128 characters)",
+                        "candidates",
+                    )
+        elif requested is not None:
+            known = exp.arm_positions
+            for arm in requested:
+                if arm not in known:
+                    raise ApiError(
+                        400,
+                        "unknown_arm",
+                        f"candidate {arm!r} is not an arm of {exp.name}",
+                        "candidates",
+                    )

@@ -17,6 +17,7 @@ import json
 import math
 import tomllib
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Mapping
 
 from bandits import POLICIES, FeatureSpec, PolicyParams
@@ -24,7 +25,11 @@ from bandits import POLICIES, FeatureSpec, PolicyParams
 NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
 MAX_NAME_LENGTH = 128
 
+DYNAMIC = "dynamic"
+DEFAULT_MAX_ARMS = 10_000
+
 EXPERIMENT_KEYS = {
+    "max_arms",
     "policy",
     "alpha",
     "epsilon",
@@ -61,15 +66,18 @@ class Experiment:
     policy: str
     params: PolicyParams
     ridge: float
-    arms: tuple[str, ...]
+    arms: tuple[str, ...]  # empty for a dynamic catalogue
     reward: RewardRule
     features: FeatureSpec
     version: str
     model_id: str
     settings: dict[str, Any]
+    dynamic: bool = False
+    max_arms: int = DEFAULT_MAX_ARMS
 
-    def arm_index(self) -> dict[str, int]:
-        """Map each arm id to its position in ``arms``."""
+    @cached_property
+    def arm_positions(self) -> dict[str, int]:
+        """Map each configured arm id to its position in ``arms``."""
         return {arm: i for i, arm in enumerate(self.arms)}
 
 
@@ -127,7 +135,11 @@ def _experiment(name: str, table: Any) -> Experiment:
         ),
     )
     ridge = _number(table, "ridge", 1.0, where, low=0.0, strict=True)
-    arms = _arms(table.get("arms"), where)
+    dynamic = table.get("arms") == DYNAMIC
+    arms = () if dynamic else _arms(table.get("arms"), where)
+    max_arms = int(
+        _number(table, "max_arms", DEFAULT_MAX_ARMS, where, low=1, high=1_000_000, integer=True)
+    )
     reward = _reward(table.get("reward", {}), where)
     features = _features(table.get("features", {}), where)
 
@@ -138,7 +150,8 @@ def _experiment(name: str, table: Any) -> Experiment:
         "v": params.v,
         "propensity_draws": params.draws,
         "ridge": ridge,
-        "arms": list(arms),
+        "arms": DYNAMIC if dynamic else list(arms),
+        "max_arms": max_arms,
         "reward": {
             "default": reward.default,
             "window_seconds": reward.window_seconds,
@@ -163,12 +176,19 @@ def _experiment(name: str, table: Any) -> Experiment:
         version=_fingerprint(settings, 12),
         model_id=_fingerprint(model_basis, 8),
         settings=settings,
+        dynamic=dynamic,
+        max_arms=max_arms,
     )
+
+
+def valid_name(name: object) -> bool:
+    """Whether ``name`` can be an experiment or arm id (it ends up in Redis keys)."""
+    return isinstance(name, str) and 0 < len(name) <= MAX_NAME_LENGTH and set(name) <= NAME_CHARS
 
 
 def _arms(value: Any, where: str) -> tuple[str, ...]:
     if not isinstance(value, list) or not value:
-        raise ConfigError(f"{where}.arms must be a non-empty list of arm ids")
+        raise ConfigError(f'{where}.arms must be a non-empty list of arm ids, or "dynamic"')
     for arm in value:
         if not isinstance(arm, str):
             raise ConfigError(f"{where}.arms: {arm!r} is not a string")
@@ -254,7 +274,7 @@ def _only_keys(table: Mapping[str, Any], allowed: set[str], where: str) -> None:
 
 
 def _check_name(name: str, where: str) -> None:
-    if not name or len(name) > MAX_NAME_LENGTH or not set(name) <= NAME_CHARS:
+    if not valid_name(name):
         raise ConfigError(
             f"{where}: {name!r} must be 1-{MAX_NAME_LENGTH} characters of letters, digits, _-."
         )

@@ -22,6 +22,7 @@ GROUP = "workers"
 LATE_GRACE_MS = 3_600_000  # how long after its window a decision still answers 409, not 404
 
 Entry = tuple[bytes, dict[bytes, bytes]]
+ARM_LIMIT_REACHED = object()  # what record_decision returns when a catalogue is full
 
 
 def _script(client: redis.Redis, name: str):
@@ -50,41 +51,37 @@ class EventStream:
         reward_max: float,
         ridge: float,
         response: bytes,
-    ) -> bytes | None:
+        max_arms: int | None = None,
+    ) -> bytes | object | None:
         """Append a decision and open its reward window.
 
-        Returns None when recorded, or the stored response of an earlier
-        decision with the same request id (then nothing is recorded).
+        Returns None when recorded, the stored response of an earlier decision
+        with the same request id, or ``ARM_LIMIT_REACHED`` when ``max_arms`` is
+        given (a dynamic catalogue) and a shown arm would be one too many; in
+        the last two cases nothing is recorded.
         """
         exp = event.experiment
         ttl_ms = max(deadline_ms - event.decided_ms, 0) + LATE_GRACE_MS
-        hash_args = [
-            "arms",
-            ",".join(i.arm for i in event.impressions),
-            "dl",
-            str(deadline_ms),
-            "def",
-            repr(float(default_reward)),
-            "lo",
-            repr(float(reward_min)),
-            "hi",
-            repr(float(reward_max)),
-            "x",
-            event.features.tobytes(),
-            "model",
-            event.model_id,
-            "lam",
-            repr(float(ridge)),
-            "cv",
-            event.config_version,
-        ]
-        request_key = keys.request(exp, event.request_id or "-")
-        return self._record_decision(
+        shown = [i.arm for i in event.impressions]
+        fields = {
+            "arms": ",".join(shown),
+            "dl": str(deadline_ms),
+            "def": repr(float(default_reward)),
+            "lo": repr(float(reward_min)),
+            "hi": repr(float(reward_max)),
+            "x": event.features.tobytes(),
+            "model": event.model_id,
+            "lam": repr(float(ridge)),
+            "cv": event.config_version,
+        }
+        hash_args = [item for pair in fields.items() for item in pair]
+        result = self._record_decision(
             keys=[
                 keys.decision(exp, event.decision_id),
                 keys.pending(exp),
                 keys.stream(exp),
-                request_key,
+                keys.request(exp, event.request_id or "-"),
+                keys.arm_registry(exp),
             ],
             args=[
                 "1" if event.request_id else "0",
@@ -92,11 +89,15 @@ class EventStream:
                 ttl_ms,
                 deadline_ms,
                 event.decision_id,
+                max_arms or 0,
+                len(shown),
+                *shown,
                 len(hash_args),
                 *hash_args,
                 *encode_decision(event),
             ],
         )
+        return ARM_LIMIT_REACHED if isinstance(result, list) else result
 
     def record_reward(
         self, experiment: str, decision_id: str, arm: str, reward: str, now_ms: int

@@ -26,6 +26,11 @@ def request(experiment: str, request_id: str) -> str:
     return f"bd:{{{experiment}}}:req:{request_id}"
 
 
+def arm_registry(experiment: str) -> str:
+    """Set of the arm ids a dynamic catalogue has shown (bounded by ``max_arms``)."""
+    return f"bd:{{{experiment}}}:arms"
+
+
 def arm(experiment: str, model_id: str, arm_id: str) -> str:
     """One arm's parameters (A, A_inv, b, theta, counts, version)."""
     return f"bd:{{{experiment}}}:m:{model_id}:arm:{arm_id}"

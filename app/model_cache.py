@@ -4,6 +4,10 @@ Fetching every arm's matrices from Redis on each request would cost more than
 all the scoring. Instead each API process keeps stacked arrays per experiment
 and, at most every ``refresh_seconds``, asks Redis which arms have a newer
 version and fetches only those.
+
+A configured catalogue has one row per configured arm, in config order. A
+dynamic catalogue starts empty and gains a row the first time this process
+sees a candidate; an arm that never learned anything has the prior.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 
@@ -21,11 +25,23 @@ from bandits import ScoringState
 
 
 @dataclass
-class _Entry:
-    arms: tuple[str, ...]
+class ArmTable:
+    """Stacked choosing parameters of an experiment's arms, and which arm each row is.
+
+    ``state`` may have spare rows past ``len(arms)`` (room to grow); they hold the prior.
+    """
+
+    arms: list[str]
+    index: dict[str, int]
     state: ScoringState
     versions: dict[str, int] = field(default_factory=dict)
+    latest: dict[str, int] = field(default_factory=dict)  # versions in Redis at the last look
     checked_at: float = float("-inf")
+
+    def rows(self, arm_ids: Iterable[str]) -> np.ndarray:
+        """Row numbers of ``arm_ids`` (all of them must be in the table)."""
+        index = self.index
+        return np.fromiter((index[a] for a in arm_ids), dtype=np.intp)
 
 
 def prior_scoring_state(n_arms: int, dim: int, ridge: float) -> ScoringState:
@@ -52,43 +68,75 @@ class ModelCache:
         self.store = store
         self.refresh_seconds = refresh_seconds
         self.clock = clock
-        self._entries: dict[tuple[str, str], _Entry] = {}
+        self._tables: dict[tuple[str, str], ArmTable] = {}
         self._lock = threading.Lock()
 
-    def scoring_state(self, experiment: Experiment) -> ScoringState:
-        """Parameters of ``experiment.arms``, in that order, at most ``refresh_seconds`` old."""
+    def table(self, experiment: Experiment, candidates: Iterable[str] = ()) -> ArmTable:
+        """The experiment's arm table, at most ``refresh_seconds`` old.
+
+        For a dynamic catalogue, ``candidates`` not seen before get rows first.
+        """
         key = (experiment.name, experiment.model_id)
         with self._lock:
-            entry = self._entries.get(key)
-            if entry is None or entry.arms != experiment.arms:
-                entry = _Entry(
-                    experiment.arms,
-                    prior_scoring_state(
-                        len(experiment.arms), experiment.features.dim, experiment.ridge
-                    ),
-                )
-                self._entries[key] = entry
+            table = self._tables.get(key)
+            if table is None or (not experiment.dynamic and table.arms != list(experiment.arms)):
+                table = self._new_table(experiment)
+                self._tables[key] = table
             now = self.clock()
-            if now - entry.checked_at >= self.refresh_seconds:
-                self._refresh(experiment, entry)
-                entry.checked_at = now
-            return entry.state
+            if now - table.checked_at >= self.refresh_seconds:
+                table.latest = self.store.versions(experiment.name, experiment.model_id)
+                table.checked_at = now
+                self._load(experiment, table, table.arms)
+            if experiment.dynamic:
+                unseen = [a for a in dict.fromkeys(candidates) if a not in table.index]
+                if unseen:
+                    self._grow(experiment, table, unseen)
+                    self._load(experiment, table, unseen)
+            return table
 
-    def _refresh(self, experiment: Experiment, entry: _Entry) -> None:
-        latest = self.store.versions(experiment.name, experiment.model_id)
-        changed = [a for a in entry.arms if latest.get(a, 0) != entry.versions.get(a, 0)]
+    def scoring_state(self, experiment: Experiment) -> ScoringState:
+        """Parameters of ``experiment.arms``, in that order (configured catalogues)."""
+        return self.table(experiment).state
+
+    def _new_table(self, experiment: Experiment) -> ArmTable:
+        arms = list(experiment.arms)
+        capacity = len(arms) or 64
+        state = prior_scoring_state(capacity, experiment.features.dim, experiment.ridge)
+        return ArmTable(arms=arms, index={a: i for i, a in enumerate(arms)}, state=state)
+
+    def _grow(self, experiment: Experiment, table: ArmTable, new_arms: list[str]) -> None:
+        needed = len(table.arms) + len(new_arms)
+        capacity = len(table.state.n)
+        if needed > capacity:
+            extra = prior_scoring_state(
+                max(needed, 2 * capacity) - capacity, experiment.features.dim, experiment.ridge
+            )
+            old = table.state
+            table.state = ScoringState(
+                A_inv=np.concatenate([old.A_inv, extra.A_inv]),
+                theta=np.concatenate([old.theta, extra.theta]),
+                n=np.concatenate([old.n, extra.n]),
+                successes=np.concatenate([old.successes, extra.successes]),
+                failures=np.concatenate([old.failures, extra.failures]),
+            )
+        for arm in new_arms:
+            table.index[arm] = len(table.arms)
+            table.arms.append(arm)
+
+    def _load(self, experiment: Experiment, table: ArmTable, arms: Iterable[str]) -> None:
+        """Fetch the arms whose version in Redis differs from the one held."""
+        changed = [a for a in arms if table.latest.get(a, 0) != table.versions.get(a, 0)]
         if not changed:
             return
         loaded = self.store.load_scoring(
             experiment.name, experiment.model_id, changed, experiment.features.dim
         )
-        index = experiment.arm_index()
-        state = entry.state
+        state = table.state
         for arm, params in loaded.items():
-            i = index[arm]
+            i = table.index[arm]
             state.A_inv[i] = params.A_inv
             state.theta[i] = params.theta
             state.n[i] = params.n
             state.successes[i] = params.successes
             state.failures[i] = params.failures
-            entry.versions[arm] = params.version
+            table.versions[arm] = params.version
