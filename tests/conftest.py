@@ -77,6 +77,12 @@ class FakeClock:
 
 @pytest.fixture(scope="session")
 def migrated_database() -> str:
+    # The test database is disposable: start from an empty schema, so that
+    # leftovers of another checkout (a newer revision, stray tables) cannot matter.
+    engine = database_engine(TEST_DATABASE_URL)
+    with engine.begin() as conn:
+        conn.execute(sqlalchemy.text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+    engine.dispose()
     migrate(Settings(database_url=TEST_DATABASE_URL))
     return TEST_DATABASE_URL
 
