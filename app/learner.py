@@ -24,8 +24,9 @@ def entry_order(entry_id: bytes | None) -> tuple[int, int]:
 class Learner:
     """In-memory arm states of the experiments one worker owns."""
 
-    def __init__(self, store: ModelStore) -> None:
+    def __init__(self, store: ModelStore, holder: str | None = None) -> None:
         self.store = store
+        self.holder = holder  # saves are fenced on this worker's lease
         self._arms: dict[tuple[str, str, str], tuple[LearningState, int]] = {}
         self._applied: dict[str, tuple[int, int]] = {}
 
@@ -66,7 +67,7 @@ class Learner:
             for (e, m, a), (state, version) in pending.items()
         ]
         try:
-            self.store.save(experiment, updates, last_id)
+            self.store.save(experiment, updates, last_id, holder=self.holder)
         except Exception:
             self.forget(experiment)  # our copies ran ahead of Redis: reload them
             raise

@@ -25,6 +25,10 @@ return 0
 """
 
 
+class LeaseLost(Exception):
+    """This worker no longer holds the lease of the experiment it was writing for."""
+
+
 class Leases:
     """Acquire, renew and release per-experiment stream leases for one worker."""
 

@@ -18,6 +18,7 @@ import numpy as np
 import redis
 
 from app import keys
+from app.lease import LeaseLost
 from bandits import LearningState, arm_prior
 
 SCORING_FIELDS = ("A_inv", "theta", "n", "s", "f", "v")
@@ -109,14 +110,30 @@ class ModelStore:
         """Id of the last stream entry whose learning is saved, or None."""
         return self.redis.get(keys.applied(experiment))
 
-    def save(self, experiment: str, updates: list[ArmUpdate], applied_through: bytes) -> None:
-        """Save arms and the learning watermark in one transaction."""
-        pipe = self.redis.pipeline(transaction=True)
-        for u in updates:
-            s = u.state
-            pipe.hset(
-                keys.arm(experiment, u.model_id, u.arm),
-                mapping={
+    def save(
+        self,
+        experiment: str,
+        updates: list[ArmUpdate],
+        applied_through: bytes,
+        *,
+        holder: str | None = None,
+    ) -> None:
+        """Save arms and the learning watermark in one transaction.
+
+        With ``holder``, save only while that worker holds the experiment's
+        lease, and raise :class:`LeaseLost` otherwise: a worker that stalled
+        past its lease must not overwrite what the new holder learned since.
+        """
+        owner = keys.owner(experiment)
+        with self.redis.pipeline(transaction=True) as pipe:
+            if holder is not None:
+                pipe.watch(owner)
+                if pipe.get(owner) != holder.encode():
+                    raise LeaseLost(experiment)
+                pipe.multi()
+            for u in updates:
+                s = u.state
+                fields = {
                     "A": s.A[0].tobytes(),
                     "A_inv": s.A_inv[0].tobytes(),
                     "b": s.b[0].tobytes(),
@@ -125,8 +142,11 @@ class ModelStore:
                     "s": repr(float(s.successes[0])),
                     "f": repr(float(s.failures[0])),
                     "v": u.version,
-                },
-            )
-            pipe.hset(keys.arm_versions(experiment, u.model_id), u.arm, u.version)
-        pipe.set(keys.applied(experiment), applied_through)
-        pipe.execute()
+                }
+                pipe.hset(keys.arm(experiment, u.model_id, u.arm), mapping=fields)
+                pipe.hset(keys.arm_versions(experiment, u.model_id), u.arm, u.version)
+            pipe.set(keys.applied(experiment), applied_through)
+            try:
+                pipe.execute()
+            except redis.WatchError as exc:
+                raise LeaseLost(experiment) from exc

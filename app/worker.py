@@ -24,7 +24,7 @@ from app.event_log import EventLog
 from app.event_stream import EventStream
 from app.events import decode
 from app.learner import Learner
-from app.lease import Leases
+from app.lease import LeaseLost, Leases
 from app.model_store import ModelStore
 from app.services import Services
 
@@ -64,7 +64,7 @@ class Worker:
         self.config = config
         self.consumer = f"{socket.gethostname()}-{os.getpid()}"
         self.leases = leases or Leases(stream.redis, self.consumer)
-        self.learner = Learner(store)
+        self.learner = Learner(store, holder=self.consumer)
         self.batch_size = batch_size
         self.block_ms = block_ms
         self.max_backoff = max_backoff
@@ -111,6 +111,12 @@ class Worker:
                 backoff = min(max(backoff * 2, 0.1), self.max_backoff)
                 log.warning("storage unavailable (%s); retrying in %.1fs", exc, backoff)
                 time.sleep(backoff)
+            except LeaseLost as exc:
+                # Stalled past the lease: another worker owns the stream now. Our
+                # unacknowledged entries are theirs to claim; nothing of ours was saved.
+                log.warning("lost the lease of %s while learning; leaving it", exc)
+                self.owned.discard(str(exc))
+                self.learner.forget(str(exc))
             except redis.ResponseError as exc:
                 if not _stream_vanished(exc):
                     raise

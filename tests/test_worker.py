@@ -1,11 +1,12 @@
 """The worker: Postgres rows, learned parameters, default rewards, redelivery."""
 
 import numpy as np
+import pytest
 
 from app import keys
 from app.event_stream import GROUP
 from app.events import decode
-from app.lease import Leases
+from app.lease import LeaseLost, Leases
 from app.model_store import ModelStore
 from bandits import arm_prior, update
 from tests.conftest import choose, reward, rows
@@ -172,3 +173,18 @@ def test_worker_recovers_when_its_stream_is_deleted(client, worker, redis_client
     choose(client, context={"hour": 2})
     worker.run(until_idle=True)
     assert rows(engine, "SELECT count(*) AS n FROM decisions") == [{"n": 2}]
+
+
+def test_worker_that_lost_its_lease_saves_no_parameters(app, client, worker, redis_client):
+    worker.run(until_idle=True)  # takes the leases
+    decision = choose(client, context={"hour": 3}).get_json()
+    reward(client, decision["decision_id"], decision["arms"][0]["arm"], 1.0)
+    entries = redis_client.xrange(keys.stream("home_feed"))
+    events = [(entry_id, decode("home_feed", fields)) for entry_id, fields in entries]
+
+    # The lease expired while this worker stalled, and another worker took the stream.
+    redis_client.delete(keys.owner("home_feed"))
+    assert Leases(redis_client, "another-worker").hold("home_feed")
+    with pytest.raises(LeaseLost):
+        worker.learner.learn("home_feed", events)
+    assert ModelStore(redis_client).versions("home_feed", model_id(app)) == {}
