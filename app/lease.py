@@ -32,7 +32,7 @@ class LeaseLost(Exception):
 class Leases:
     """Acquire, renew and release per-experiment stream leases for one worker."""
 
-    def __init__(self, client: redis.Redis, holder: str, ttl_ms: int = 15_000) -> None:
+    def __init__(self, client: redis.Redis, holder: str, ttl_ms: int = 5_000) -> None:
         self.holder = holder
         self.ttl_ms = ttl_ms
         self._renew = client.register_script(_RENEW)
