@@ -11,7 +11,7 @@ import numpy as np
 from flask import Flask
 
 from app import auth, errors
-from app.api import choose, experiments, health, reward
+from app.api import choose, experiments, health, reward, spec
 from app.choosing import Chooser
 from app.model_cache import ModelCache
 from app.rewarding import Rewarder
@@ -51,6 +51,6 @@ def create_app(
     app.extensions["banditd"] = services
     errors.register(app)
     auth.register(app)
-    for blueprint in (choose.bp, reward.bp, health.bp, experiments.bp):
+    for blueprint in (choose.bp, reward.bp, health.bp, experiments.bp, spec.bp):
         app.register_blueprint(blueprint)
     return app

@@ -2,13 +2,92 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Iterable, Mapping
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 DEFAULT_DATABASE_URL = "postgresql://banditd:banditd@localhost:5432/banditd"
 DEFAULT_CONFIG_PATH = "examples/experiments.toml"
+
+KEY_ACTIONS = frozenset({"choose", "reward", "read"})
+_SCOPE = re.compile(
+    r"(?P<experiments>\*|[A-Za-z0-9_.-]{1,128}(?:\|[A-Za-z0-9_.-]{1,128})*)"
+    r":(?P<actions>\*|[a-z]+(?:\|[a-z]+)*)"
+)
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """One accepted bearer token, kept only as its SHA-256, and what it may do.
+
+    ``grants`` holds ``(experiment, action)`` pairs, experiment ``"*"``
+    standing for every experiment; ``None`` means everything (a bare key).
+    """
+
+    digest: bytes = field(repr=False)
+    grants: frozenset[tuple[str, str]] | None = None
+
+    def allows(self, action: str, experiment: str | None) -> bool:
+        """Whether the key may do ``action`` on ``experiment`` (None: on every experiment)."""
+        if self.grants is None or ("*", action) in self.grants:
+            return True
+        return experiment is not None and (experiment, action) in self.grants
+
+
+def key_digest(key: str) -> bytes:
+    """The SHA-256 of a key, what keys are compared by."""
+    return hashlib.sha256(key.encode()).digest()
+
+
+def parse_api_keys(entries: Iterable[str]) -> tuple[ApiKey, ...]:
+    """The keys that ``BANDITD_API_KEYS`` entries describe.
+
+    An entry is ``KEY`` (every action on every experiment) or
+    ``KEY=SCOPE+SCOPE...`` with ``SCOPE`` = ``EXPERIMENTS:ACTIONS``, each a
+    ``|``-separated list or ``*``; actions are ``choose``, ``reward`` and
+    ``read`` (``GET /experiments``, which needs ``*:read``). The scopes start
+    after the entry's last ``=``, so a key may end in ``=`` (base64 padding).
+    A key given several times may do what any of its entries allows.
+
+    Raises
+    ------
+    ValueError
+        If an entry is malformed; the message names the entry by position,
+        never by its text, which holds a key.
+    """
+    grants: dict[bytes, frozenset[tuple[str, str]] | None] = {}
+    for position, entry in enumerate((e.strip() for e in entries if e.strip()), 1):
+        key, sep, scopes = entry.rpartition("=")
+        if not sep or not scopes:
+            grants[key_digest(entry)] = None
+            continue
+        if not key.strip("="):
+            raise ValueError(f"BANDITD_API_KEYS: entry {position} has no key before its '='")
+        digest = key_digest(key)
+        previous = grants.get(digest, frozenset())
+        allowed = _parse_scopes(scopes, position)
+        grants[digest] = None if previous is None else previous | allowed
+    return tuple(ApiKey(digest, allowed) for digest, allowed in grants.items())
+
+
+def _parse_scopes(text: str, position: int) -> frozenset[tuple[str, str]]:
+    pairs: set[tuple[str, str]] = set()
+    for scope in text.split("+"):
+        match = _SCOPE.fullmatch(scope)
+        actions = match["actions"].split("|") if match else []
+        if actions == ["*"]:
+            actions = sorted(KEY_ACTIONS)
+        if not actions or not set(actions) <= KEY_ACTIONS:
+            raise ValueError(
+                f"BANDITD_API_KEYS: entry {position} has a malformed scope after its last '=';"
+                " expected EXPERIMENTS:ACTIONS such as 'home_feed:choose' or"
+                f" '*:choose|reward', with actions among {sorted(KEY_ACTIONS)}"
+            )
+        pairs.update((e, a) for e in match["experiments"].split("|") for a in actions)
+    return frozenset(pairs)
 
 
 @dataclass(frozen=True)
@@ -22,7 +101,15 @@ class Settings:
     redis_url, database_url:
         Where the model store and event stream, and the event log live.
     api_keys:
-        Accepted bearer tokens (``BANDITD_API_KEYS``, comma-separated).
+        Accepted bearer tokens (``BANDITD_API_KEYS``, comma-separated), each
+        optionally scoped to experiments and actions::
+
+            key1,key2=home_feed:choose,key3=*:choose|reward,key4=a|b:reward+c:*
+
+        A bare key may do everything; ``KEY=EXPERIMENTS:ACTIONS`` only that,
+        with ``|`` between names, ``*`` for all, ``+`` between scopes, and the
+        actions ``choose``, ``reward`` and ``read`` (``GET /experiments``,
+        granted by ``*:read`` only). See :func:`parse_api_keys`.
     port:
         Where ``make run`` binds gunicorn (``PORT``).
     config_check_seconds:
@@ -34,16 +121,25 @@ class Settings:
     config_path: str = DEFAULT_CONFIG_PATH
     redis_url: str = DEFAULT_REDIS_URL
     database_url: str = DEFAULT_DATABASE_URL
-    api_keys: frozenset[str] = field(default_factory=frozenset)
+    api_keys: frozenset[str] = field(default_factory=frozenset, repr=False)
     port: int = 8000
     config_check_seconds: float = 1.0
     model_refresh_seconds: float = 0.1
+
+    def __post_init__(self) -> None:
+        self.parsed_api_keys()  # a malformed BANDITD_API_KEYS stops the process at start
+
+    def parsed_api_keys(self) -> tuple[ApiKey, ...]:
+        """``api_keys`` parsed: each key's digest and what it may do."""
+        return parse_api_keys(self.api_keys)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
         """Build settings from ``environ`` (default: ``os.environ``)."""
         env = os.environ if environ is None else environ
-        keys = frozenset(k.strip() for k in env.get("BANDITD_API_KEYS", "").split(",") if k.strip())
+        entries = [k.strip() for k in env.get("BANDITD_API_KEYS", "").split(",") if k.strip()]
+        parse_api_keys(entries)  # here, in order, so that an error names the entry's position
+        keys = frozenset(entries)
         return cls(
             config_path=env.get("BANDITD_CONFIG", DEFAULT_CONFIG_PATH),
             redis_url=env.get("REDIS_URL", DEFAULT_REDIS_URL),

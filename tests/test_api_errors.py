@@ -1,7 +1,9 @@
 """Every error the API can return is JSON with a code, a message and, where it applies, a field."""
 
+import orjson
 import pytest
 
+from app import openapi
 from tests.conftest import AUTH, choose, reward
 
 
@@ -213,3 +215,104 @@ def test_redis_down_returns_503_json(settings):
     error_of(choose(down, context={}), 503, "storage_unavailable")
     error_of(reward(down, "home_feed:abc", "job_kitchen", 1.0), 503, "storage_unavailable")
     assert down.get("/readyz").status_code == 503
+
+
+# Limits: each is read from the published OpenAPI document, so these tests pin the
+# document and the behaviour together.
+
+
+def _schemas() -> dict:
+    return openapi.document()["components"]["schemas"]
+
+
+def _raw(client, path: str, body: dict):
+    """POST a body rendered compactly (so a body near a limit stays under 64 KiB)."""
+    return client.post(
+        path, data=orjson.dumps(body), headers={**AUTH, "Content-Type": "application/json"}
+    )
+
+
+def test_context_with_too_many_features_returns_400(client):
+    limit = _schemas()["ChooseRequest"]["properties"]["context"]["maxProperties"]
+    at_limit = {f"f{i}": 1 for i in range(limit)}
+    # At the limit the schema lets it through and the encoder names an unknown feature.
+    error_of(choose(client, context=at_limit), 400, "invalid_feature")
+    over = {**at_limit, "hour": 1}
+    error = error_of(choose(client, context=over), 400, "invalid_field", "context")
+    assert str(limit) in error["message"]
+
+
+def test_too_many_candidates_returns_400(client):
+    limit = _schemas()["ChooseRequest"]["properties"]["candidates"]["maxItems"]
+    arms = [f"a{i}" for i in range(limit + 1)]
+    at_limit = _raw(client, "/choose", {"experiment": "home_feed", "candidates": arms[:limit]})
+    error_of(at_limit, 400, "unknown_arm", "candidates")
+    over = _raw(client, "/choose", {"experiment": "home_feed", "candidates": arms})
+    error = error_of(over, 400, "invalid_field", "candidates")
+    assert str(limit) in error["message"]
+
+
+def test_k_above_its_limit_returns_400(client):
+    limit = _schemas()["ChooseRequest"]["properties"]["k"]["maximum"]
+    error = error_of(choose(client, k=limit + 1), 400, "invalid_field", "k")
+    assert str(limit) in error["message"]
+
+
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"experiment": "e" * 129}, "experiment"),
+        ({"experiment": "home_feed", "candidates": ["c" * 129]}, "candidates"),
+        ({"experiment": "home_feed", "context": {"f" * 129: 1}}, "context"),
+        ({"experiment": "home feed"}, "experiment"),
+    ],
+)
+def test_over_long_or_ill_formed_choose_id_returns_400(client, body, field):
+    error_of(client.post("/choose", json=body, headers=AUTH), 400, "invalid_field", field)
+
+
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"decision_id": "d" * 161, "arm": "a", "reward": 1}, "decision_id"),
+        ({"decision_id": "home_feed:x", "arm": "a" * 129, "reward": 1}, "arm"),
+    ],
+)
+def test_over_long_reward_id_returns_400(client, body, field):
+    error_of(client.post("/reward", json=body, headers=AUTH), 400, "invalid_field", field)
+
+
+def test_longest_ids_are_accepted(client):
+    name_limit = _schemas()["ExperimentName"]["maxLength"]
+    error_of(choose(client, experiment="e" * name_limit), 404, "unknown_experiment")
+    assert choose(client, context={}, request_id="r" * 128).status_code == 200
+
+
+@pytest.mark.parametrize("value", [1e16, -1e16, 10**20])
+def test_huge_feature_value_returns_400_naming_the_feature(client, value):
+    error_of(choose(client, context={"hour": value}), 400, "invalid_feature", "context.hour")
+
+
+def test_feature_value_at_the_number_limit_is_accepted(client):
+    limit = _schemas()["FeatureValue"]["maximum"]
+    assert choose(client, context={"hour": limit}).status_code == 200
+    assert choose(client, context={"hour": -limit}).status_code == 200
+
+
+def test_over_long_string_feature_returns_400_naming_the_feature(client):
+    limit = _schemas()["FeatureValue"]["maxLength"]
+    assert choose(client, context={"city": "x" * limit}).status_code == 200
+    error_of(
+        choose(client, context={"city": "x" * (limit + 1)}), 400, "invalid_feature", "context.city"
+    )
+
+
+@pytest.mark.parametrize("value", [1e16, -1e16, 10**20])
+def test_huge_reward_returns_400_naming_it(client, value):
+    response = reward(client, "home_feed:x", "job_kitchen", value)
+    error_of(response, 400, "invalid_field", "reward")
+
+
+def test_bad_value_of_a_feature_with_dots_in_its_name_names_the_whole_feature(client):
+    response = choose(client, context={"device.os": True})
+    error_of(response, 400, "invalid_feature", "context.device.os")
