@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 import orjson
 
-from app.config import Experiment, valid_name
+from app.config import Experiment
 from app.config_source import ConfigSource
 from app.errors import ApiError
 from app.event_stream import ARM_LIMIT_REACHED, EventStream
@@ -139,15 +139,7 @@ class Chooser:
                     f"{exp.name} has a dynamic catalogue: send the candidate arms",
                     "candidates",
                 )
-            for arm in requested:
-                if not valid_name(arm):
-                    raise ApiError(
-                        400,
-                        "invalid_field",
-                        f"candidate {arm!r} is not a valid arm id "
-                        "(letters, digits, _-. up to 128 characters)",
-                        "candidates",
-                    )
+            # the request schema already restricts candidate ids to valid arm names
         elif requested is not None:
             known = exp.arm_positions
             for arm in requested:
