@@ -120,6 +120,7 @@ class Chooser:
             ridge=exp.ridge,
             response=response,
             max_arms=exp.max_arms if exp.dynamic else None,
+            weights=[exp.position_weight(i.position) for i in impressions],
         )
         if earlier is ARM_LIMIT_REACHED:
             raise ApiError(

@@ -31,6 +31,7 @@ DEFAULT_MAX_ARMS = 10_000
 EXPERIMENT_KEYS = {
     "max_arms",
     "policy",
+    "position_weights",
     "alpha",
     "epsilon",
     "v",
@@ -74,6 +75,14 @@ class Experiment:
     settings: dict[str, Any]
     dynamic: bool = False
     max_arms: int = DEFAULT_MAX_ARMS
+    position_weights: tuple[float, ...] = ()
+
+    def position_weight(self, position: int) -> float:
+        """How likely a user is to look at slot ``position`` (1.0 without position weights)."""
+        weights = self.position_weights
+        if not weights:
+            return 1.0
+        return weights[min(position, len(weights) - 1)]
 
     @cached_property
     def arm_positions(self) -> dict[str, int]:
@@ -142,6 +151,7 @@ def _experiment(name: str, table: Any) -> Experiment:
     )
     reward = _reward(table.get("reward", {}), where)
     features = _features(table.get("features", {}), where)
+    position_weights = _position_weights(table.get("position_weights", []), where)
 
     settings = {
         "policy": policy,
@@ -152,6 +162,7 @@ def _experiment(name: str, table: Any) -> Experiment:
         "ridge": ridge,
         "arms": DYNAMIC if dynamic else list(arms),
         "max_arms": max_arms,
+        "position_weights": list(position_weights),
         "reward": {
             "default": reward.default,
             "window_seconds": reward.window_seconds,
@@ -165,6 +176,8 @@ def _experiment(name: str, table: Any) -> Experiment:
         },
     }
     model_basis = {"columns": features.columns, "ridge": ridge}
+    if position_weights:  # they change what theta estimates: attractiveness, not click rate
+        model_basis["position_weights"] = list(position_weights)
     return Experiment(
         name=name,
         policy=policy,
@@ -178,6 +191,7 @@ def _experiment(name: str, table: Any) -> Experiment:
         settings=settings,
         dynamic=dynamic,
         max_arms=max_arms,
+        position_weights=position_weights,
     )
 
 
@@ -196,6 +210,16 @@ def _arms(value: Any, where: str) -> tuple[str, ...]:
     if len(set(value)) != len(value):
         raise ConfigError(f"{where}.arms has duplicates")
     return tuple(value)
+
+
+def _position_weights(value: Any, where: str) -> tuple[float, ...]:
+    where = f"{where}.position_weights"
+    if not isinstance(value, list) or len(value) > 100:
+        raise ConfigError(f"{where} must be a list of at most 100 numbers in (0, 1]")
+    weights = tuple(
+        _number({"weight": w}, "weight", 1.0, where, low=0.0, high=1.0, strict=True) for w in value
+    )
+    return weights
 
 
 def _reward(value: Any, where: str) -> RewardRule:

@@ -55,6 +55,7 @@ class RewardEvent:
     ridge: float
     reward_min: float
     reward_max: float
+    weight: float = 1.0  # the position weight of the slot the arm was shown in
 
 
 @dataclass(frozen=True)
@@ -142,6 +143,7 @@ def decode(experiment: str, fields: dict[bytes, bytes]) -> Event:
             ridge=float(fields[b"lam"]),
             reward_min=float(fields[b"lo"]),
             reward_max=float(fields[b"hi"]),
+            weight=float(fields.get(b"w") or 1.0),
         )
     if kind == b"config":
         return ConfigEvent(

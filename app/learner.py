@@ -51,10 +51,12 @@ class Learner:
                 continue
             key = (experiment, event.model_id, event.arm)
             state, version = pending.get(key) or self._load(key, event)
+            # Position-based model: E[reward] = weight * theta.x, so learn from weight * x.
+            x = event.features if event.weight == 1.0 else event.features * event.weight
             update(
                 state,
                 0,
-                event.features,
+                x,
                 event.reward,
                 success=rescale(event.reward, event.reward_min, event.reward_max),
             )
