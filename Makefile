@@ -37,14 +37,14 @@ help:
 	@echo "make services  start Redis and Postgres only"
 	@echo "make status    show what is running"
 	@echo "make stop      stop the Redis and Postgres started here"
-	@echo "make venv      create .venv and install the package (editable) with test extras"
+	@echo "make venv      create .venv and install the package (editable) with test and eval extras"
 
 # Re-installs only when setup.cfg/pyproject.toml are newer than the stamp.
 venv: $(STAMP)
 
 $(STAMP): setup.cfg pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
-	$(PIP) install -e '.[test]'
+	$(PIP) install -e '.[test,eval]'
 	@touch $@
 
 services:

@@ -1,4 +1,4 @@
-"""The ``banditd`` console command: ``migrate`` and ``worker``."""
+"""The ``banditd`` console command: ``migrate``, ``worker``, ``simulate`` and ``evaluate``."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
+from app import evaluate, simulate
 from app.config import ConfigError
 from app.settings import Settings
 
@@ -59,6 +60,12 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("migrate", help="create or upgrade the Postgres schema")
     commands.add_parser("worker", help="run the online update worker")
+    simulate.add_arguments(
+        commands.add_parser("simulate", help="run the simulation suite (in-process or over HTTP)")
+    )
+    evaluate.add_arguments(
+        commands.add_parser("evaluate", help="off-policy evaluation of another config from the log")
+    )
     args = parser.parse_args(argv)
 
     logging.basicConfig(
@@ -71,6 +78,10 @@ def main(argv: list[str] | None = None) -> int:
             migrate(settings)
         elif args.command == "worker":
             run_worker(settings)
+        elif args.command == "simulate":
+            return simulate.run(args, settings)
+        elif args.command == "evaluate":
+            return evaluate.run(args, settings)
     except ConfigError as exc:
         log.error("%s", exc)
         return 2

@@ -5,11 +5,45 @@ The update follows the disjoint model of Li et al. (2010): ``A += x x^T`` and
 Sherman-Morrison formula rather than re-inverted, so one update costs
 ``O(d^2)`` and touches only that arm's rows.
 
+Forgetting (``discount < 1``)
+-----------------------------
+To follow rewards that drift, an update can first discount what the arm has
+learned, by ``gamma = discount``, before adding the new reward::
+
+    A <- gamma * A + c * e_j e_j^T + x x^T,   b <- gamma * b + r x,
+    successes <- gamma * successes + s,      failures <- gamma * failures + (1 - s),
+
+where ``j = n mod d`` (``n`` = the arm's update count before this one) and
+``c = ridge * (1 - gamma^d)``. It is applied per update of *that* arm, so an
+observation ``m`` updates of the arm ago weighs ``gamma^m``: the memory is
+about ``1 / (1 - gamma)`` of the arm's own updates, not a time span.
+
+Plain discounting (``A <- gamma * A + x x^T``) would discount the ridge prior
+too: in a direction the arm never sees, ``A``'s eigenvalue decays as
+``ridge * gamma^n`` and ``A^{-1}`` grows as ``gamma^{-n}`` until it overflows
+(``gamma = 0.99`` overflows float64 after about 70,000 updates, and a feature
+that is always 0 then turns scores into NaN). Restoring the prior on one
+coordinate per update, in turn, keeps it bounded: the data-free part of ``A``
+stays diagonal, between ``ridge * gamma^(d-1)`` and ``2 * ridge`` on every
+coordinate, and settles to a cycle that peaks at exactly ``ridge`` right after
+each coordinate's restore. Each step is a scaling or a rank-one change, so
+``A^{-1}`` is still maintained by Sherman-Morrison with no re-inversion (two
+rank-one steps instead of one). The update is a deterministic function of the
+arm's previous state, its update count and the event, so replaying the same
+rewards in the same order with the same ``discount`` rebuilds the same state.
+
+Caveat: the memory counts the arm's updates, not time. An arm that stops being
+chosen also stops forgetting, so a stale, low estimate of it can persist after
+a drift until exploration (a UCB width, a posterior draw or the epsilon floor)
+picks it again; and the Beta counts of ``beta_ts`` are discounted the same way.
+
 References
 ----------
 .. [1] L. Li, W. Chu, J. Langford, R. E. Schapire. "A contextual-bandit approach
    to personalized news article recommendation." WWW 2010.
-.. [2] J. Sherman, W. J. Morrison. "Adjustment of an inverse matrix corresponding
+.. [2] Y. Russac, C. Vernade, O. Cappe. "Weighted linear bandits for
+   non-stationary environments." NeurIPS 2019 (discounted LinUCB).
+.. [3] J. Sherman, W. J. Morrison. "Adjustment of an inverse matrix corresponding
    to a change in one element of a given matrix." Ann. Math. Stat. 21(1), 1950.
 """
 
@@ -31,6 +65,8 @@ def update(
     reward: float,
     *,
     success: float | None = None,
+    discount: float = 1.0,
+    ridge: float = 1.0,
 ) -> None:
     """Learn one reward of one arm, in place.
 
@@ -53,12 +89,21 @@ def update(
         The reward rescaled to [0, 1], added to ``successes[arm]`` (and
         ``1 - success`` to ``failures[arm]``). Defaults to
         ``clip(reward, 0, 1)``; see :func:`rescale`.
+    discount : float, default 1.0
+        Forgetting factor ``gamma`` in (0, 1]: the arm's statistics are
+        multiplied by it before this reward is added, with the ridge prior
+        restored on one coordinate (module docstring). 1.0 forgets nothing and
+        is exactly the undiscounted update.
+    ridge : float, default 1.0
+        The ridge prior ``lambda`` the state was built with; used only when
+        ``discount < 1``, to restore the prior.
 
     Raises
     ------
     ValueError
         If ``arm`` is out of range, ``x`` has the wrong shape or is not finite,
-        ``reward`` is not finite, or ``success`` is outside [0, 1].
+        ``reward`` is not finite, ``success`` is outside [0, 1], ``discount``
+        is outside (0, 1] or ``ridge`` is not positive and finite.
 
     Examples
     --------
@@ -68,6 +113,12 @@ def update(
     >>> update(s, 1, np.array([1.0, 2.0]), 0.5)
     >>> s.n.tolist(), s.theta[0].tolist(), s.successes.tolist()
     ([0.0, 1.0], [0.0, 0.0], [0.0, 0.5])
+
+    With forgetting, the earlier reward weighs ``discount`` in ``b``:
+
+    >>> update(s, 1, np.array([1.0, 2.0]), 1.0, discount=0.5)
+    >>> s.b[1].tolist(), float(s.successes[1])
+    ([1.25, 2.5], 1.25)
     """
     n_arms, dim = state.theta.shape
     if not 0 <= arm < n_arms:
@@ -83,6 +134,12 @@ def update(
         success = min(max(float(reward), 0.0), 1.0)
     elif not 0.0 <= success <= 1.0:
         raise ValueError(f"success must be in [0, 1], got {success!r}")
+    if not 0.0 < discount <= 1.0:
+        raise ValueError(f"discount must be in (0, 1], got {discount!r}")
+    if discount < 1.0:
+        if not (math.isfinite(ridge) and ridge > 0):
+            raise ValueError(f"ridge must be a positive finite number, got {ridge!r}")
+        _discount(state, arm, discount, ridge)
 
     A_inv = state.A_inv[arm]  # views: writing through them updates the state
     u = A_inv @ x  # A_inv is symmetric, so x^T A_inv = u^T
@@ -93,6 +150,25 @@ def update(
     state.n[arm] += 1.0
     state.successes[arm] += success
     state.failures[arm] += 1.0 - success
+
+
+def _discount(state: LearningState, arm: int, gamma: float, ridge: float) -> None:
+    """Scale one arm's statistics by ``gamma`` and restore the prior on one coordinate."""
+    dim = state.theta.shape[1]
+    state.A[arm] *= gamma
+    state.A_inv[arm] /= gamma
+    state.b[arm] *= gamma
+    state.successes[arm] *= gamma
+    state.failures[arm] *= gamma
+    if dim == 0:
+        return
+    j = int(state.n[arm]) % dim
+    c = ridge * (1.0 - gamma**dim)
+    A_inv = state.A_inv[arm]
+    u = A_inv[:, j].copy()  # A_inv e_j
+    A_inv -= (c / (1.0 + c * u[j])) * np.outer(u, u)
+    state.A[arm, j, j] += c
+    # theta is recomputed by the caller once the new reward is in b
 
 
 def rescale(reward: float, low: float, high: float) -> float:

@@ -1,0 +1,385 @@
+"""``banditd evaluate``: what another config would have earned, from the Postgres log.
+
+Reads one experiment's logged decisions in a window (their encoded features,
+the arm shown in slot 0 with its logged propensity, and its settled reward from
+the ``impression_rewards`` view), builds the target policy (the experiment's
+config with ``--set`` overrides) and estimates its mean reward per decision
+with :mod:`bandits.ope`: IPS, self-normalised IPS and doubly robust, with
+confidence intervals and the effective sample size.
+
+The target's model parameters (``--params``):
+
+- ``log`` (default): rebuilt by replaying, in learning order, the rewards of
+  the decisions made *before* the window. The target is then a frozen policy
+  deployed at the window's start; none of the window's rewards informs it, so
+  the estimators are unbiased for it. It does not learn during the window, so
+  for a long window it understates what a learning policy would earn.
+- ``live``: the current parameters from Redis, frozen. They have learned from
+  the window's own rewards, so the estimate is optimistic (the policy is
+  scored on outcomes it was fitted to), the more so the shorter the history
+  before the window.
+
+Without ``--since`` the window starts at the median decision time of the
+experiment's current model, so half the log trains and half evaluates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import sqlalchemy
+from sqlalchemy.engine import Engine
+
+from app.config import ConfigError, Experiment, load_config, parse_config
+from app.settings import Settings
+from bandits import ScoringState, prior, rescale
+from bandits.ope import (
+    BanditLog,
+    evaluate,
+    importance_weights,
+    replay,
+    ridge_predictions,
+    target_probabilities,
+)
+
+OVERRIDABLE = {"policy", "alpha", "epsilon", "v", "propensity_draws"}
+
+WINDOW_SQL = sqlalchemy.text("""
+    SELECT d.features, i.arm, i.propensity, i.propensity_estimated, i.reward, i.config_version
+    FROM impression_rewards i
+    JOIN decisions d ON d.decision_id = i.decision_id
+    WHERE i.experiment = :experiment AND d.experiment = :experiment
+      AND d.model_id = :model_id AND i.position = 0 AND i.reward_kind IS NOT NULL
+      AND d.decided_at >= :since AND (CAST(:until AS timestamptz) IS NULL OR d.decided_at < :until)
+    ORDER BY d.decided_at, d.decision_id
+""")
+
+HISTORY_SQL = sqlalchemy.text("""
+    SELECT d.features, r.arm, r.reward
+    FROM rewards r
+    JOIN decisions d ON d.decision_id = r.decision_id
+    WHERE r.experiment = :experiment AND d.experiment = :experiment
+      AND r.kind <> 'late' AND d.model_id = :model_id AND d.decided_at < :since
+    ORDER BY r.stream_ms, r.stream_seq
+""")
+
+LOGGED_ARMS_SQL = sqlalchemy.text("""
+    SELECT DISTINCT i.arm FROM impressions i
+    JOIN decisions d ON d.decision_id = i.decision_id
+    WHERE i.experiment = :experiment AND d.model_id = :model_id
+    ORDER BY i.arm
+""")
+
+MEDIAN_SQL = sqlalchemy.text("""
+    SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY decided_at)
+    FROM decisions WHERE experiment = :experiment AND model_id = :model_id
+""")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare ``banditd evaluate``'s options on ``parser``."""
+    parser.add_argument("--experiment", required=True, help="experiment name in the config")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"override for the target policy; keys: {', '.join(sorted(OVERRIDABLE))}",
+    )
+    parser.add_argument("--since", help="window start (ISO 8601); default: the median decision")
+    parser.add_argument("--until", help="window end (ISO 8601, exclusive); default: now")
+    parser.add_argument(
+        "--params",
+        choices=("log", "live"),
+        default="log",
+        help="target parameters: rebuilt from the log before the window, or live from Redis",
+    )
+    parser.add_argument("--level", type=float, default=0.95, help="confidence level")
+    parser.add_argument("--seed", type=int, default=0, help="seed of Monte Carlo draws and folds")
+    parser.add_argument(
+        "--exact",
+        action="store_true",
+        help="Thompson-sampling target probabilities by quadrature instead of Monte Carlo",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+@dataclass(frozen=True)
+class Window:
+    """The logged decisions of the evaluation window, slot 0."""
+
+    features: np.ndarray
+    arms: list[str]
+    propensities: np.ndarray
+    estimated: np.ndarray
+    rewards: np.ndarray
+    config_versions: list[str]
+
+
+def target_experiment(experiment: Experiment, overrides: list[str]) -> Experiment:
+    """``experiment`` with ``KEY=VALUE`` overrides, validated like the config file."""
+    table: dict[str, Any] = json.loads(json.dumps(experiment.settings))
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or key not in OVERRIDABLE:
+            raise ConfigError(
+                f"--set {item!r}: expected KEY=VALUE with KEY one of {sorted(OVERRIDABLE)}"
+            )
+        table[key] = raw.strip() if key == "policy" else _number(key, raw)
+    config = parse_config({"experiments": {experiment.name: table}})
+    return config.experiments[experiment.name]
+
+
+def _number(key: str, raw: str) -> float | int:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"--set {key}={raw!r}: not a number") from None
+    return int(value) if value.is_integer() and key == "propensity_draws" else value
+
+
+def window_start(engine: Engine, experiment: Experiment, since: str | None) -> datetime | None:
+    """``--since`` parsed, or the median decision time of the experiment's model."""
+    if since is not None:
+        return _timestamp(since)
+    with engine.connect() as conn:
+        return conn.execute(
+            MEDIAN_SQL, {"experiment": experiment.name, "model_id": experiment.model_id}
+        ).scalar()
+
+
+def _timestamp(text: str) -> datetime:
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(f"not an ISO 8601 time: {text!r}") from None
+
+
+def read_window(
+    engine: Engine, experiment: Experiment, since: datetime, until: datetime | None
+) -> Window:
+    """Slot-0 impressions with settled rewards of decisions in ``[since, until)``."""
+    params = {
+        "experiment": experiment.name,
+        "model_id": experiment.model_id,
+        "since": since,
+        "until": until,
+    }
+    with engine.connect() as conn:
+        rows = conn.execute(WINDOW_SQL, params).all()
+    dim = experiment.features.dim
+    return Window(
+        features=np.array([r.features for r in rows], dtype=np.float64).reshape(len(rows), dim),
+        arms=[r.arm for r in rows],
+        propensities=np.array([r.propensity for r in rows], dtype=np.float64),
+        estimated=np.array([r.propensity_estimated for r in rows], dtype=bool),
+        rewards=np.array([r.reward for r in rows], dtype=np.float64),
+        config_versions=sorted({r.config_version for r in rows}),
+    )
+
+
+def target_arms(engine: Engine, experiment: Experiment) -> list[str]:
+    """The arms the target chooses among: the configured ones, or for a dynamic
+    catalogue every arm the experiment's model has shown."""
+    if experiment.arms:
+        return list(experiment.arms)
+    with engine.connect() as conn:
+        params = {"experiment": experiment.name, "model_id": experiment.model_id}
+        return [r.arm for r in conn.execute(LOGGED_ARMS_SQL, params)]
+
+
+def parameters_from_log(engine: Engine, experiment: Experiment, arms: list[str], since: datetime):
+    """The target's ``arms`` learned from every reward of decisions before ``since``.
+
+    Returns the state and the number of rewards replayed.
+    """
+    with engine.connect() as conn:
+        rows = conn.execute(
+            HISTORY_SQL,
+            {"experiment": experiment.name, "model_id": experiment.model_id, "since": since},
+        ).all()
+    index = {arm: i for i, arm in enumerate(arms)}
+    rows = [r for r in rows if r.arm in index]  # arms no longer configured are not the target's
+    rule = experiment.reward
+    state = replay(
+        np.array([r.features for r in rows], dtype=np.float64).reshape(
+            len(rows), experiment.features.dim
+        ),
+        np.array([index[r.arm] for r in rows], dtype=np.intp),
+        np.array([r.reward for r in rows], dtype=np.float64),
+        len(arms),
+        ridge=experiment.ridge,
+        successes=np.array([rescale(r.reward, rule.min, rule.max) for r in rows]),
+    )
+    return state, len(rows)
+
+
+def parameters_live(
+    settings: Settings, experiment: Experiment, arms: list[str]
+) -> tuple[ScoringState, int]:
+    """The live parameters of ``arms`` from Redis, frozen now; arms never updated keep the prior."""
+    from app.model_store import ModelStore
+    from app.services import redis_client
+
+    dim = experiment.features.dim
+    state = prior(len(arms), dim, experiment.ridge)
+    store = ModelStore(redis_client(settings.redis_url))
+    found = store.load_scoring(experiment.name, experiment.model_id, arms, dim)
+    for i, arm in enumerate(arms):
+        if arm in found:
+            p = found[arm]
+            state.A_inv[i], state.theta[i] = p.A_inv, p.theta
+            state.n[i], state.successes[i], state.failures[i] = p.n, p.successes, p.failures
+    return state, int(state.n.sum())
+
+
+def estimate(
+    window: Window,
+    target: Experiment,
+    arms: list[str],
+    state: ScoringState,
+    *,
+    level: float,
+    seed: int,
+    exact: bool = False,
+) -> tuple[list[dict[str, float | str]], dict[str, float]]:
+    """IPS, SNIPS and DR estimates of ``target`` choosing among ``arms`` with ``state``.
+
+    A logged arm that is not one of the target's arms gets target probability
+    0 (the target would never show it), which IPS handles without bias.
+    Also returns the mean importance weight and its standard error, which
+    should be 1 within noise (see :func:`bandits.ope.importance_weights`).
+    """
+    k = len(arms)
+    index = {arm: i for i, arm in enumerate(arms)}
+    arms = np.array([index.get(a, k) for a in window.arms], dtype=np.intp)  # k: not the target's
+    rng = np.random.default_rng(seed)
+    probs = target_probabilities(
+        target.policy, state, window.features, target.params, rng, exact=exact
+    )
+    probs = np.hstack([probs, np.zeros((probs.shape[0], 1))])
+    log = BanditLog(window.features, arms, window.propensities, window.rewards)
+    predicted = ridge_predictions(log, k + 1, ridge=target.ridge, rng=rng)
+    w = importance_weights(log, probs)
+    weights = {"mean": float(w.mean()), "se": _se(w)}
+    return [vars(e) for e in evaluate(log, probs, predicted, level=level)], weights
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    """Run ``banditd evaluate``; returns the process exit code."""
+    from app.services import database_engine
+
+    try:
+        config = load_config(settings.config_path)
+        experiment = config.get(args.experiment)
+        if experiment is None:
+            raise ConfigError(f"no experiment named {args.experiment!r} in {settings.config_path}")
+        target = target_experiment(experiment, args.set)
+        engine = database_engine(settings.database_url)
+        since = window_start(engine, experiment, args.since)
+        until = _timestamp(args.until) if args.until else None
+    except ConfigError as exc:
+        print(f"banditd evaluate: {exc}", file=sys.stderr)
+        return 2
+    if since is None:
+        print(f"banditd evaluate: no decisions logged for {experiment.name}", file=sys.stderr)
+        return 1
+    window = read_window(engine, experiment, since, until)
+    if not window.arms:
+        engine.dispose()
+        print(f"banditd evaluate: no settled decisions in the window from {since}", file=sys.stderr)
+        return 1
+    arms = target_arms(engine, target)
+    if args.params == "live":
+        state, learned = parameters_live(settings, target, arms)
+    else:
+        state, learned = parameters_from_log(engine, target, arms, since)
+    engine.dispose()
+
+    estimates, weights = estimate(
+        window, target, arms, state, level=args.level, seed=args.seed, exact=args.exact
+    )
+    report = {
+        "experiment": experiment.name,
+        "model_id": experiment.model_id,
+        "since": since.isoformat(),
+        "until": until.isoformat() if until else None,
+        "decisions": len(window.arms),
+        "logged_config_versions": window.config_versions,
+        "logged_mean_reward": float(window.rewards.mean()),
+        "logged_mean_reward_se": _se(window.rewards),
+        "propensities_estimated": float(window.estimated.mean()),
+        "target": {
+            "policy": target.policy,
+            "alpha": target.params.alpha,
+            "epsilon": target.params.epsilon,
+            "v": target.params.v,
+            "propensity_draws": target.params.draws,
+        },
+        "params": args.params,
+        "params_rewards": learned,
+        "level": args.level,
+        "arms": arms,
+        "mean_weight": weights["mean"],
+        "mean_weight_se": weights["se"],
+        "estimates": estimates,
+    }
+    print(json.dumps(report, indent=2) if args.json else render(report))
+    return 0
+
+
+def _se(values: np.ndarray) -> float:
+    return float(values.std(ddof=1) / math.sqrt(values.size)) if values.size > 1 else float("nan")
+
+
+def render(report: dict[str, Any]) -> str:
+    """The report as text for a terminal."""
+    t = report["target"]
+    source = (
+        f"rebuilt from {report['params_rewards']:,} rewards logged before the window"
+        if report["params"] == "log"
+        else "live from Redis, frozen now (optimistic: they learned from this window)"
+    )
+    lines = [
+        f"experiment {report['experiment']} (model {report['model_id']}): "
+        f"{report['decisions']:,} settled decisions from {report['since']}"
+        + (f" to {report['until']}" if report["until"] else ""),
+        f"logged: mean reward {report['logged_mean_reward']:.4f} "
+        f"± {report['logged_mean_reward_se']:.4f} (se), "
+        f"config versions {', '.join(report['logged_config_versions'])}",
+        f"target: policy={t['policy']} alpha={t['alpha']:g} epsilon={t['epsilon']:g} "
+        f"v={t['v']:g} propensity_draws={t['propensity_draws']}",
+        f"target parameters: {source}",
+        "",
+        f"{'estimator':<10} {'value':>8}   {int(report['level'] * 100)}% interval"
+        f"{'':>10} {'ESS':>9}",
+    ]
+    for e in report["estimates"]:
+        lines.append(
+            f"{e['estimator']:<10} {e['value']:>8.4f}   [{e['low']:.4f}, {e['high']:.4f}]"
+            f"{'':>6} {e['ess']:>9.1f}"
+        )
+    ess = min(e["ess"] for e in report["estimates"])
+    if ess < 100:
+        lines.append(f"warning: effective sample size {ess:.0f} < 100; intervals may undercover")
+    mean_w, se_w = report["mean_weight"], report["mean_weight_se"]
+    if abs(mean_w - 1.0) > 3 * se_w + 0.01:
+        lines.append(
+            f"warning: mean importance weight {mean_w:.3f} ± {se_w:.3f}, not 1: the target puts "
+            "probability on arms the log (almost) never shows there, so IPS and DR are biased "
+            "(down if below 1); SNIPS only rescales. An epsilon floor in the logging config helps"
+        )
+    if report["propensities_estimated"] > 0:
+        lines.append(
+            f"note: {report['propensities_estimated']:.0%} of logged propensities are Monte Carlo "
+            "estimates (Thompson sampling); see docs/LEARNING.md for their error"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,433 @@
+"""``banditd simulate``: the simulation suite, in-process or through a running banditd.
+
+In-process (the default) it runs :mod:`bandits.simulation`'s suite: banditd's
+policies and the installed peers on every environment, with mean reward ±
+standard deviation over seeds, regret and rounds per second.
+
+With ``--url`` it plays the same episodes through a running service instead:
+``POST /choose`` for each round and ``POST /reward`` for the chosen arm, while
+``banditd worker`` applies the rewards asynchronously; and, for the ratio, the
+same policy in-process, learning each reward before the next round. The
+service needs one experiment per environment, policy and seed (a fresh model
+each); ``--print-config`` prints them as TOML for ``BANDITD_CONFIG``.
+
+``--study ope`` and ``--study propensity`` print the off-policy evaluation
+checks of :mod:`bandits.simulation.ope_study` instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import importlib.util
+import json
+import sys
+import time
+import urllib.parse
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from app.settings import Settings
+from bandits import POLICIES, PolicyParams
+from bandits.simulation import ope_study
+from bandits.simulation.agents import banditd_factory
+from bandits.simulation.environments import ENVIRONMENTS, Environment
+from bandits.simulation.runner import RunResult, markdown_table
+from bandits.simulation.runner import run as run_agent
+from bandits.simulation.suite import SIZES, run_suite
+
+DEFAULT_HTTP_POLICIES = ("linucb:alpha=0.3", "lin_ts:v=0.1")
+KNOBS = {"alpha": "alpha", "epsilon": "epsilon", "v": "v", "draws": "draws"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare ``banditd simulate``'s options on ``parser``."""
+    parser.add_argument("--suite", choices=sorted(SIZES), default="quick", help="run size")
+    parser.add_argument(
+        "--env",
+        action="append",
+        choices=sorted(ENVIRONMENTS),
+        help="environment (repeatable; default: all)",
+    )
+    parser.add_argument("--rounds", type=int, help="rounds per seed (overrides the suite)")
+    parser.add_argument("--seeds", type=int, help="number of seeds (overrides the suite)")
+    parser.add_argument("--no-peers", action="store_true", help="banditd's policies only")
+    parser.add_argument("--url", help="play through the banditd service at this URL")
+    parser.add_argument("--api-key", help="bearer key for --url (default: BANDITD_API_KEYS' first)")
+    parser.add_argument(
+        "--policy",
+        action="append",
+        help="with --url: POLICY[:knob=value,...] to compare (repeatable; default: "
+        + ", ".join(DEFAULT_HTTP_POLICIES)
+        + ")",
+    )
+    parser.add_argument("--prefix", default="sim_", help="with --url: experiment name prefix")
+    parser.add_argument(
+        "--print-config", action="store_true", help="print the experiments --url needs, then exit"
+    )
+    parser.add_argument("--study", choices=("ope", "propensity"), help="run an OPE check instead")
+    parser.add_argument("--output", help="also write the Markdown tables to this file")
+    parser.add_argument(
+        "--results", help="also write every result, with its per-seed figures, to this JSON file"
+    )
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    """A banditd policy and its knobs, as given on the command line."""
+
+    policy: str
+    params: PolicyParams
+
+    @classmethod
+    def parse(cls, text: str) -> PolicySpec:
+        """Parse ``policy[:knob=value,...]``, e.g. ``linucb:alpha=0.3``."""
+        name, _, rest = text.partition(":")
+        if name not in POLICIES:
+            raise ValueError(f"unknown policy {name!r}; expected one of {sorted(POLICIES)}")
+        knobs: dict[str, Any] = {}
+        for item in filter(None, rest.split(",")):
+            key, sep, value = item.partition("=")
+            if not sep or key not in KNOBS:
+                raise ValueError(f"{text!r}: knobs are {sorted(KNOBS)}, as knob=value")
+            knobs[KNOBS[key]] = int(value) if key == "draws" else float(value)
+        return cls(name, PolicyParams(**knobs))
+
+    @property
+    def label(self) -> str:
+        """Human-readable, e.g. ``linucb α=0.3``."""
+        p = self.params
+        knobs = {
+            "linucb": f"α={p.alpha:g}",
+            "lin_ts": f"v={p.v:g}",
+            "epsilon_greedy": f"ε={p.epsilon:g}",
+        }.get(self.policy, "")
+        return f"{self.policy} {knobs}".strip()
+
+    @property
+    def slug(self) -> str:
+        """Experiment-name-safe and a bare TOML key, e.g. ``linucb_a0p3_e0_v1``."""
+        p = self.params
+        return f"{self.policy}_a{p.alpha:g}_e{p.epsilon:g}_v{p.v:g}".replace(".", "p")
+
+
+def experiment_name(prefix: str, env: Environment, spec: PolicySpec, seed: int) -> str:
+    """The service experiment one seed of one policy on one environment plays."""
+    return f"{prefix}{env.name}_{spec.slug}_{seed}"
+
+
+def experiments_toml(prefix: str, envs: list[Environment], specs, seeds) -> str:
+    """The ``[experiments.*]`` tables ``--url`` needs, one per environment, policy and seed."""
+    out = ["# banditd simulate --url: one experiment (a fresh model) per env, policy, seed"]
+    for env in envs:
+        arms = ", ".join(f'"arm{a}"' for a in range(env.n_arms))
+        numeric = ", ".join(f'"f{i}"' for i in range(env.dim))
+        for spec in specs:
+            p = spec.params
+            for seed in seeds:
+                name = experiment_name(prefix, env, spec, seed)
+                out += [
+                    "",
+                    f"[experiments.{name}]",
+                    f'policy = "{spec.policy}"',
+                    f"alpha = {p.alpha!r}",
+                    f"epsilon = {p.epsilon!r}",
+                    f"v = {p.v!r}",
+                    f"propensity_draws = {p.draws}",
+                    f"arms = [{arms}]",
+                    "reward = { default = 0.0, window_seconds = 3600, min = 0.0, max = 1.0 }",
+                    f"features = {{ numeric = [{numeric}] }}",
+                ]
+    return "\n".join(out) + "\n"
+
+
+class Transport(Protocol):
+    """Sends one JSON request to the service."""
+
+    def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST ``body`` to ``path``; the decoded answer (raises on an error status)."""
+        ...
+
+
+class HttpTransport:
+    """JSON over HTTP/1.1, reconnecting and retrying a request that times out.
+
+    Retrying is safe because every request the agent sends is idempotent:
+    ``/choose`` carries a ``request_id`` and a repeated reward is counted once.
+    """
+
+    def __init__(self, url: str, api_key: str, *, timeout: float = 30.0, attempts: int = 3) -> None:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme != "http" or not parts.hostname:
+            raise ValueError(f"--url must be http://host:port, got {url!r}")
+        self.conn = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=timeout)
+        self.base = parts.path.rstrip("/")
+        self.headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
+        self.attempts = attempts
+        self.retries = 0
+
+    def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST and decode; raises RuntimeError with the service's message on a 4xx/5xx."""
+        payload = json.dumps(body)
+        for attempt in range(1, self.attempts + 1):
+            try:
+                self.conn.request("POST", self.base + path, payload, self.headers)
+                response = self.conn.getresponse()
+                answer = json.loads(response.read() or b"{}")
+                break
+            except (TimeoutError, ConnectionError, http.client.HTTPException):
+                self.conn.close()  # the next request opens a fresh connection
+                if attempt == self.attempts:
+                    raise
+                self.retries += 1
+        if response.status >= 400:
+            raise RuntimeError(f"{path} answered {response.status}: {answer}")
+        return answer
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.conn.close()
+
+
+class ServiceAgent:
+    """Chooses through ``POST /choose`` and reports through ``POST /reward``.
+
+    The service learns when its worker gets to the reward, so choices lag the
+    rewards by the worker's and the API's refresh delays: the asynchrony whose
+    cost the comparison measures.
+    """
+
+    def __init__(self, transport: Transport, experiment: str) -> None:
+        self.transport = transport
+        self.experiment = experiment
+        self._decision = ""
+        self._round = 0
+
+    def choose(self, z: np.ndarray) -> int:
+        """One decision for context ``z`` (features ``f0..``), arm ``armN`` -> ``N``."""
+        self._round += 1
+        body = {
+            "experiment": self.experiment,
+            "context": {f"f{i}": float(v) for i, v in enumerate(z)},
+            "request_id": f"{self.experiment}-{self._round}",
+        }
+        answer = self.transport.post("/choose", body)
+        self._decision = answer["decision_id"]
+        return int(answer["arms"][0]["arm"][3:])
+
+    def learn(self, z: np.ndarray, arm: int, reward: float) -> None:
+        """Report the reward; the service learns it asynchronously."""
+        body = {"decision_id": self._decision, "arm": f"arm{arm}", "reward": reward}
+        self.transport.post("/reward", body)
+
+
+def compare_through_service(
+    transport: Transport,
+    envs: list[Environment],
+    specs: list[PolicySpec],
+    rounds: dict[str, int],
+    seeds: tuple[int, ...],
+    prefix: str,
+    progress=None,
+) -> list[tuple[RunResult, RunResult]]:
+    """For each environment and policy: (in-process synchronous, through the service)."""
+    pairs = []
+    for env in envs:
+        for spec in specs:
+            sync = run_agent(
+                env,
+                f"{spec.label} in-process, sync",
+                banditd_factory(spec.policy, spec.params),
+                rounds[env.name],
+                seeds,
+            )
+
+            def service(n_arms, dim, rng, seed, spec=spec, env=env):
+                return ServiceAgent(transport, experiment_name(prefix, env, spec, seed))
+
+            remote = run_agent(env, f"{spec.label} HTTP, async", service, rounds[env.name], seeds)
+            pairs.append((sync, remote))
+            if progress is not None:
+                progress(sync)
+                progress(remote)
+    return pairs
+
+
+def ratio_table(pairs: list[tuple[RunResult, RunResult]]) -> str:
+    """Markdown: HTTP/async mean reward over in-process/sync, per seed, mean ± sd."""
+    lines = [
+        "| environment | policy | sync (in-process) | async (HTTP) | ratio per seed, mean ± sd "
+        "| ratio of means | HTTP rounds/s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for sync, remote in pairs:
+        per_seed = remote.mean_reward / sync.mean_reward
+        lines.append(
+            f"| {sync.environment} | {sync.agent.replace(' in-process, sync', '')} "
+            f"| {sync.mean_reward.mean():.4f} ± {_sd(sync.mean_reward):.4f} "
+            f"| {remote.mean_reward.mean():.4f} ± {_sd(remote.mean_reward):.4f} "
+            f"| {per_seed.mean():.3f} ± {_sd(per_seed):.3f} "
+            f"| {remote.mean_reward.mean() / sync.mean_reward.mean():.3f} "
+            f"| {remote.rounds_per_second:,.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def _sd(values: np.ndarray) -> float:
+    return float(values.std(ddof=1)) if values.size > 1 else 0.0
+
+
+def coverage_table(seeds: int) -> str:
+    """Markdown table of the OPE coverage check."""
+    cov = ope_study.coverage(range(seeds), n=1000)
+    lines = [
+        f"Coverage of 95% intervals over {seeds} seeds of 1,000 logged decisions "
+        "(logging: lin_ts v=0.5 ε=0.05, Monte Carlo propensities, 1,000 draws):",
+        "",
+        "| target | true value | IPS | SNIPS | DR | mean width IPS / SNIPS / DR | mean ESS |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, row in cov.items():
+        lines.append(
+            f"| {name} | {row['truth']:.4f} | {row['ips']:.0%} | {row['snips']:.0%} "
+            f"| {row['dr']:.0%} | {row['ips_width']:.4f} / {row['snips_width']:.4f} / "
+            f"{row['dr_width']:.4f} | {row['ess']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def propensity_table() -> str:
+    """Markdown table of the error of Thompson-sampling propensities."""
+    problem = ope_study.problem()
+    lines = [
+        "Error of lin_ts's logged propensities (v=0.5, epsilon 0) against quadrature, "
+        "2,000 contexts:",
+        "",
+        "| draws | mean abs error | binomial floor | median rel. error | p99 rel. error "
+        "| mean IPS weight error | at the 0.5/draws floor |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for draws in (100, 1000, 10000):
+        e = ope_study.ts_propensity_error(draws, p=problem)
+        lines.append(
+            f"| {draws:,} | {e['mean_abs']:.4f} | {e['binomial_mean_abs']:.4f} "
+            f"| {e['p50_rel']:.2%} | {e['p99_rel']:.2%} | {e['weight_bias']:+.2%} "
+            f"| {e['clipped']:.2%} |"
+        )
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    """Run ``banditd simulate``; returns the process exit code."""
+    size = SIZES[args.suite]
+    env_names = args.env or sorted(ENVIRONMENTS)
+    if not args.env and importlib.util.find_spec("sklearn") is None:
+        env_names.remove("digits")
+        print("banditd simulate: no scikit-learn (eval extra): skipping digits", file=sys.stderr)
+    seeds = tuple(range(args.seeds)) if args.seeds else size.seeds
+    rounds = {name: args.rounds or size.rounds[name] for name in env_names}
+    started = time.perf_counter()
+
+    def progress(result: RunResult) -> None:
+        print(markdown_table([result]).splitlines()[-1], file=sys.stderr, flush=True)
+
+    try:
+        specs = [PolicySpec.parse(p) for p in (args.policy or DEFAULT_HTTP_POLICIES)]
+    except ValueError as exc:
+        print(f"banditd simulate: {exc}", file=sys.stderr)
+        return 2
+    envs = [ENVIRONMENTS[name]() for name in env_names]
+    if args.print_config:
+        print(experiments_toml(args.prefix, envs, specs, seeds), end="")
+        return 0
+    results: list[RunResult] = []
+    if args.study == "ope":
+        text = coverage_table(args.seeds or 200)
+    elif args.study == "propensity":
+        text = propensity_table()
+    elif args.url:
+        key = args.api_key or next(iter(sorted(settings.api_keys)), "")
+        transport = HttpTransport(args.url, key)
+        try:
+            pairs = compare_through_service(
+                transport, envs, specs, rounds, seeds, args.prefix, progress
+            )
+        except RuntimeError as exc:
+            print(f"banditd simulate: {exc}", file=sys.stderr)
+            print(
+                "(does BANDITD_CONFIG include `banditd simulate --print-config`?)", file=sys.stderr
+            )
+            return 1
+        finally:
+            transport.close()
+        results = [r for pair in pairs for r in pair]
+        text = markdown_table(results) + "\n\n" + ratio_table(pairs)
+        if transport.retries:
+            text += f"\n\n{transport.retries} request(s) were retried after a timeout."
+    else:
+        results = run_suite(env_names, rounds, seeds, peers=not args.no_peers, progress=progress)
+        text = markdown_table(results) + "\n\n" + targets_table([per_seed(r) for r in results])
+    text += f"\n\n({time.perf_counter() - started:.0f} s)\n"
+    print(text)
+    if args.output:
+        with open(args.output, "w") as f:
+            f.write(text)
+    if args.results:
+        with open(args.results, "w") as f:
+            json.dump([per_seed(r) for r in results], f, indent=1)
+    return 0
+
+
+def targets_table(results: list[dict[str, Any]]) -> str:
+    """Markdown: banditd's best against the best peer per environment, paired by seed.
+
+    ``results`` are :func:`per_seed` dicts (also as read back from ``--results``).
+    On ``drifting`` it also compares, over the second half, banditd's best
+    forgetting policy with every stationary peer. A difference is banditd
+    minus the peer, per seed (the seeds share their episodes), mean ± sd.
+    """
+    lines = [
+        "| environment | measure | banditd | peer | difference per seed, mean ± sd | seeds won |",
+        "|---|---|---|---|---|---|",
+    ]
+
+    def row(env: str, measure: str, ours: dict, theirs: dict) -> None:
+        a = np.array(ours["per_seed"][measure])
+        b = np.array(theirs["per_seed"][measure])
+        d = a - b
+        lines.append(
+            f"| {env} | {measure.replace('_', ' ')} | {ours['agent']} ({a.mean():.4f}) "
+            f"| {theirs['agent']} ({b.mean():.4f}) | {d.mean():+.4f} ± {_sd(d):.4f} "
+            f"| {int((d > 0).sum())} of {d.size} |"
+        )
+
+    for env in dict.fromkeys(r["environment"] for r in results):
+        here = [r for r in results if r["environment"] == env]
+        ours = [r for r in here if r["agent"].startswith("banditd")]
+        peers = [r for r in here if not r["agent"].startswith("banditd")]
+        if not ours or not peers:
+            continue
+        best = max(ours, key=lambda r: r["mean_reward"])
+        row(env, "mean_reward", best, max(peers, key=lambda r: r["mean_reward"]))
+        forgetting = [r for r in ours if "γ=" in r["agent"]]
+        if env == "drifting" and forgetting:
+            best = max(forgetting, key=lambda r: r["second_half"])
+            for peer in sorted(peers, key=lambda r: -r["second_half"]):
+                row(env, "second_half", best, peer)
+    return "\n".join(lines)
+
+
+def per_seed(result: RunResult) -> dict[str, Any]:
+    """A result's summary plus its per-seed figures, for later paired comparisons."""
+    return {
+        **result.summary(),
+        "seed_list": list(result.seeds),
+        "per_seed": {
+            "mean_reward": result.mean_reward.tolist(),
+            "second_half": result.second_half.tolist(),
+            "regret": result.regret.tolist(),
+            "seconds": result.seconds.tolist(),
+        },
+    }
