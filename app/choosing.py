@@ -121,6 +121,7 @@ class Chooser:
             response=response,
             max_arms=exp.max_arms if exp.dynamic else None,
             weights=[exp.position_weight(i.position) for i in impressions],
+            forgetting=exp.forgetting,
         )
         if earlier is ARM_LIMIT_REACHED:
             raise ApiError(

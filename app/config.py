@@ -29,6 +29,7 @@ DYNAMIC = "dynamic"
 DEFAULT_MAX_ARMS = 10_000
 
 EXPERIMENT_KEYS = {
+    "forgetting",
     "max_arms",
     "policy",
     "position_weights",
@@ -76,6 +77,7 @@ class Experiment:
     dynamic: bool = False
     max_arms: int = DEFAULT_MAX_ARMS
     position_weights: tuple[float, ...] = ()
+    forgetting: float = 1.0
 
     def position_weight(self, position: int) -> float:
         """How likely a user is to look at slot ``position`` (1.0 without position weights)."""
@@ -152,6 +154,7 @@ def _experiment(name: str, table: Any) -> Experiment:
     reward = _reward(table.get("reward", {}), where)
     features = _features(table.get("features", {}), where)
     position_weights = _position_weights(table.get("position_weights", []), where)
+    forgetting = _number(table, "forgetting", 1.0, where, low=0.5, high=1.0)
 
     settings = {
         "policy": policy,
@@ -163,6 +166,7 @@ def _experiment(name: str, table: Any) -> Experiment:
         "arms": DYNAMIC if dynamic else list(arms),
         "max_arms": max_arms,
         "position_weights": list(position_weights),
+        "forgetting": forgetting,
         "reward": {
             "default": reward.default,
             "window_seconds": reward.window_seconds,
@@ -192,6 +196,7 @@ def _experiment(name: str, table: Any) -> Experiment:
         dynamic=dynamic,
         max_arms=max_arms,
         position_weights=position_weights,
+        forgetting=forgetting,
     )
 
 

@@ -53,14 +53,16 @@ class EventStream:
         response: bytes,
         max_arms: int | None = None,
         weights: list[float] | None = None,
+        forgetting: float = 1.0,
     ) -> bytes | object | None:
         """Append a decision and open its reward window.
 
         Returns None when recorded, the stored response of an earlier decision
         with the same request id, or ``ARM_LIMIT_REACHED`` when ``max_arms`` is
         given (a dynamic catalogue) and a shown arm would be one too many; in
-        the last two cases nothing is recorded. ``weights`` are the position
-        weights of the shown slots, applied when their rewards are learned.
+        the last two cases nothing is recorded. ``weights`` (the position
+        weights of the shown slots) and ``forgetting`` apply when the
+        decision's rewards are learned.
         """
         exp = event.experiment
         ttl_ms = max(deadline_ms - event.decided_ms, 0) + LATE_GRACE_MS
@@ -76,6 +78,7 @@ class EventStream:
             "lam": repr(float(ridge)),
             "cv": event.config_version,
             "w": ",".join(repr(float(w)) for w in weights or [1.0] * len(shown)),
+            "g": repr(float(forgetting)),
         }
         hash_args = [item for pair in fields.items() for item in pair]
         result = self._record_decision(

@@ -56,6 +56,7 @@ class RewardEvent:
     reward_min: float
     reward_max: float
     weight: float = 1.0  # the position weight of the slot the arm was shown in
+    forgetting: float = 1.0  # the decision's forgetting factor (1: remember everything)
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,7 @@ def decode(experiment: str, fields: dict[bytes, bytes]) -> Event:
             reward_min=float(fields[b"lo"]),
             reward_max=float(fields[b"hi"]),
             weight=float(fields.get(b"w") or 1.0),
+            forgetting=float(fields.get(b"g") or 1.0),
         )
     if kind == b"config":
         return ConfigEvent(

@@ -59,6 +59,8 @@ class Learner:
                 x,
                 event.reward,
                 success=rescale(event.reward, event.reward_min, event.reward_max),
+                discount=event.forgetting,
+                ridge=event.ridge,
             )
             pending[key] = (state, version + 1)
             learned += 1

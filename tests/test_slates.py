@@ -60,3 +60,39 @@ def test_rewards_learn_with_their_slot_weight(
         (top, 0, "default"),
         (second, 1, "explicit"),
     ]
+
+
+FORGETFUL = EXPERIMENTS_TOML.replace('policy = "linucb"', 'policy = "linucb"\nforgetting = 0.9')
+
+
+def test_forgetting_is_applied_by_the_worker_as_configured(
+    config_file, app, client, worker, redis_client
+):
+    rewrite(config_file, FORGETFUL)
+    sent = []
+    for hour in (1, 2, 3):
+        decision = choose(client, context={"hour": hour}, candidates=["job_kitchen"]).get_json()
+        reward(client, decision["decision_id"], "job_kitchen", 1.0)
+        sent.append(np.array([1.0, float(hour), 0.0, 0.0]))
+    worker.run(until_idle=True)
+
+    expected = arm_prior(4, 1.0)
+    for x in sent:
+        update(expected, 0, x, 1.0, discount=0.9, ridge=1.0)
+    model_id = app.extensions["banditd"].config.current().get("home_feed").model_id
+    learned, _ = ModelStore(redis_client).load_learning(
+        "home_feed", model_id, "job_kitchen", 4, 1.0
+    )
+    np.testing.assert_allclose(learned.A, expected.A)
+    np.testing.assert_allclose(learned.b, expected.b)
+    np.testing.assert_allclose(learned.A_inv, np.linalg.inv(expected.A), rtol=1e-9)
+
+
+def test_forgetting_keeps_the_model():
+    assert experiment(forgetting=0.99).model_id == experiment().model_id
+
+
+@pytest.mark.parametrize("value", [0.0, 0.4, 1.5, "fast"])
+def test_invalid_forgetting_is_rejected(value):
+    with pytest.raises(ConfigError, match="forgetting"):
+        experiment(forgetting=value)

@@ -6,7 +6,8 @@
 local appended = 0
 for i = 2, #ARGV do
   local h = KEYS[i + 1]
-  local f = redis.call('HMGET', h, 'arms', 'closed', 'x', 'model', 'lam', 'lo', 'hi', 'def', 'w')
+  local f = redis.call('HMGET', h, 'arms', 'closed', 'x', 'model', 'lam', 'lo', 'hi', 'def', 'w',
+                       'g')
   if f[1] and f[2] ~= '1' then
     local weights = {}
     for w in string.gmatch(f[9] or '', '[^,]+') do weights[#weights + 1] = w end
@@ -16,7 +17,7 @@ for i = 2, #ARGV do
       if redis.call('HEXISTS', h, 'r:' .. arm) == 0 then
         redis.call('XADD', KEYS[2], '*', 't', 'reward', 'id', ARGV[i], 'arm', arm, 'r', f[8],
                    'kind', 'default', 'ts', ARGV[1], 'x', f[3], 'model', f[4], 'lam', f[5],
-                   'lo', f[6], 'hi', f[7], 'w', weights[slot] or '1.0')
+                   'lo', f[6], 'hi', f[7], 'w', weights[slot] or '1.0', 'g', f[10] or '1.0')
         appended = appended + 1
       end
     end

@@ -6,7 +6,7 @@
 -- accepted, duplicate, conflict, window_closed, unknown_decision, arm_not_shown,
 -- out_of_range (then followed by the decision's min and max).
 local f = redis.call('HMGET', KEYS[1], 'arms', 'dl', 'closed', 'r:' .. ARGV[2],
-                     'x', 'model', 'lam', 'lo', 'hi', 'w')
+                     'x', 'model', 'lam', 'lo', 'hi', 'w', 'g')
 if not f[1] then return {'unknown_decision'} end
 local slot = nil
 local i = 0
@@ -31,7 +31,7 @@ local kind = 'explicit'
 if f[3] == '1' or tonumber(ARGV[4]) > tonumber(f[2]) then kind = 'late' end
 redis.call('XADD', KEYS[2], '*', 't', 'reward', 'id', ARGV[1], 'arm', ARGV[2], 'r', ARGV[3],
            'kind', kind, 'ts', ARGV[4], 'x', f[5] or '', 'model', f[6], 'lam', f[7],
-           'lo', f[8], 'hi', f[9], 'w', weight)
+           'lo', f[8], 'hi', f[9], 'w', weight, 'g', f[11] or '1.0')
 if kind == 'late' then return {'window_closed'} end
 redis.call('HSET', KEYS[1], 'r:' .. ARGV[2], ARGV[3])
 return {'accepted'}
