@@ -32,15 +32,22 @@ class ApiServices(Services):
 
 
 def create_app(
-    settings: Settings | None = None, *, clock: Callable[[], float] = time.time
+    settings: Settings | None = None,
+    *,
+    clock: Callable[[], float] = time.time,
+    rng: np.random.Generator | None = None,
 ) -> Flask:
-    """Build the Flask app; ``settings`` default to the environment, ``clock`` to wall time."""
+    """Build the Flask app.
+
+    ``settings`` default to the environment, ``clock`` to wall time, and ``rng`` (the
+    source of exploration and tie-breaks) to a fresh, unseeded generator.
+    """
     settings = settings or Settings.from_env()
     base = build_services(settings)
     cache = ModelCache(base.store, refresh_seconds=settings.model_refresh_seconds)
     services = ApiServices(
         **vars(base),
-        chooser=Chooser(base.config, cache, base.stream, np.random.default_rng(), clock),
+        chooser=Chooser(base.config, cache, base.stream, rng or np.random.default_rng(), clock),
         rewarder=Rewarder(base.stream, clock),
     )
     if not settings.api_keys:

@@ -1,4 +1,4 @@
-"""The ``banditd`` console command: ``migrate``, ``worker``, ``simulate`` and ``evaluate``."""
+"""The ``banditd`` console command: migrate, worker, rebuild, simulate, evaluate."""
 
 from __future__ import annotations
 
@@ -37,7 +37,11 @@ def run_worker(settings: Settings) -> None:
     from app.services import build_services
     from app.worker import Worker
 
-    worker = Worker.from_services(build_services(settings))
+    worker = Worker.from_services(
+        build_services(settings),
+        snapshot_every=settings.snapshot_every,
+        snapshot_seconds=settings.snapshot_seconds,
+    )
 
     def stop(signum: int, _frame) -> None:
         if worker.stop_requested:
@@ -54,6 +58,43 @@ def run_worker(settings: Settings) -> None:
         worker.release()
 
 
+def run_rebuild(
+    settings: Settings,
+    experiment: str,
+    *,
+    verify: bool,
+    use_snapshots: bool = True,
+    tolerance: float = 1e-9,
+) -> int:
+    """Rebuild (or with ``verify``, check) an experiment's parameters from the log; exit status.
+
+    0: done, or the live model matches the log; 1: it differs; 2: the log
+    cannot be replayed or the parameters cannot be replaced now.
+    """
+    from app import rebuild
+    from app.live_model import LiveModelBusy
+    from app.services import database_engine, redis_client
+
+    client = redis_client(settings.redis_url)
+    engine = database_engine(settings.database_url)
+    try:
+        if verify:
+            checked = rebuild.verify(
+                client, engine, experiment, tolerance=tolerance, use_snapshots=use_snapshots
+            )
+            print(rebuild.format_verification(checked))
+            return 0 if checked.ok else 1
+        rebuilt = rebuild.rebuild(client, engine, experiment, use_snapshots=use_snapshots)
+        print(rebuild.format_rebuild(rebuilt))
+        return 0
+    except (rebuild.RebuildError, LiveModelBusy) as exc:
+        log.error("%s", exc)
+        return 2
+    finally:
+        engine.dispose()
+        client.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``banditd`` command."""
     parser = argparse.ArgumentParser(prog="banditd", description=__doc__)
@@ -65,6 +106,25 @@ def main(argv: list[str] | None = None) -> int:
     )
     evaluate.add_arguments(
         commands.add_parser("evaluate", help="off-policy evaluation of another config from the log")
+    )
+    rebuild = commands.add_parser(
+        "rebuild",
+        help="recompute an experiment's arm parameters from the Postgres log",
+        description="Replay the log (from the latest model snapshot) and write the parameters "
+        "to Redis, or with --verify compare them with the live ones (exit 1 if any differ).",
+    )
+    rebuild.add_argument("--experiment", required=True, help="the experiment to rebuild")
+    rebuild.add_argument(
+        "--verify", action="store_true", help="compare with the live parameters, write nothing"
+    )
+    rebuild.add_argument(
+        "--no-snapshots", action="store_true", help="replay the whole log, ignoring snapshots"
+    )
+    rebuild.add_argument(
+        "--tolerance",
+        type=float,
+        default=1e-9,
+        help="largest accepted difference (relative and absolute, per value; default 1e-9)",
     )
     args = parser.parse_args(argv)
 
@@ -82,6 +142,14 @@ def main(argv: list[str] | None = None) -> int:
             return simulate.run(args, settings)
         elif args.command == "evaluate":
             return evaluate.run(args, settings)
+        elif args.command == "rebuild":
+            return run_rebuild(
+                settings,
+                args.experiment,
+                verify=args.verify,
+                use_snapshots=not args.no_snapshots,
+                tolerance=args.tolerance,
+            )
     except ConfigError as exc:
         log.error("%s", exc)
         return 2

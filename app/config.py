@@ -18,7 +18,7 @@ import math
 import tomllib
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from bandits import POLICIES, FeatureSpec, PolicyParams
 
@@ -81,10 +81,7 @@ class Experiment:
 
     def position_weight(self, position: int) -> float:
         """How likely a user is to look at slot ``position`` (1.0 without position weights)."""
-        weights = self.position_weights
-        if not weights:
-            return 1.0
-        return weights[min(position, len(weights) - 1)]
+        return slot_weight(self.position_weights, position)
 
     @cached_property
     def arm_positions(self) -> dict[str, int]:
@@ -198,6 +195,13 @@ def _experiment(name: str, table: Any) -> Experiment:
         position_weights=position_weights,
         forgetting=forgetting,
     )
+
+
+def slot_weight(weights: Sequence[float], position: int) -> float:
+    """The weight of slot ``position`` under ``position_weights`` (the last one repeats)."""
+    if not weights:
+        return 1.0
+    return weights[min(position, len(weights) - 1)]
 
 
 def valid_name(name: object) -> bool:

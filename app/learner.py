@@ -8,9 +8,40 @@ redeliveries and are skipped.
 
 from __future__ import annotations
 
+import numpy as np
+
 from app.events import Event, RewardEvent
 from app.model_store import ArmUpdate, ModelStore
 from bandits import LearningState, rescale, update
+
+
+def learn_reward(
+    state: LearningState,
+    x: np.ndarray,
+    reward: float,
+    *,
+    ridge: float,
+    reward_min: float,
+    reward_max: float,
+    weight: float = 1.0,
+    forgetting: float = 1.0,
+) -> None:
+    """Learn one reward into a single-arm state: the update the worker and a rebuild both apply.
+
+    ``weight`` is the position weight of the slot the arm was shown in, and
+    ``forgetting`` the discount, both as configured when the decision was made.
+    """
+    # Position-based model: E[reward] = weight * theta.x, so learn from weight * x.
+    features = x if weight == 1.0 else x * weight
+    update(
+        state,
+        0,
+        features,
+        reward,
+        success=rescale(reward, reward_min, reward_max),
+        discount=forgetting,
+        ridge=ridge,
+    )
 
 
 def entry_order(entry_id: bytes | None) -> tuple[int, int]:
@@ -51,16 +82,15 @@ class Learner:
                 continue
             key = (experiment, event.model_id, event.arm)
             state, version = pending.get(key) or self._load(key, event)
-            # Position-based model: E[reward] = weight * theta.x, so learn from weight * x.
-            x = event.features if event.weight == 1.0 else event.features * event.weight
-            update(
+            learn_reward(
                 state,
-                0,
-                x,
+                event.features,
                 event.reward,
-                success=rescale(event.reward, event.reward_min, event.reward_max),
-                discount=event.forgetting,
                 ridge=event.ridge,
+                reward_min=event.reward_min,
+                reward_max=event.reward_max,
+                weight=event.weight,
+                forgetting=event.forgetting,
             )
             pending[key] = (state, version + 1)
             learned += 1

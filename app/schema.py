@@ -1,7 +1,8 @@
 """The analyst-facing Postgres log, as SQLAlchemy Core tables.
 
 One row per decision, one per shown arm (impression), one per reward
-(explicit, default or late), one per config version. Alembic migrations in
+(explicit, default or late), one per config version, and periodic copies of
+the live model (``model_snapshots``, one row per arm). Alembic migrations in
 ``migrations/`` create exactly these, plus the view ``impression_rewards``
 (each impression with its explicit or default reward).
 """
@@ -16,6 +17,7 @@ from sqlalchemy import (
     Float,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
     Table,
@@ -87,4 +89,33 @@ rewards = Table(
     PrimaryKeyConstraint("decision_id", "arm", "kind"),
     CheckConstraint("kind in ('explicit', 'default', 'late')", name="rewards_kind"),
     Index("rewards_experiment_stream", "experiment", "stream_ms", "stream_seq"),
+)
+
+model_snapshots = Table(
+    "model_snapshots",
+    metadata,
+    Column("experiment", Text, nullable=False),
+    Column(
+        "stream_ms",
+        BigInteger,
+        nullable=False,
+        comment="stream entry id: the snapshot includes every reward learned up to it",
+    ),
+    Column("stream_seq", BigInteger, nullable=False),
+    Column("model_id", Text, nullable=False),
+    Column("arm", Text, nullable=False),
+    Column("taken_at", DateTime(timezone=True), nullable=False),
+    Column("n", Float, nullable=False, comment="rewards learned from"),
+    Column("successes", Float, nullable=False, comment="sum of rewards rescaled to [0, 1]"),
+    Column("failures", Float, nullable=False, comment="sum of 1 - rescaled reward"),
+    Column(
+        "a",
+        LargeBinary,
+        nullable=False,
+        comment="A = ridge I + sum x x^T: d x d little-endian float64, row-major",
+    ),
+    Column("a_inv", LargeBinary, nullable=False, comment="inverse of A, stored as a is"),
+    Column("b", ARRAY(Float), nullable=False, comment="sum r x"),
+    Column("theta", ARRAY(Float), nullable=False, comment="ridge estimate A^-1 b"),
+    PrimaryKeyConstraint("experiment", "stream_ms", "stream_seq", "model_id", "arm"),
 )

@@ -116,6 +116,10 @@ class Settings:
         How often a process looks at the config file for changes.
     model_refresh_seconds:
         How often an API process checks Redis for newer arm parameters.
+    snapshot_every, snapshot_seconds:
+        The worker copies an experiment's model into Postgres after this many
+        learned rewards (``BANDITD_SNAPSHOT_EVERY``), or this long after the
+        last copy if it learned anything (``BANDITD_SNAPSHOT_SECONDS``).
     """
 
     config_path: str = DEFAULT_CONFIG_PATH
@@ -125,6 +129,8 @@ class Settings:
     port: int = 8000
     config_check_seconds: float = 1.0
     model_refresh_seconds: float = 0.1
+    snapshot_every: int = 10_000
+    snapshot_seconds: float = 300.0
 
     def __post_init__(self) -> None:
         self.parsed_api_keys()  # a malformed BANDITD_API_KEYS stops the process at start
@@ -146,4 +152,6 @@ class Settings:
             database_url=env.get("DATABASE_URL", DEFAULT_DATABASE_URL),
             api_keys=keys,
             port=int(env.get("PORT", "8000")),
+            snapshot_every=int(env.get("BANDITD_SNAPSHOT_EVERY", "10000")),
+            snapshot_seconds=float(env.get("BANDITD_SNAPSHOT_SECONDS", "300")),
         )

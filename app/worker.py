@@ -2,7 +2,8 @@
 
 ``Worker.run`` reads top to bottom: stop flag, config reload, leases, close
 reward windows that expired, then for each owned stream read a batch, write
-it to Postgres, learn from its rewards in Redis, and acknowledge it. An entry
+it to Postgres, learn from its rewards in Redis, acknowledge it, and copy the
+model into a Postgres snapshot when one is due (app/snapshots.py). An entry
 is acknowledged only after both its log rows and its learning are durable;
 both are idempotent, so a crash anywhere means a redelivery, never a loss or a
 double count.
@@ -27,6 +28,7 @@ from app.learner import Learner
 from app.lease import LeaseLost, Leases
 from app.model_store import ModelStore
 from app.services import Services
+from app.snapshots import Snapshotter
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +60,8 @@ class Worker:
         block_ms: int = 100,
         max_backoff: float = 5.0,
         clock: Callable[[], float] = time.time,
+        snapshot_every: int = 10_000,
+        snapshot_seconds: float = 300.0,
     ) -> None:
         self.stream = stream
         self.event_log = event_log
@@ -65,6 +69,14 @@ class Worker:
         self.consumer = f"{socket.gethostname()}-{os.getpid()}"
         self.leases = leases or Leases(stream.redis, self.consumer)
         self.learner = Learner(store, holder=self.consumer)
+        # model snapshots in Postgres bound the replay of `banditd rebuild`
+        self.snapshots = Snapshotter(
+            store.redis,
+            event_log.engine,
+            every_rewards=snapshot_every,
+            every_seconds=snapshot_seconds,
+            clock=clock,
+        )
         self.batch_size = batch_size
         self.block_ms = block_ms
         self.max_backoff = max_backoff
@@ -180,6 +192,7 @@ class Worker:
                 # A malformed entry can never succeed; keep it out of the way of the rest.
                 log.error("skipping malformed entry %s of %s: %r", entry_id, experiment, exc)
         self.event_log.write(events)
-        self.learner.learn(experiment, events)
+        learned = self.learner.learn(experiment, events)
         self.stream.ack(experiment, [entry_id for entry_id, _ in entries])
+        self.snapshots.after_learning(experiment, learned)
         return len(entries)

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import pytest
 import redis
 import sqlalchemy
@@ -29,7 +30,7 @@ TEST_DATABASE_URL = os.environ.get(
 )
 API_KEY = "test-key"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
-TABLES = ("config_versions", "decisions", "impressions", "rewards")
+TABLES = ("config_versions", "decisions", "impressions", "rewards", "model_snapshots")
 
 EXPERIMENTS_TOML = """
 [experiments.home_feed]
@@ -126,7 +127,7 @@ def settings(config_file: Path, redis_client, engine) -> Settings:
 
 @pytest.fixture
 def app(settings):
-    return create_app(settings)
+    return create_app(settings, rng=np.random.default_rng(20261125))
 
 
 @pytest.fixture
