@@ -28,7 +28,7 @@ APP_ENV  := REDIS_URL="$${REDIS_URL:-$(DEFAULT_REDIS_URL)}" \
 TEST_ENV := BANDITD_TEST_REDIS_URL="$${BANDITD_TEST_REDIS_URL:-redis://localhost:6379/15}" \
             BANDITD_TEST_DATABASE_URL="$${BANDITD_TEST_DATABASE_URL:-postgresql://banditd:banditd@localhost:5432/banditd_test}"
 
-.PHONY: help venv services migrate run test stop clean-services status
+.PHONY: help venv services migrate run test stop clean-services status chaos
 
 help:
 	@echo "make run       start services, migrate, run worker + gunicorn on :$(PORT) (Ctrl-C stops)"
@@ -38,6 +38,7 @@ help:
 	@echo "make status    show what is running"
 	@echo "make stop      stop the Redis and Postgres started here"
 	@echo "make venv      create .venv and install the package (editable) with test and eval extras"
+	@echo "make chaos     faults under load, ~6 min; rewrites docs/RELIABILITY.md (CHAOS_ARGS=...)"
 
 # Re-installs only when setup.cfg/pyproject.toml are newer than the stamp.
 venv: $(STAMP)
@@ -66,3 +67,7 @@ run: venv services migrate
 # default one (banditd_test) exists.
 test: venv services
 	$(TEST_ENV) $(PY) -m pytest $(PYTEST_ARGS)
+
+# Starts a Redis and a Postgres of its own (never the shared ones); see docs/RELIABILITY.md.
+chaos: venv services
+	$(PY) -m chaos.run $(CHAOS_ARGS)

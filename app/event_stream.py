@@ -16,6 +16,7 @@ import redis
 
 from app import keys
 from app.config import Experiment
+from app.lease import LeaseLost
 from app.events import ConfigEvent, DecisionEvent, encode_config, encode_decision
 
 GROUP = "workers"
@@ -37,6 +38,7 @@ class EventStream:
         self._record_decision = _script(client, "record_decision.lua")
         self._record_reward = _script(client, "record_reward.lua")
         self._close_windows = _script(client, "close_windows.lua")
+        self._read_new = _script(client, "read_new.lua")
         self._announced: set[tuple[str, str]] = set()
 
     # -- API side ---------------------------------------------------------------
@@ -197,16 +199,32 @@ class EventStream:
             self.redis.xack(keys.stream(experiment), GROUP, *vanished)
         return [(entry_id, fields) for entry_id, fields in entries if fields]
 
-    def wait_for_any(self, experiments: Sequence[str], consumer: str, block_ms: int) -> bool:
+    def read_new(self, experiment: str, consumer: str, count: int) -> list[Entry]:
+        """Deliver up to ``count`` new entries to ``consumer``, in order, while it holds the lease.
+
+        Raises :class:`LeaseLost` if it does not: entries delivered to a worker that
+        lost its lease would sit in its pending list while the new holder's learning
+        watermark passes them.
+        """
+        reply = self._read_new(
+            keys=[keys.stream(experiment), keys.owner(experiment)], args=[consumer, GROUP, count]
+        )
+        if reply == 0:
+            raise LeaseLost(experiment)
+        if not reply:
+            return []
+        return [(entry_id, dict(zip(f[::2], f[1::2]))) for entry_id, f in reply[0][1]]
+
+    def wait_for_any(self, experiments: Sequence[str], block_ms: int) -> bool:
         """Block until a new entry arrives on any of the streams; True if one did.
 
-        The entries are delivered to this consumer and will be returned by the
-        next ``read(new=False)``.
+        Nothing is delivered (``read_new`` does that, under the lease); an entry
+        that arrived just before the call is noticed at the next wait at the latest.
         """
         if not experiments:
             return False
-        reply = self.redis.xreadgroup(
-            GROUP, consumer, {keys.stream(e): ">" for e in experiments}, count=1, block=block_ms
+        reply = self.redis.xread(
+            {keys.stream(e): "$" for e in experiments}, count=1, block=block_ms
         )
         return bool(reply)
 

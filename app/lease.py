@@ -11,12 +11,13 @@ import redis
 
 from app import keys
 
+# 1: renewed (held without a gap), 2: acquired (it was free), 0: another holder has it
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   return 1
 end
-return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
+return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 2 or 0
 """
 
 _RELEASE = """
@@ -40,7 +41,14 @@ class Leases:
 
     def hold(self, experiment: str) -> bool:
         """Take or extend the lease; True if this worker holds it now."""
-        return bool(self._renew(keys=[keys.owner(experiment)], args=[self.holder, self.ttl_ms]))
+        return self.take(experiment) is not None
+
+    def take(self, experiment: str) -> str | None:
+        """Take or extend the lease: ``"renewed"`` if this worker held it without a gap,
+        ``"acquired"`` if it was free (never held, or this worker's own lease had
+        expired: someone else may have held it meanwhile), None if another worker has it."""
+        held = self._renew(keys=[keys.owner(experiment)], args=[self.holder, self.ttl_ms])
+        return {1: "renewed", 2: "acquired"}.get(int(held))
 
     def release(self, experiment: str) -> None:
         """Give the lease up if this worker holds it."""

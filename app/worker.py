@@ -17,6 +17,7 @@ import socket
 import time
 from typing import Callable
 
+import psycopg2
 import redis
 import sqlalchemy.exc
 
@@ -37,6 +38,10 @@ RETRYABLE = (
     redis.TimeoutError,
     sqlalchemy.exc.OperationalError,
     sqlalchemy.exc.InterfaceError,
+    # EventLog.write and snapshots COPY through the raw DBAPI connection, whose errors
+    # SQLAlchemy does not wrap
+    psycopg2.OperationalError,
+    psycopg2.InterfaceError,
 )
 
 
@@ -118,7 +123,10 @@ class Worker:
                 if done == 0:
                     if until_idle:
                         break
-                    self.stream.wait_for_any(sorted(self.owned), self.consumer, self.block_ms)
+                    if self.owned:
+                        self.stream.wait_for_any(sorted(self.owned), self.block_ms)
+                    else:  # a standby: try for a lease again shortly, do not spin on Redis
+                        time.sleep(self.block_ms / 1000)
             except RETRYABLE as exc:
                 backoff = min(max(backoff * 2, 0.1), self.max_backoff)
                 log.warning("storage unavailable (%s); retrying in %.1fs", exc, backoff)
@@ -163,8 +171,11 @@ class Worker:
 
     def _refresh_leases(self, experiments: list[str]) -> None:
         for experiment in experiments:
-            held = self.leases.hold(experiment)
-            if held and experiment not in self.owned:
+            taken = self.leases.take(experiment)
+            held = taken is not None
+            # "acquired" while still owned: our lease lapsed, and another worker may have
+            # learned and left entries pending meanwhile; start over like a new holder
+            if held and (experiment not in self.owned or taken == "acquired"):
                 self.stream.ensure_group(experiment)
                 self.stream.claim_abandoned(experiment, self.consumer)
                 self.learner.forget(experiment)
@@ -181,7 +192,7 @@ class Worker:
     def _process_batch(self, experiment: str, count: int) -> int:
         entries = self.stream.read(experiment, self.consumer, count, new=False)
         if not entries:
-            entries = self.stream.read(experiment, self.consumer, count, new=True)
+            entries = self.stream.read_new(experiment, self.consumer, count)
         if not entries:
             return 0
         events = []

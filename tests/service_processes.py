@@ -76,6 +76,7 @@ class Service:
     env: dict[str, str]
     http: requests.Session = field(default_factory=requests.Session)
     probes: int = 0
+    extra_workers: list[subprocess.Popen] = field(default_factory=list)
 
     def url(self, path: str) -> str:
         return self.base_url + path
@@ -102,10 +103,34 @@ class Service:
         return child_pids(self.gunicorn.pid)
 
     def stop(self) -> None:
-        """Stop gunicorn, then the worker."""
+        """Stop gunicorn, then the worker (and any added with ``add_worker``)."""
         self.http.close()
         stop(self.gunicorn)
         stop(self.worker)
+        for proc in self.extra_workers:
+            stop(proc)
+
+    def workers(self) -> list[subprocess.Popen]:
+        """Every ``banditd worker`` process started for this service (dead ones too)."""
+        return [self.worker, *self.extra_workers]
+
+    def add_worker(self) -> subprocess.Popen:
+        """Start one more ``banditd worker`` with the same settings (its stderr: the worker log)."""
+        with open(self.logs["worker"], "ab") as err:
+            proc = start_worker(self.env, err)
+        self.extra_workers.append(proc)
+        return proc
+
+    def replace_worker(self, old: subprocess.Popen) -> subprocess.Popen:
+        """Start a new ``banditd worker`` in place of ``old`` (which must have exited)."""
+        assert old.poll() is not None, "replace_worker: the old worker still runs"
+        with open(self.logs["worker"], "ab") as err:
+            new = start_worker(self.env, err)
+        if old is self.worker:
+            self.worker = new
+        else:
+            self.extra_workers[self.extra_workers.index(old)] = new
+        return new
 
     def dump_logs(self) -> None:
         for name in ("worker", "gunicorn"):
@@ -123,18 +148,26 @@ def stop(proc: subprocess.Popen, timeout: float = 15.0) -> None:
         proc.wait(timeout=5)
 
 
-def start_service(config_path: Path, log_dir: Path, *, web_workers: int = 2) -> Service:
+def start_service(
+    config_path: Path,
+    log_dir: Path,
+    *,
+    web_workers: int = 2,
+    redis_url: str = TEST_REDIS_URL,
+    database_url: str = TEST_DATABASE_URL,
+) -> Service:
     """Start ``banditd worker`` and gunicorn on a free port; return once both web workers are up.
 
-    Both use the test Redis db and database and the experiments file at ``config_path``.
-    On a start-up failure the processes are stopped and their logs printed.
+    Both use the test Redis db and database (or ``redis_url`` / ``database_url``) and the
+    experiments file at ``config_path``. On a start-up failure the processes are stopped
+    and their logs printed.
     """
     port = free_port()
     env = {
         **os.environ,
         "BANDITD_CONFIG": str(config_path),
-        "REDIS_URL": TEST_REDIS_URL,
-        "DATABASE_URL": TEST_DATABASE_URL,
+        "REDIS_URL": redis_url,
+        "DATABASE_URL": database_url,
         "BANDITD_API_KEYS": API_KEY,
     }
     logs = {name: log_dir / f"{name}.log" for name in ("worker", "gunicorn", "access")}
