@@ -10,15 +10,13 @@ the arms, and start again if a save came in between.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Iterable
 
-import numpy as np
 import redis
 
 from app import keys
-from app.model_store import LEARNING_FIELDS
+from app.model_store import LEARNING_FIELDS, decode_learning
 from bandits import LearningState
 
 Position = tuple[int, int]  # a stream entry id ``ms-seq`` as numbers: the learning order
@@ -99,22 +97,5 @@ def read_live(
 
 
 def _decode(values: list[bytes]) -> LiveArm:
-    a, a_inv, b, theta, n, s, f, v = values
-    dim = math.isqrt(len(a) // 8)
-
-    def matrix(raw: bytes) -> np.ndarray:
-        return np.frombuffer(raw, dtype=np.float64).reshape(1, dim, dim).copy()
-
-    def vector(raw: bytes) -> np.ndarray:
-        return np.frombuffer(raw, dtype=np.float64).reshape(1, dim).copy()
-
-    state = LearningState(
-        A_inv=matrix(a_inv),
-        theta=vector(theta),
-        n=np.array([float(n)]),
-        successes=np.array([float(s)]),
-        failures=np.array([float(f)]),
-        A=matrix(a),
-        b=vector(b),
-    )
-    return LiveArm(state=state, version=int(v))
+    state, version = decode_learning(values)
+    return LiveArm(state=state, version=version)

@@ -12,6 +12,7 @@ redelivered entry is recognised and never applied twice.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,6 +46,29 @@ class ArmUpdate:
     arm: str
     state: LearningState  # K = 1
     version: int
+
+
+def decode_learning(values: list[bytes]) -> tuple[LearningState, int]:
+    """An arm's state (K = 1) and version from its hash values, in ``LEARNING_FIELDS`` order."""
+    a, a_inv, b, theta, n, s, f, v = values
+    dim = math.isqrt(len(a) // 8)
+
+    def matrix(raw: bytes) -> np.ndarray:
+        return np.frombuffer(raw, dtype=np.float64).reshape(1, dim, dim).copy()
+
+    def vector(raw: bytes) -> np.ndarray:
+        return np.frombuffer(raw, dtype=np.float64).reshape(1, dim).copy()
+
+    state = LearningState(
+        A_inv=matrix(a_inv),
+        theta=vector(theta),
+        n=np.array([float(n)]),
+        successes=np.array([float(s)]),
+        failures=np.array([float(f)]),
+        A=matrix(a),
+        b=vector(b),
+    )
+    return state, int(v)
 
 
 class ModelStore:
@@ -87,24 +111,7 @@ class ModelStore:
         values = self.redis.hmget(keys.arm(experiment, model_id, arm), LEARNING_FIELDS)
         if values[0] is None:
             return arm_prior(dim, ridge), 0
-        a, a_inv, b, theta, n, s, f, v = values
-
-        def matrix(raw: bytes) -> np.ndarray:
-            return np.frombuffer(raw, dtype=np.float64).reshape(1, dim, dim).copy()
-
-        def vector(raw: bytes) -> np.ndarray:
-            return np.frombuffer(raw, dtype=np.float64).reshape(1, dim).copy()
-
-        state = LearningState(
-            A_inv=matrix(a_inv),
-            theta=vector(theta),
-            n=np.array([float(n)]),
-            successes=np.array([float(s)]),
-            failures=np.array([float(f)]),
-            A=matrix(a),
-            b=vector(b),
-        )
-        return state, int(v)
+        return decode_learning(values)
 
     def applied_through(self, experiment: str) -> bytes | None:
         """Id of the last stream entry whose learning is saved, or None."""

@@ -14,7 +14,8 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 import pytest
 import requests
@@ -146,6 +147,24 @@ def stop(proc: subprocess.Popen, timeout: float = 15.0) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(timeout=5)
+
+
+@contextmanager
+def running_service(config_text: str, tmp_path: Path, request) -> Iterator[Service]:
+    """The service on a fresh experiments file holding ``config_text``, stopped at the end.
+
+    The processes' logs are printed if the test (``request``) failed.
+    """
+    config_path = tmp_path / "experiments.toml"
+    replace_atomically(config_path, config_text)
+    failed_before = request.session.testsfailed
+    svc = start_service(config_path, tmp_path)
+    try:
+        yield svc
+    finally:
+        svc.stop()
+        if request.session.testsfailed > failed_before:
+            svc.dump_logs()
 
 
 def start_service(

@@ -36,7 +36,7 @@ from tests.service_processes import (
     STREAK,
     Service,
     replace_atomically,
-    start_service,
+    running_service,
     touch_every_worker,
     wait_until_every_worker,
 )
@@ -89,16 +89,8 @@ def config_text(alpha: float, policy: str = "linucb") -> str:
 @pytest.fixture
 def service(tmp_path: Path, engine, redis_client, request):
     """gunicorn (2 workers) + ``banditd worker`` on a clean database and Redis db."""
-    config_path = tmp_path / "experiments.toml"
-    replace_atomically(config_path, config_text(ALPHA_BEFORE))
-    failed_before = request.session.testsfailed
-    svc = start_service(config_path, tmp_path)
-    try:
+    with running_service(config_text(ALPHA_BEFORE), tmp_path, request) as svc:
         yield svc
-    finally:
-        svc.stop()
-        if request.session.testsfailed > failed_before:
-            svc.dump_logs()
 
 
 # -- helpers over the log and the model -------------------------------------------------------

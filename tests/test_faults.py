@@ -51,7 +51,7 @@ from chaos.instances import own_stores
 from chaos.load import Ledger, LoadGenerator, experiment_toml
 from chaos.machine import cpu_seconds
 from tests.conftest import API_KEY, choose, poll, reward
-from tests.service_processes import Service, replace_atomically, start_service
+from tests.service_processes import Service, replace_atomically, running_service, start_service
 
 EXPERIMENT = "faults"
 CONFIG = "# written by tests/test_faults.py\n" + experiment_toml(EXPERIMENT, window_seconds=2)
@@ -88,16 +88,8 @@ def no_snapshots(engine):
 @pytest.fixture
 def service(tmp_path: Path, engine, redis_client, no_snapshots, request):
     """gunicorn (2 workers) + ``banditd worker`` on the test Redis db and database."""
-    config_path = tmp_path / "experiments.toml"
-    replace_atomically(config_path, CONFIG)
-    failed_before = request.session.testsfailed
-    svc = start_service(config_path, tmp_path)
-    try:
+    with running_service(CONFIG, tmp_path, request) as svc:
         yield svc
-    finally:
-        svc.stop()
-        if request.session.testsfailed > failed_before:
-            svc.dump_logs()
 
 
 def assert_exact(audit: Audit, settled: bool, ledger: Ledger) -> None:
