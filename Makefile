@@ -4,6 +4,8 @@
 #                 run the worker and gunicorn on :$(PORT) until Ctrl-C
 #   make test     the test suite against real Redis and Postgres
 #   make stop     stop the Redis and Postgres that `make run`/`make test` started
+#   make bench    measure throughput, latency, worker drain, freshness, cost growth
+#                 (5-7 minutes; writes bench/out/*.json and docs/BENCHMARKS.md)
 #
 # Set REDIS_URL / DATABASE_URL to use servers you already have.
 
@@ -28,7 +30,7 @@ APP_ENV  := REDIS_URL="$${REDIS_URL:-$(DEFAULT_REDIS_URL)}" \
 TEST_ENV := BANDITD_TEST_REDIS_URL="$${BANDITD_TEST_REDIS_URL:-redis://localhost:6379/15}" \
             BANDITD_TEST_DATABASE_URL="$${BANDITD_TEST_DATABASE_URL:-postgresql://banditd:banditd@localhost:5432/banditd_test}"
 
-.PHONY: help venv services migrate run test stop clean-services status chaos
+.PHONY: help venv services migrate run test stop clean-services status bench chaos
 
 help:
 	@echo "make run       start services, migrate, run worker + gunicorn on :$(PORT) (Ctrl-C stops)"
@@ -38,7 +40,8 @@ help:
 	@echo "make status    show what is running"
 	@echo "make stop      stop the Redis and Postgres started here"
 	@echo "make venv      create .venv and install the package (editable) with test and eval extras"
-	@echo "make chaos     faults under load, ~6 min; rewrites docs/RELIABILITY.md (CHAOS_ARGS=...)"
+	@echo "make bench     benchmark on this box, ~6 min; rewrites docs/BENCHMARKS.md (BENCH_ARGS=--quick)"
+	@echo "make chaos     faults under load, ~4 min; rewrites docs/RELIABILITY.md (CHAOS_ARGS=...)"
 
 # Re-installs only when setup.cfg/pyproject.toml are newer than the stamp.
 venv: $(STAMP)
@@ -67,6 +70,10 @@ run: venv services migrate
 # default one (banditd_test) exists.
 test: venv services
 	$(TEST_ENV) $(PY) -m pytest $(PYTEST_ARGS)
+
+# Its own Redis db (13) and Postgres database (banditd_bench): never dev or test data.
+bench: venv services
+	@bash bench/run.sh $(BENCH_ARGS)
 
 # Starts a Redis and a Postgres of its own (never the shared ones); see docs/RELIABILITY.md.
 chaos: venv services

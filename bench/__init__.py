@@ -1,0 +1,1 @@
+"""`make bench`: throughput, latency, worker drain, freshness and cost growth of banditd."""

@@ -1,0 +1,330 @@
+"""Turn the results into tables: plain text for stdout, Markdown for docs/BENCHMARKS.md."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from string import Template
+
+Table = tuple[str, list[str], list[list[str]]]  # title, header, rows
+
+ENDPOINTS = {
+    "floor": "floor (bare Flask)",
+    "choose_linucb": "/choose linucb",
+    "choose_lin_ts": "/choose lin_ts",
+    "reward": "/reward",
+}
+
+
+def _f(value, digits: int = 1) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float) and digits == 0:
+        return f"{value:,.0f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return f"{value:,.{digits}f}"
+
+
+def targets(results: dict) -> list[dict]:
+    """Each target of issue 6 with the measured figure and whether it was met."""
+    out = []
+    tp = results.get("throughput_2w", {}).get("endpoints", {})
+    for name, goal in (("choose_linucb", 0.6), ("choose_lin_ts", 0.6), ("reward", 0.7)):
+        if name in tp:
+            out.append(
+                _target(
+                    f"{ENDPOINTS[name]} saturation / floor",
+                    tp[name]["ratio_to_floor"],
+                    goal,
+                    ">=",
+                    "x",
+                )
+            )
+    fixed = results.get("throughput_2w", {}).get("fixed_rate", {})
+    for name in ("choose_linucb", "choose_lin_ts"):
+        if name in fixed:
+            out.append(
+                _target(
+                    f"{ENDPOINTS[name]} p99 at {int(fixed[name]['rate']):,} req/s",
+                    fixed[name]["latency_ms"]["p99"],
+                    5.0,
+                    "<=",
+                    "ms",
+                )
+            )
+    for row in results.get("cost_growth", {}).get("rows", []):
+        if row["candidates"] == 1000 and row["d"] == 32:
+            out.append(
+                _target(
+                    f"/choose {row['policy']} p99, 1,000 candidates, d=32",
+                    row["p99"],
+                    20.0,
+                    "<=",
+                    "ms",
+                )
+            )
+    if "worker_drain" in results:
+        out.append(
+            _target(
+                "worker events/s from a backlog",
+                results["worker_drain"]["events_per_s"],
+                50_000,
+                ">=",
+                "/s",
+            )
+        )
+    if "freshness" in results:
+        out.append(
+            _target(
+                "freshness p99 (every API process)",
+                results["freshness"]["api_all_processes_ms"]["p99"],
+                500.0,
+                "<=",
+                "ms",
+            )
+        )
+    return out
+
+
+def _target(what: str, value, goal, op: str, unit: str) -> dict:
+    met = value is not None and (value >= goal if op == ">=" else value <= goal)
+    by = None
+    if value is None:
+        by = "not measured"
+    elif not met:
+        by = f"{goal / value:.1f}x short" if op == ">=" else f"{value / goal:.1f}x over"
+    return {
+        "target": what,
+        "goal": f"{op} {goal:,} {unit}",
+        "measured": value,
+        "met": met,
+        "missed_by": by,
+    }
+
+
+def tables(results: dict) -> list[Table]:
+    """Every table of the report, in order."""
+    out: list[Table] = [
+        (
+            "Targets (issue 6)",
+            ["target", "goal", "measured", "met"],
+            [
+                [
+                    t["target"],
+                    t["goal"],
+                    _f(t["measured"], 3 if t["goal"].endswith("x") else 1),
+                    "yes"
+                    if t["met"]
+                    else ("–" if t["measured"] is None else "NO") + f" ({t['missed_by']})",
+                ]
+                for t in targets(results)
+            ],
+        )
+    ]
+    for key in ("throughput_2w", "throughput_4w"):
+        tp = results.get(key)
+        if not tp:
+            continue
+        out.append(
+            (
+                f"Saturation, {tp['workers']} gunicorn workers (wrk -t{tp['wrk']['threads']} "
+                f"-c{tp['wrk']['connections']}, {tp['rounds']} interleaved rounds of "
+                f"{tp['wrk']['seconds']:g} s)",
+                ["endpoint", "req/s", "ratio to floor", "per round", "errors"],
+                [
+                    [
+                        ENDPOINTS[n],
+                        _f(e["rps"], 0),
+                        f"{e['ratio_to_floor']:.2f}",
+                        " / ".join(_f(r, 0) for r in e["rps_per_round"]),
+                        str(e["errors"]),
+                    ]
+                    for n, e in tp["endpoints"].items()
+                ],
+            )
+        )
+    fixed = results.get("throughput_2w", {}).get("fixed_rate")
+    if fixed:
+        out.append(
+            (
+                "Latency at a fixed offered rate (open loop, ms from the scheduled send)",
+                [
+                    "endpoint",
+                    "offered req/s",
+                    "sent",
+                    "done",
+                    "p50",
+                    "p99",
+                    "p99.9",
+                    "max",
+                    "gen. lag p99",
+                    "gen. CPU",
+                    "errors",
+                    "API CPU µs/req",
+                ],
+                [
+                    [
+                        ENDPOINTS[n],
+                        _f(r["rate"], 0) + ("" if r["rate"] == 1000 else " (½ sat.)"),
+                        _f(r["sent_rps"], 0),
+                        _f(r["completed_rps"], 0),
+                        _f(r["latency_ms"]["p50"], 2),
+                        _f(r["latency_ms"]["p99"], 2),
+                        _f(r["latency_ms"]["p999"], 2),
+                        _f(r["latency_ms"]["max"], 1),
+                        _f(r["send_lag_ms"]["p99"], 2),
+                        f"{r['generator_cpu']:.0%}",
+                        str(r["errors"]),
+                        _f(r.get("api_cpu_us_per_request")),
+                    ]
+                    for n, r in fixed.items()
+                ],
+            )
+        )
+    if "worker_drain" in results:
+        d = results["worker_drain"]
+        out.append(
+            (
+                "Worker drain from a backlog (half decisions, half rewards)",
+                [
+                    "events",
+                    "drained in s",
+                    "events/s",
+                    "events/s incl. start-up",
+                    "decisions",
+                    "impressions",
+                    "rewards",
+                    "rewards learned",
+                ],
+                [
+                    [
+                        _f(d["events"]),
+                        _f(d["seconds_from_first_ack"], 1),
+                        _f(d["events_per_s"]),
+                        _f(d["events_per_s_from_start"]),
+                        _f(d["rows"]["decisions"]),
+                        _f(d["rows"]["impressions"]),
+                        _f(d["rows"]["rewards"]),
+                        _f(d["rewards_learned"]),
+                    ]
+                ],
+            )
+        )
+    if "freshness" in results:
+        f = results["freshness"]
+        bg = f["background"]
+        out.append(
+            (
+                f"Freshness: /reward 202 → parameters ({f['probes']} probes, "
+                f"{f['timed_out']} timed out; background "
+                f"{_f(bg['completed_rps'], 0)} of {_f(bg['offered_rps'], 0)} rewards/s done, "
+                f"their p99 {_f(bg['latency_ms']['p99'])} ms)",
+                ["signal", "p50 ms", "p99 ms", "max ms"],
+                [
+                    [label, _f(f[k]["p50"]), _f(f[k]["p99"]), _f(f[k]["max"])]
+                    for label, k in (
+                        ("worker applied (Redis arm version)", "worker_applied_ms"),
+                        ("first API process's /choose sees it", "api_first_process_ms"),
+                        ("every API process's /choose sees it", "api_all_processes_ms"),
+                    )
+                ],
+            )
+        )
+    if "cost_growth" in results:
+        rows = results["cost_growth"]["rows"]
+        dims = sorted({r["d"] for r in rows})
+        for policy in sorted({r["policy"] for r in rows}, key=lambda p: p != "linucb"):
+            by = {(r["candidates"], r["d"]): r for r in rows if r["policy"] == policy}
+            out.append(
+                (
+                    f"/choose {policy}, unloaded latency p50 / p99 ms, "
+                    f"{results['cost_growth']['arms']:,}-arm experiments",
+                    ["candidates K"] + [f"d={d}" for d in dims],
+                    [
+                        [_f(k)]
+                        + [f"{_f(by[(k, d)]['p50'], 2)} / {_f(by[(k, d)]['p99'], 2)}" for d in dims]
+                        for k in sorted({r["candidates"] for r in rows})
+                    ],
+                )
+            )
+    if "memory" in results:
+        m = results["memory"]
+        out.append(
+            (
+                f"Memory per API process, {m['arms']:,} arms at d={m['d']} "
+                f"(cache arrays {m['cache_arrays_mib']} MiB)",
+                [
+                    "process",
+                    "RSS before MiB",
+                    "RSS after MiB",
+                    "private (USS) after MiB",
+                    "first /choose ms",
+                    "/choose p50 ms (all arms)",
+                ],
+                [
+                    [
+                        str(i + 1),
+                        _f(p["before_mib"]["rss"]),
+                        _f(p["after_mib"]["rss"]),
+                        _f(p["after_mib"]["uss"]),
+                        _f(m["first_choose_ms"]),
+                        _f(m["choose_all_arms_ms"]["p50"], 2),
+                    ]
+                    for i, p in enumerate(m["processes"])
+                ],
+            )
+        )
+    return out
+
+
+def notes(results: dict) -> list[str]:
+    """Why each fixed-rate run used the rate it did."""
+    fixed = results.get("throughput_2w", {}).get("fixed_rate", {})
+    notes = [
+        f"{ENDPOINTS[n]} at {_f(r['rate'], 0)} req/s: {r['why']}"
+        for n, r in fixed.items()
+        if r["why"] != "1,000 req/s"
+    ]
+    return notes or ["every endpoint ran at 1,000 req/s and kept up"]
+
+
+def text(results: dict) -> str:
+    """All tables as aligned plain text."""
+    parts = []
+    for title, header, rows in tables(results):
+        widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
+        lines = [header, ["-" * w for w in widths], *rows]
+        parts.append(
+            "\n".join(
+                [title] + ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)) for r in lines]
+            )
+        )
+    parts.append("Fixed rates:\n" + "\n".join(f"  {n}" for n in notes(results)))
+    return "\n\n".join(parts)
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    """One Markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def write_markdown(results: dict, template: Path, target: Path) -> None:
+    """Render ``template`` with the results' tables into ``target``."""
+    sections = "\n\n".join(
+        f"### {title}\n\n{markdown_table(header, rows)}" for title, header, rows in tables(results)
+    )
+    sections += "\n\nFixed rates: " + "; ".join(notes(results)) + "."
+    meta = results["meta"]
+    target.write_text(
+        Template(template.read_text()).safe_substitute(
+            tables=sections,
+            machine=markdown_table(["", ""], [[k, str(v)] for k, v in meta["machine"].items()]),
+            command=meta["command"],
+            started=meta["started"],
+            seconds=f"{meta.get('seconds', 0):.0f}",
+            code=markdown_table(["", ""], [[k, str(v)] for k, v in meta["code"].items()]),
+            load=meta.get("load", ""),
+        )
+    )
