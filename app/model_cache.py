@@ -23,6 +23,11 @@ from app.config import Experiment
 from app.model_store import ModelStore
 from bandits import ScoringState
 
+# Arms fetched per Redis pipeline: bounds the raw replies held at once (256 arms
+# at d = 32 is 2 MiB), so loading 10,000 arms does not leave the process
+# holding about twice its arrays (glibc keeps the freed reply memory).
+LOAD_CHUNK = 256
+
 
 @dataclass
 class ArmTable:
@@ -128,15 +133,19 @@ class ModelCache:
         changed = [a for a in arms if table.latest.get(a, 0) != table.versions.get(a, 0)]
         if not changed:
             return
-        loaded = self.store.load_scoring(
-            experiment.name, experiment.model_id, changed, experiment.features.dim
-        )
         state = table.state
-        for arm, params in loaded.items():
-            i = table.index[arm]
-            state.A_inv[i] = params.A_inv
-            state.theta[i] = params.theta
-            state.n[i] = params.n
-            state.successes[i] = params.successes
-            state.failures[i] = params.failures
-            table.versions[arm] = params.version
+        for start in range(0, len(changed), LOAD_CHUNK):
+            loaded = self.store.load_scoring(
+                experiment.name,
+                experiment.model_id,
+                changed[start : start + LOAD_CHUNK],
+                experiment.features.dim,
+            )
+            for arm, params in loaded.items():
+                i = table.index[arm]
+                state.A_inv[i] = params.A_inv
+                state.theta[i] = params.theta
+                state.n[i] = params.n
+                state.successes[i] = params.successes
+                state.failures[i] = params.failures
+                table.versions[arm] = params.version

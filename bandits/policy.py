@@ -199,5 +199,14 @@ def linear_moments(
     quad : np.ndarray
         ``(C,)`` ``x^T A_inv_a x``, clipped below at 0 against rounding.
     """
-    quad = (state.A_inv[rows] @ x) @ x  # not einsum('kij,i,j->k'): 3x slower
-    return state.theta[rows] @ x, np.maximum(quad, 0.0)
+    n_arms = state.A_inv.shape[0]
+    if isinstance(rows, slice) or 4 * len(rows) >= n_arms:
+        # Most arms: one (K, d^2) matrix-vector product over all of them beats
+        # gathering the candidates' matrices first (a copy of C * d^2 floats).
+        quad = state.A_inv.reshape(n_arms, -1) @ np.outer(x, x).ravel()
+        mean = state.theta @ x
+        quad, mean = quad[rows], mean[rows]
+    else:
+        quad = (state.A_inv[rows] @ x) @ x  # not einsum('kij,i,j->k'): 3x slower
+        mean = state.theta[rows] @ x
+    return mean, np.maximum(quad, 0.0)
