@@ -25,6 +25,7 @@ from app.services import database_engine
 from bench import phases, report
 from bench.saturation import WrkSettings
 from bench.stack import ROOT
+from chaos.machine import cpu_model, memory_gib
 
 PHASES = {
     "throughput_2w": lambda b: phases.throughput(b, 2),
@@ -47,20 +48,11 @@ def _sh(*cmd: str) -> str:
 
 def machine() -> dict:
     """What the figures were measured on."""
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
-    mem_kib = int(Path("/proc/meminfo").read_text().split()[1])
     client = redis.Redis.from_url(os.environ["REDIS_URL"])
     return {
-        "cpu": cpu,
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
-        "memory_gib": round(mem_kib / 1024**2, 1),
+        "memory_gib": memory_gib(),
         "kernel": platform.release(),
         "os": _sh("sh", "-c", ". /etc/os-release && echo $PRETTY_NAME"),
         "python": platform.python_version(),

@@ -17,9 +17,9 @@ def _sh(*cmd: str) -> str:
         return ""
 
 
-def machine() -> dict:
-    """The box and the code, as of now."""
-    cpu = next(
+def cpu_model() -> str:
+    """The CPU's model name (Linux /proc)."""
+    return next(
         (
             line.split(":", 1)[1].strip()
             for line in Path("/proc/cpuinfo").read_text().splitlines()
@@ -27,12 +27,20 @@ def machine() -> dict:
         ),
         platform.processor(),
     )
-    mem_kib = int(Path("/proc/meminfo").read_text().split()[1])
+
+
+def memory_gib() -> float:
+    """Total memory, GiB, one decimal (Linux /proc)."""
+    return round(int(Path("/proc/meminfo").read_text().split()[1]) / 1024**2, 1)
+
+
+def machine() -> dict:
+    """The box and the code, as of now."""
     dirty = _sh("git", "status", "--porcelain", "--untracked-files=no", "app", "bandits")
     return {
-        "cpu": cpu,
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
-        "memory_gib": round(mem_kib / 1024**2, 1),
+        "memory_gib": memory_gib(),
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "os": platform.platform(),
         "python": platform.python_version(),
