@@ -17,7 +17,7 @@ import redis
 from app import keys
 from app.config import Experiment
 from app.lease import LeaseLost
-from app.events import ConfigEvent, DecisionEvent, encode_config, encode_decision
+from app.events import ConfigEvent, DecisionEvent, decision_entry, encode_config, learning_carry
 
 GROUP = "workers"
 LATE_GRACE_MS = 3_600_000  # how long after its window a decision still answers 409, not 404
@@ -68,21 +68,15 @@ class EventStream:
         """
         exp = event.experiment
         ttl_ms = max(deadline_ms - event.decided_ms, 0) + LATE_GRACE_MS
-        shown = [i.arm for i in event.impressions]
-        fields = {
-            "arms": ",".join(shown),
-            "dl": str(deadline_ms),
-            "def": repr(float(default_reward)),
-            "lo": repr(float(reward_min)),
-            "hi": repr(float(reward_max)),
-            "x": event.features.tobytes(),
-            "model": event.model_id,
-            "lam": repr(float(ridge)),
-            "cv": event.config_version,
-            "w": ",".join(repr(float(w)) for w in weights or [1.0] * len(shown)),
-            "g": repr(float(forgetting)),
-        }
-        hash_args = [item for pair in fields.items() for item in pair]
+        record, features = decision_entry(event)
+        carry = learning_carry(
+            model_id=event.model_id,
+            ridge=ridge,
+            reward_min=reward_min,
+            reward_max=reward_max,
+            weights=weights or [1.0] * len(event.impressions),
+            forgetting=forgetting,
+        )
         result = self._record_decision(
             keys=[
                 keys.decision(exp, event.decision_id),
@@ -93,16 +87,18 @@ class EventStream:
             ],
             args=[
                 "1" if event.request_id else "0",
-                response,
+                response if event.request_id else b"",
                 ttl_ms,
                 deadline_ms,
                 event.decision_id,
                 max_arms or 0,
-                len(shown),
-                *shown,
-                len(hash_args),
-                *hash_args,
-                *encode_decision(event),
+                ",".join(i.arm for i in event.impressions),
+                repr(float(default_reward)),
+                repr(float(reward_min)),
+                repr(float(reward_max)),
+                features,
+                carry,
+                record,
             ],
         )
         return ARM_LIMIT_REACHED if isinstance(result, list) else result

@@ -1,7 +1,10 @@
 """The events that flow through the Redis stream, as plain dataclasses.
 
-The API appends them, the worker reads them. On the wire each is a flat Redis
-stream entry of byte strings; ``encode``/``decode`` are the only places that
+The API appends them, the worker reads them. On the wire each is a Redis stream
+entry of a few byte-string fields: a decision is its JSON record ``d`` and its
+features ``x``; a reward names its decision, arm, value, kind, time and slot,
+and copies the decision's features ``x`` and learning carry ``c``. The
+functions below and the Lua scripts in ``app/lua/`` are the only places that
 know the field names.
 """
 
@@ -72,33 +75,50 @@ class ConfigEvent:
 Event = DecisionEvent | RewardEvent | ConfigEvent
 
 
-def encode_decision(event: DecisionEvent) -> list[bytes | str]:
-    """Flat field/value list for XADD (inside a Lua script)."""
-    shown = [[i.arm, i.position, i.score, i.propensity] for i in event.impressions]
-    return [
-        "t",
-        "decision",
-        "id",
-        event.decision_id,
-        "ts",
-        str(event.decided_ms),
-        "cv",
-        event.config_version,
-        "policy",
-        event.policy,
-        "model",
-        event.model_id,
-        "req",
-        event.request_id or "",
-        "ctx",
-        orjson.dumps(event.context),
-        "x",
-        event.features.astype(np.float64).tobytes(),
-        "shown",
-        orjson.dumps(shown),
-        "est",
-        "1" if event.propensity_estimated else "0",
-    ]
+def decision_entry(event: DecisionEvent) -> tuple[bytes, bytes]:
+    """The stream entry's two payload fields of a decision: ``d`` (JSON) and ``x`` (features).
+
+    Two fields, not one per attribute: every field is a script argument and a
+    stream field to copy on the /choose hot path.
+    """
+    record = {
+        "id": event.decision_id,
+        "ts": event.decided_ms,
+        "cv": event.config_version,
+        "policy": event.policy,
+        "model": event.model_id,
+        "req": event.request_id,
+        "ctx": event.context,
+        "shown": [[i.arm, i.position, i.score, i.propensity] for i in event.impressions],
+        "est": event.propensity_estimated,
+    }
+    return orjson.dumps(record), event.features.astype(np.float64).tobytes()
+
+
+def learning_carry(
+    *,
+    model_id: str,
+    ridge: float,
+    reward_min: float,
+    reward_max: float,
+    weights: list[float],
+    forgetting: float,
+) -> bytes:
+    """What a decision's rewards carry to the worker besides the features (field ``c``).
+
+    Stored once with the decision and copied verbatim into each of its reward
+    entries; ``weights`` has one position weight per shown slot.
+    """
+    return orjson.dumps(
+        {
+            "model": model_id,
+            "lam": ridge,
+            "lo": reward_min,
+            "hi": reward_max,
+            "w": weights,
+            "g": forgetting,
+        }
+    )
 
 
 def encode_config(event: ConfigEvent) -> dict[str, bytes | str]:
@@ -115,23 +135,22 @@ def decode(experiment: str, fields: dict[bytes, bytes]) -> Event:
     """Turn one stream entry back into its event; ValueError if it is not one."""
     kind = fields.get(b"t")
     if kind == b"decision":
+        d = orjson.loads(fields[b"d"])
         return DecisionEvent(
-            decision_id=fields[b"id"].decode(),
+            decision_id=d["id"],
             experiment=experiment,
-            decided_ms=int(fields[b"ts"]),
-            config_version=fields[b"cv"].decode(),
-            policy=fields[b"policy"].decode(),
-            model_id=fields[b"model"].decode(),
-            request_id=fields[b"req"].decode() or None,
-            context=orjson.loads(fields[b"ctx"]),
+            decided_ms=d["ts"],
+            config_version=d["cv"],
+            policy=d["policy"],
+            model_id=d["model"],
+            request_id=d["req"],
+            context=d["ctx"],
             features=np.frombuffer(fields[b"x"], dtype=np.float64),
-            impressions=tuple(
-                Impression(a, int(p), float(s), float(q))
-                for a, p, s, q in orjson.loads(fields[b"shown"])
-            ),
-            propensity_estimated=fields[b"est"] == b"1",
+            impressions=tuple(Impression(a, p, s, q) for a, p, s, q in d["shown"]),
+            propensity_estimated=d["est"],
         )
     if kind == b"reward":
+        c = orjson.loads(fields[b"c"])
         return RewardEvent(
             decision_id=fields[b"id"].decode(),
             experiment=experiment,
@@ -140,12 +159,12 @@ def decode(experiment: str, fields: dict[bytes, bytes]) -> Event:
             kind=fields[b"kind"].decode(),
             received_ms=int(fields[b"ts"]),
             features=np.frombuffer(fields[b"x"], dtype=np.float64),
-            model_id=fields[b"model"].decode(),
-            ridge=float(fields[b"lam"]),
-            reward_min=float(fields[b"lo"]),
-            reward_max=float(fields[b"hi"]),
-            weight=float(fields.get(b"w") or 1.0),
-            forgetting=float(fields.get(b"g") or 1.0),
+            model_id=c["model"],
+            ridge=float(c["lam"]),
+            reward_min=float(c["lo"]),
+            reward_max=float(c["hi"]),
+            weight=float(c["w"][int(fields[b"slot"])]),
+            forgetting=float(c["g"]),
         )
     if kind == b"config":
         return ConfigEvent(

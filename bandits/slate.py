@@ -74,18 +74,22 @@ def greedy_slate(
     """
     if not np.isfinite(scores).all():
         raise ValueError("scores must be finite")
-    remaining = np.ones(scores.shape[0], dtype=bool)
+    n = scores.shape[0]
+    remaining = np.ones(n, dtype=bool)
     positions = np.empty(k, dtype=np.intp)
     propensities = np.empty(k)
     for j in range(k):  # a loop over slots, not arms: each step is vectorised over arms
-        probs = slot_probabilities(scores, remaining, epsilon)
+        # the pick's entry of slot_probabilities(scores, remaining, epsilon), without the vector
+        top = scores.max() if j == 0 else scores[remaining].max()
+        best = remaining & (scores == top)
+        n_best = np.count_nonzero(best)
         if epsilon > 0.0 and rng.random() < epsilon:
             pool = np.flatnonzero(remaining)
         else:
-            pool = np.flatnonzero(remaining & (scores == scores[remaining].max()))
+            pool = np.flatnonzero(best)
         pick = pool[rng.integers(pool.size)] if pool.size > 1 else pool[0]
         positions[j] = pick
-        propensities[j] = probs[pick]
+        propensities[j] = (1.0 - epsilon) * best[pick] / n_best + epsilon / (n - j)
         remaining[pick] = False
     return positions, propensities
 

@@ -6,20 +6,16 @@
 local appended = 0
 for i = 2, #ARGV do
   local h = KEYS[i + 1]
-  local f = redis.call('HMGET', h, 'arms', 'closed', 'x', 'model', 'lam', 'lo', 'hi', 'def', 'w',
-                       'g')
+  local f = redis.call('HMGET', h, 'arms', 'closed', 'def', 'x', 'c')
   if f[1] and f[2] ~= '1' then
-    local weights = {}
-    for w in string.gmatch(f[9] or '', '[^,]+') do weights[#weights + 1] = w end
     local slot = 0
     for arm in string.gmatch(f[1], '[^,]+') do
-      slot = slot + 1
       if redis.call('HEXISTS', h, 'r:' .. arm) == 0 then
-        redis.call('XADD', KEYS[2], '*', 't', 'reward', 'id', ARGV[i], 'arm', arm, 'r', f[8],
-                   'kind', 'default', 'ts', ARGV[1], 'x', f[3], 'model', f[4], 'lam', f[5],
-                   'lo', f[6], 'hi', f[7], 'w', weights[slot] or '1.0', 'g', f[10] or '1.0')
+        redis.call('XADD', KEYS[2], '*', 't', 'reward', 'id', ARGV[i], 'arm', arm, 'r', f[3],
+                   'kind', 'default', 'ts', ARGV[1], 'slot', slot, 'x', f[4], 'c', f[5])
         appended = appended + 1
       end
+      slot = slot + 1
     end
     redis.call('HSET', h, 'closed', '1')
     -- the features are only needed to learn; a late reward is logged, never learned

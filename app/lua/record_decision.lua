@@ -2,8 +2,8 @@
 -- earlier request with the same request_id.
 -- KEYS: decision hash, pending zset, stream, request key, arm registry set
 -- ARGV: has_request, response, ttl_ms, deadline_ms, decision_id, max_arms (0: no
---       registry), n_shown, the shown arm ids (n_shown of them), n_hash,
---       hash field/values (n_hash of them), then the stream entry's field/values
+--       registry), shown arm ids joined by ',', default reward, reward min,
+--       reward max, features, learning carry, decision record (JSON)
 -- Returns false when recorded, the earlier response, or {'arm_limit'} when a
 -- dynamic catalogue would grow past max_arms (then nothing is recorded).
 if ARGV[1] == '1' then
@@ -11,28 +11,21 @@ if ARGV[1] == '1' then
   if earlier then return earlier end
 end
 local max_arms = tonumber(ARGV[6])
-local n_shown = tonumber(ARGV[7])
-local at = 8
 if max_arms > 0 then
   local new = {}
-  for i = at, at + n_shown - 1 do
-    if redis.call('SISMEMBER', KEYS[5], ARGV[i]) == 0 then new[#new + 1] = ARGV[i] end
+  for arm in string.gmatch(ARGV[7], '[^,]+') do
+    if redis.call('SISMEMBER', KEYS[5], arm) == 0 then new[#new + 1] = arm end
   end
   if #new > 0 then
     if redis.call('SCARD', KEYS[5]) + #new > max_arms then return {'arm_limit'} end
     redis.call('SADD', KEYS[5], unpack(new))
   end
 end
-at = at + n_shown
-local n_hash = tonumber(ARGV[at])
-local hash_args = {}
-for i = at + 1, at + n_hash do hash_args[#hash_args + 1] = ARGV[i] end
-local event_args = {}
-for i = at + n_hash + 1, #ARGV do event_args[#event_args + 1] = ARGV[i] end
-redis.call('HSET', KEYS[1], unpack(hash_args))
+redis.call('HSET', KEYS[1], 'arms', ARGV[7], 'dl', ARGV[4], 'def', ARGV[8], 'lo', ARGV[9],
+           'hi', ARGV[10], 'x', ARGV[11], 'c', ARGV[12])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('ZADD', KEYS[2], ARGV[4], ARGV[5])
-redis.call('XADD', KEYS[3], '*', unpack(event_args))
+redis.call('XADD', KEYS[3], '*', 't', 'decision', 'd', ARGV[13], 'x', ARGV[11])
 if ARGV[1] == '1' then
   redis.call('SET', KEYS[4], ARGV[2], 'PX', ARGV[3])
 end
