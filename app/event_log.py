@@ -1,132 +1,138 @@
-"""Write events to the Postgres log in batches, idempotently.
+"""Write events to the Postgres log in batches, exactly once.
 
-Each batch goes in one transaction: rows are COPYed into temporary staging
-tables, then inserted with ``ON CONFLICT DO NOTHING``, so writing the same
-events twice (a redelivery after a crash) changes nothing.
+Each batch goes in one transaction, in PostgreSQL's binary COPY format
+(app/copy_binary.py). Decisions, impressions and rewards are COPYed straight
+into their tables: a new batch, the usual case, has no row the log already
+holds. If some row is there already (a batch redelivered after a crash
+between its commit and its acknowledgement, or a worker that lost its lease
+still writing), the primary keys refuse the COPY, and the whole batch is
+written again through staging tables with ``ON CONFLICT DO NOTHING``, so
+repeats change nothing. Config versions, which every API process announces,
+always take that second path.
 """
 
 from __future__ import annotations
 
-import csv
 import io
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import orjson
+import psycopg2.errors
 import sqlalchemy
 from sqlalchemy.engine import Engine
 
+from app import copy_binary as pg
 from app.events import ConfigEvent, DecisionEvent, Event, RewardEvent
 
-# (staging columns with types, the INSERT ... SELECT that moves them into the log)
-STAGES = {
-    "config_versions": (
-        "experiment text, config_version text, settings text, seen_ms bigint",
-        """INSERT INTO config_versions (experiment, config_version, settings, first_seen_at)
-           SELECT DISTINCT ON (experiment, config_version) experiment, config_version,
-                  settings::jsonb, to_timestamp(seen_ms / 1000.0)
-           FROM stage_config_versions ORDER BY experiment, config_version, seen_ms
-           ON CONFLICT DO NOTHING""",
-    ),
-    "decisions": (
-        "decision_id text, experiment text, decided_ms bigint, config_version text, "
-        "policy text, model_id text, request_id text, context text, features text, "
-        "shown_count int, propensity_estimated boolean",
-        """INSERT INTO decisions (decision_id, experiment, decided_at, config_version, policy,
-                  model_id, request_id, context, features, shown_count, propensity_estimated)
-           SELECT decision_id, experiment, to_timestamp(decided_ms / 1000.0), config_version,
-                  policy, model_id, request_id, context::jsonb, features::float8[], shown_count,
-                  propensity_estimated
-           FROM stage_decisions ON CONFLICT DO NOTHING""",
-    ),
-    "impressions": (
-        "decision_id text, experiment text, arm text, position int, score float8, "
-        "propensity float8, propensity_estimated boolean, decided_ms bigint, config_version text",
-        """INSERT INTO impressions (decision_id, experiment, arm, position, score, propensity,
-                  propensity_estimated, decided_at, config_version)
-           SELECT decision_id, experiment, arm, position, score, propensity,
-                  propensity_estimated, to_timestamp(decided_ms / 1000.0), config_version
-           FROM stage_impressions ON CONFLICT DO NOTHING""",
-    ),
-    "rewards": (
-        "decision_id text, experiment text, arm text, reward float8, kind text, "
-        "received_ms bigint, stream_ms bigint, stream_seq bigint",
-        """INSERT INTO rewards (decision_id, experiment, arm, reward, kind, received_at,
-                  stream_ms, stream_seq)
-           SELECT DISTINCT ON (decision_id, arm, kind) decision_id, experiment, arm, reward, kind,
-                  to_timestamp(received_ms / 1000.0), stream_ms, stream_seq
-           FROM stage_rewards ORDER BY decision_id, arm, kind, stream_ms, stream_seq
-           ON CONFLICT DO NOTHING""",
-    ),
+COLUMNS = {
+    "config_versions": "experiment, config_version, settings, first_seen_at",
+    "decisions": "decision_id, experiment, decided_at, config_version, policy, model_id, "
+    "request_id, context, features, shown_count, propensity_estimated",
+    "impressions": "decision_id, experiment, arm, position, score, propensity, "
+    "propensity_estimated, decided_at, config_version",
+    "rewards": "decision_id, experiment, arm, reward, kind, received_at, stream_ms, stream_seq",
 }
 
+# How a staged table joins the log; where one batch can hold a row twice, the first wins.
+MERGES = {
+    "config_versions": "SELECT DISTINCT ON (experiment, config_version) {columns} "
+    "FROM stage_config_versions ORDER BY experiment, config_version, first_seen_at",
+    "decisions": "SELECT {columns} FROM stage_decisions",
+    "impressions": "SELECT {columns} FROM stage_impressions",
+    "rewards": "SELECT DISTINCT ON (decision_id, arm, kind) {columns} FROM stage_rewards "
+    "ORDER BY decision_id, arm, kind, stream_ms, stream_seq",
+}
 
-def _rows(entries: Sequence[tuple[bytes, Event]]) -> dict[str, list[tuple]]:
-    rows: dict[str, list[tuple]] = {name: [] for name in STAGES}
+ALWAYS_STAGED = frozenset({"config_versions"})
+
+
+def _rows(entries: Sequence[tuple[bytes, Event]]) -> dict[str, list[bytes]]:
+    rows: dict[str, list[bytes]] = {name: [] for name in COLUMNS}
     for entry_id, event in entries:
         if isinstance(event, DecisionEvent):
-            features = "{" + ",".join(repr(float(v)) for v in event.features) + "}"
+            decided_at = pg.timestamptz(event.decided_ms)
+            experiment = pg.text(event.experiment)
+            decision_id = pg.text(event.decision_id)
+            config_version = pg.text(event.config_version)
+            estimated = pg.boolean(event.propensity_estimated)
             rows["decisions"].append(
-                (
-                    event.decision_id,
-                    event.experiment,
-                    event.decided_ms,
-                    event.config_version,
-                    event.policy,
-                    event.model_id,
-                    event.request_id,
-                    orjson.dumps(event.context).decode(),
-                    features,
-                    len(event.impressions),
-                    event.propensity_estimated,
+                pg.row(
+                    decision_id,
+                    experiment,
+                    decided_at,
+                    config_version,
+                    pg.text(event.policy),
+                    pg.text(event.model_id),
+                    pg.text(event.request_id),
+                    pg.jsonb(orjson.dumps(event.context)),
+                    pg.float8_array(event.features),
+                    pg.int4(len(event.impressions)),
+                    estimated,
                 )
             )
             rows["impressions"].extend(
-                (
-                    event.decision_id,
-                    event.experiment,
-                    i.arm,
-                    i.position,
-                    i.score,
-                    i.propensity,
-                    event.propensity_estimated,
-                    event.decided_ms,
-                    event.config_version,
+                pg.row(
+                    decision_id,
+                    experiment,
+                    pg.text(i.arm),
+                    pg.int4(i.position),
+                    pg.float8(i.score),
+                    pg.float8(i.propensity),
+                    estimated,
+                    decided_at,
+                    config_version,
                 )
                 for i in event.impressions
             )
         elif isinstance(event, RewardEvent):
             ms, seq = entry_id.split(b"-")
             rows["rewards"].append(
-                (
-                    event.decision_id,
-                    event.experiment,
-                    event.arm,
-                    event.reward,
-                    event.kind,
-                    event.received_ms,
-                    int(ms),
-                    int(seq),
+                pg.row(
+                    pg.text(event.decision_id),
+                    pg.text(event.experiment),
+                    pg.text(event.arm),
+                    pg.float8(event.reward),
+                    pg.text(event.kind),
+                    pg.timestamptz(event.received_ms),
+                    pg.int8(int(ms)),
+                    pg.int8(int(seq)),
                 )
             )
         elif isinstance(event, ConfigEvent):
             rows["config_versions"].append(
-                (
-                    event.experiment,
-                    event.config_version,
-                    orjson.dumps(event.settings).decode(),
-                    event.seen_ms,
+                pg.row(
+                    pg.text(event.experiment),
+                    pg.text(event.config_version),
+                    pg.jsonb(orjson.dumps(event.settings)),
+                    pg.timestamptz(event.seen_ms),
                 )
             )
     return rows
 
 
-def _csv(rows: Iterable[tuple]) -> io.StringIO:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    for row in rows:
-        writer.writerow(["t" if v is True else "f" if v is False else v for v in row])
-    buffer.seek(0)
-    return buffer
+def encode(entries: Sequence[tuple[bytes, Event]]) -> dict[str, bytes]:
+    """A batch of stream entries as binary COPY data per log table (tables with rows only)."""
+    return {
+        table: b"".join((pg.HEADER, *rows, pg.TRAILER))
+        for table, rows in _rows(entries).items()
+        if rows
+    }
+
+
+def _copy(cursor, table: str, data: bytes, into: str | None = None) -> None:
+    cursor.copy_expert(
+        f"COPY {into or table} ({COLUMNS[table]}) FROM STDIN WITH (FORMAT binary)",
+        io.BytesIO(data),
+        size=len(data),  # one read: a chunked read would take the GIL back once per chunk
+    )
+
+
+def _stage(cursor, table: str, data: bytes) -> None:
+    stage = f"stage_{table}"
+    cursor.execute(f"CREATE TEMP TABLE {stage} (LIKE {table}) ON COMMIT DROP")
+    _copy(cursor, table, data, into=stage)
+    select = MERGES[table].format(columns=COLUMNS[table])
+    cursor.execute(f"INSERT INTO {table} ({COLUMNS[table]}) {select} ON CONFLICT DO NOTHING")
 
 
 class EventLog:
@@ -137,24 +143,38 @@ class EventLog:
 
     def write(self, entries: Sequence[tuple[bytes, Event]]) -> None:
         """Write a batch of stream entries in one transaction; repeats are ignored."""
-        rows = _rows(entries)
+        self.write_encoded(encode(entries))
+
+    def write_encoded(self, batch: dict[str, bytes]) -> None:
+        """Write a batch made by :func:`encode`: ``write`` with the CPU work done elsewhere.
+
+        The worker encodes on its main thread and writes on another, which then
+        holds the GIL only briefly while Postgres works.
+        """
+        if not batch:
+            return
         connection = self.engine.raw_connection()
         try:
-            with connection.cursor() as cursor:
-                for name, (columns, insert) in STAGES.items():
-                    if not rows[name]:
-                        continue
-                    cursor.execute(f"CREATE TEMP TABLE stage_{name} ({columns}) ON COMMIT DROP")
-                    cursor.copy_expert(
-                        f"COPY stage_{name} FROM STDIN WITH (FORMAT csv)", _csv(rows[name])
-                    )
-                    cursor.execute(insert)
-            connection.commit()
+            try:
+                self._write(connection, batch, staged=ALWAYS_STAGED)
+            except psycopg2.errors.UniqueViolation:
+                connection.rollback()
+                self._write(connection, batch, staged=frozenset(batch))
         except BaseException:
             connection.rollback()
             raise
         finally:
             connection.close()
+
+    @staticmethod
+    def _write(connection, batch: dict[str, bytes], staged: frozenset[str]) -> None:
+        with connection.cursor() as cursor:
+            for table, data in batch.items():
+                if table in staged:
+                    _stage(cursor, table, data)
+                else:
+                    _copy(cursor, table, data)
+        connection.commit()
 
     def ping(self) -> None:
         """Raise if Postgres cannot be reached."""

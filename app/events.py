@@ -10,13 +10,14 @@ know the field names.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
 import orjson
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Impression:
     """One arm shown by a decision."""
 
@@ -26,7 +27,7 @@ class Impression:
     propensity: float
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class DecisionEvent:
     """A /choose answer: what was shown, why, and under which config."""
 
@@ -43,7 +44,7 @@ class DecisionEvent:
     propensity_estimated: bool
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class RewardEvent:
     """A reward: explicit (from /reward), default (window closed) or late (not learned)."""
 
@@ -62,7 +63,7 @@ class RewardEvent:
     forgetting: float = 1.0  # the decision's forgetting factor (1: remember everything)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ConfigEvent:
     """A config version of one experiment, appended before its first decision."""
 
@@ -131,6 +132,12 @@ def encode_config(event: ConfigEvent) -> dict[str, bytes | str]:
     }
 
 
+@functools.lru_cache(maxsize=256)
+def _carry(data: bytes) -> dict:
+    # one carry per config and slate size, shared by thousands of rewards: parse it once
+    return orjson.loads(data)
+
+
 def decode(experiment: str, fields: dict[bytes, bytes]) -> Event:
     """Turn one stream entry back into its event; ValueError if it is not one."""
     kind = fields.get(b"t")
@@ -150,7 +157,7 @@ def decode(experiment: str, fields: dict[bytes, bytes]) -> Event:
             propensity_estimated=d["est"],
         )
     if kind == b"reward":
-        c = orjson.loads(fields[b"c"])
+        c = _carry(fields[b"c"])
         return RewardEvent(
             decision_id=fields[b"id"].decode(),
             experiment=experiment,

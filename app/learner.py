@@ -8,6 +8,8 @@ redeliveries and are skipped.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from app.events import Event, RewardEvent
@@ -52,6 +54,16 @@ def entry_order(entry_id: bytes | None) -> tuple[int, int]:
     return (int(ms), int(seq or 0))
 
 
+@dataclass(frozen=True)
+class Learned:
+    """A batch learned in memory and not yet saved: the arms it changed, through which entry."""
+
+    experiment: str
+    updates: list[ArmUpdate]
+    last_id: bytes
+    rewards: int
+
+
 class Learner:
     """In-memory arm states of the experiments one worker owns."""
 
@@ -68,6 +80,16 @@ class Learner:
 
     def learn(self, experiment: str, entries: list[tuple[bytes, Event]]) -> int:
         """Learn from the rewards among ``entries`` (in stream order) and save; returns how many."""
+        return self.commit(self.prepare(experiment, entries))
+
+    def prepare(self, experiment: str, entries: list[tuple[bytes, Event]]) -> Learned | None:
+        """Learn from ``entries`` in memory only; None if all of them were learned already.
+
+        The next ``prepare`` builds on this one, so a batch can be learned while
+        the one before it is still being logged; ``commit`` the results in the
+        same order. If a commit fails, or a prepared batch is dropped, call
+        ``forget``: what was prepared after the last commit is lost with it.
+        """
         if experiment not in self._applied:
             self._applied[experiment] = entry_order(self.store.applied_through(experiment))
         applied = self._applied[experiment]
@@ -95,19 +117,27 @@ class Learner:
             pending[key] = (state, version + 1)
             learned += 1
         if last_id is None:
-            return 0
+            return None
+        self._arms.update(pending)
+        self._applied[experiment] = entry_order(last_id)
         updates = [
             ArmUpdate(model_id=m, arm=a, state=state, version=version)
             for (e, m, a), (state, version) in pending.items()
         ]
+        return Learned(experiment, updates, last_id, learned)
+
+    def commit(self, learned: Learned | None) -> int:
+        """Save a prepared batch to Redis (fenced on the lease); returns the rewards it learned."""
+        if learned is None:
+            return 0
         try:
-            self.store.save(experiment, updates, last_id, holder=self.holder)
+            self.store.save(
+                learned.experiment, learned.updates, learned.last_id, holder=self.holder
+            )
         except Exception:
-            self.forget(experiment)  # our copies ran ahead of Redis: reload them
+            self.forget(learned.experiment)  # our copies ran ahead of Redis: reload them
             raise
-        self._arms.update(pending)
-        self._applied[experiment] = entry_order(last_id)
-        return learned
+        return learned.rewards
 
     def _load(self, key: tuple[str, str, str], event: RewardEvent) -> tuple[LearningState, int]:
         cached = self._arms.get(key)

@@ -1,12 +1,20 @@
 """The online update worker.
 
 ``Worker.run`` reads top to bottom: stop flag, config reload, leases, close
-reward windows that expired, then for each owned stream read a batch, write
-it to Postgres, learn from its rewards in Redis, acknowledge it, and copy the
+reward windows that expired, then for each owned stream read a batch, learn
+from its rewards in Redis, write it to Postgres, acknowledge it, and copy the
 model into a Postgres snapshot when one is due (app/snapshots.py). An entry
 is acknowledged only after both its log rows and its learning are durable;
 both are idempotent, so a crash anywhere means a redelivery, never a loss or a
 double count.
+
+The Postgres write of a batch runs on a writer thread while the next batch is
+read, decoded and learned in memory (psycopg2 releases the GIL while Postgres
+works), so the two halves of the work overlap. At most one batch per stream is
+in flight; once its write has committed, what it learned is saved to Redis
+and its entries are acknowledged, in that order. After an error, or on taking
+a lease over, the stream's unacknowledged entries are read again first and
+whatever was learned but not saved is learned again.
 """
 
 from __future__ import annotations
@@ -15,6 +23,8 @@ import logging
 import os
 import socket
 import time
+from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable
 
 import psycopg2
@@ -22,10 +32,10 @@ import redis
 import sqlalchemy.exc
 
 from app.config_source import ConfigSource
-from app.event_log import EventLog
+from app.event_log import EventLog, encode
 from app.event_stream import EventStream
 from app.events import decode
-from app.learner import Learner
+from app.learner import Learned, Learner
 from app.lease import LeaseLost, Leases
 from app.model_store import ModelStore
 from app.services import Services
@@ -48,6 +58,15 @@ RETRYABLE = (
 def _stream_vanished(exc: redis.ResponseError) -> bool:
     message = str(exc)
     return message.startswith("NOGROUP") or "no longer exists" in message
+
+
+@dataclass
+class InFlight:
+    """A batch whose Postgres write is running: what it learned, which entries it holds."""
+
+    write: Future
+    learned: Learned | None
+    entry_ids: list[bytes]
 
 
 class Worker:
@@ -88,6 +107,9 @@ class Worker:
         self.clock = clock
         self.owned: set[str] = set()
         self.stop_requested = False
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="event-log")
+        self._in_flight: dict[str, InFlight] = {}  # per stream: the batch being logged
+        self._recovering: set[str] = set()  # streams whose pending entries are read first
 
     @classmethod
     def from_services(cls, services: Services, **options) -> "Worker":
@@ -115,12 +137,14 @@ class Worker:
         while not self.stop_requested:
             try:
                 budget = None if max_events is None else max_events - processed
-                done = self.step(budget)
+                done = self._pass(budget)
                 backoff = 0.0
                 processed += done
                 if max_events is not None and processed >= max_events:
+                    self._settle_all()
                     break
                 if done == 0:
+                    self._settle_all()
                     if until_idle:
                         break
                     if self.owned:
@@ -128,6 +152,7 @@ class Worker:
                     else:  # a standby: try for a lease again shortly, do not spin on Redis
                         time.sleep(self.block_ms / 1000)
             except RETRYABLE as exc:
+                self._abandon_writes()
                 backoff = min(max(backoff * 2, 0.1), self.max_backoff)
                 log.warning("storage unavailable (%s); retrying in %.1fs", exc, backoff)
                 time.sleep(backoff)
@@ -135,6 +160,7 @@ class Worker:
                 # Stalled past the lease: another worker owns the stream now. Our
                 # unacknowledged entries are theirs to claim; nothing of ours was saved.
                 log.warning("lost the lease of %s while learning; leaving it", exc)
+                self._abandon_writes()
                 self.owned.discard(str(exc))
                 self.learner.forget(str(exc))
             except redis.ResponseError as exc:
@@ -143,13 +169,28 @@ class Worker:
                 # The stream or its group was deleted (a flush, a restart without
                 # persistence): take the streams over again, which recreates the groups.
                 log.warning("a stream or consumer group vanished (%s); re-acquiring", exc)
+                self._abandon_writes()
                 for experiment in self.owned:
                     self.learner.forget(experiment)
                 self.owned.clear()
+        self._settle_all()
         return processed
 
     def step(self, budget: int | None = None) -> int:
-        """One pass over the owned streams, reading at most ``budget`` entries; returns how many."""
+        """One pass over the owned streams, reading at most ``budget`` entries; returns how many.
+
+        Everything it read is logged, learned and acknowledged when it returns.
+        """
+        try:
+            done = self._pass(budget)
+            self._settle_all()
+        except BaseException:
+            self._abandon_writes()
+            raise
+        return done
+
+    def _pass(self, budget: int | None) -> int:
+        """``step`` without waiting for the last batch's Postgres write."""
         config = self.config.current()
         self._refresh_leases(sorted(config.experiments))
         now_ms = int(self.clock() * 1000)
@@ -165,6 +206,7 @@ class Worker:
 
     def release(self) -> None:
         """Give up every lease (on a clean shutdown) so another worker can take over at once."""
+        self._abandon_writes()
         for experiment in self.owned:
             self.leases.release(experiment)
         self.owned.clear()
@@ -177,9 +219,11 @@ class Worker:
             # learned and left entries pending meanwhile; start over like a new holder
             if held and (experiment not in self.owned or taken == "acquired"):
                 self.stream.ensure_group(experiment)
+                self._abandon_writes()
                 self.stream.claim_abandoned(experiment, self.consumer)
                 self.learner.forget(experiment)
                 self.owned.add(experiment)
+                self._recovering.add(experiment)
                 log.info("processing stream of %s", experiment)
             elif not held and experiment in self.owned:
                 self.owned.discard(experiment)
@@ -190,10 +234,9 @@ class Worker:
             self.owned.discard(experiment)
 
     def _process_batch(self, experiment: str, count: int) -> int:
-        entries = self.stream.read(experiment, self.consumer, count, new=False)
+        entries = self._read(experiment, count)
         if not entries:
-            entries = self.stream.read_new(experiment, self.consumer, count)
-        if not entries:
+            self._settle(experiment)
             return 0
         events = []
         for entry_id, fields in entries:
@@ -202,8 +245,53 @@ class Worker:
             except (ValueError, KeyError) as exc:
                 # A malformed entry can never succeed; keep it out of the way of the rest.
                 log.error("skipping malformed entry %s of %s: %r", entry_id, experiment, exc)
-        self.event_log.write(events)
-        learned = self.learner.learn(experiment, events)
-        self.stream.ack(experiment, [entry_id for entry_id, _ in entries])
-        self.snapshots.after_learning(experiment, learned)
+        rows = encode(events)
+        learned = self.learner.prepare(experiment, events)
+        self._settle(experiment)  # the batch before: at most one in flight per stream
+        write = self._writer.submit(self.event_log.write_encoded, rows)
+        entry_ids = [entry_id for entry_id, _ in entries]
+        self._in_flight[experiment] = InFlight(write, learned, entry_ids)
         return len(entries)
+
+    def _read(self, experiment: str, count: int) -> list:
+        if experiment in self._recovering:
+            entries = self.stream.read(experiment, self.consumer, count, new=False)
+            if entries:
+                return entries
+            self._recovering.discard(experiment)
+        return self.stream.read_new(experiment, self.consumer, count)
+
+    def _settle(self, experiment: str) -> None:
+        """Finish the stream's batch in flight, if any: logged, then saved, then acknowledged.
+
+        What was learned is saved only once it is logged, so the saved model
+        never runs ahead of the log (a snapshot or ``rebuild --verify`` relies on it).
+        """
+        batch = self._in_flight.pop(experiment, None)
+        if batch is None:
+            return
+        try:
+            batch.write.result()
+            learned = self.learner.commit(batch.learned)
+        except BaseException:
+            self._recovering.add(experiment)
+            self.learner.forget(experiment)  # it holds what was prepared after this batch
+            raise
+        self.stream.ack(experiment, batch.entry_ids)
+        self.snapshots.after_learning(experiment, learned)
+
+    def _settle_all(self) -> None:
+        for experiment in list(self._in_flight):
+            self._settle(experiment)
+
+    def _abandon_writes(self) -> None:
+        """After an error: let the writes in flight finish, save and acknowledge nothing.
+
+        Their entries stay pending and are read again; what was learned from them
+        in memory is dropped and relearned.
+        """
+        for experiment, batch in list(self._in_flight.items()):
+            batch.write.exception()  # waits; its error, if any, is the one being handled
+            self._recovering.add(experiment)
+            self.learner.forget(experiment)
+        self._in_flight.clear()

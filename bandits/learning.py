@@ -143,8 +143,9 @@ def update(
 
     A_inv = state.A_inv[arm]  # views: writing through them updates the state
     u = A_inv @ x  # A_inv is symmetric, so x^T A_inv = u^T
-    A_inv -= np.outer(u, u) / (1.0 + x @ u)  # outer(u, u) keeps A_inv exactly symmetric
-    state.A[arm] += np.outer(x, x)
+    # u u^T (np.outer without its wrapper) keeps A_inv exactly symmetric
+    A_inv -= u[:, None] * u / (1.0 + x @ u)
+    state.A[arm] += x[:, None] * x
     state.b[arm] += reward * x
     state.theta[arm] = A_inv @ state.b[arm]
     state.n[arm] += 1.0
@@ -166,7 +167,7 @@ def _discount(state: LearningState, arm: int, gamma: float, ridge: float) -> Non
     c = ridge * (1.0 - gamma**dim)
     A_inv = state.A_inv[arm]
     u = A_inv[:, j].copy()  # A_inv e_j
-    A_inv -= (c / (1.0 + c * u[j])) * np.outer(u, u)
+    A_inv -= (c / (1.0 + c * u[j])) * (u[:, None] * u)
     state.A[arm, j, j] += c
     # theta is recomputed by the caller once the new reward is in b
 
