@@ -48,12 +48,21 @@ ALWAYS_STAGED = frozenset({"config_versions"})
 
 def _rows(entries: Sequence[tuple[bytes, Event]]) -> dict[str, list[bytes]]:
     rows: dict[str, list[bytes]] = {name: [] for name in COLUMNS}
+    # experiment, config version, policy, model, arm and kind repeat across a batch
+    known: dict[str | None, bytes] = {}
+
+    def text(value: str | None) -> bytes:
+        encoded = known.get(value)
+        if encoded is None:
+            encoded = known[value] = pg.text(value)
+        return encoded
+
     for entry_id, event in entries:
         if isinstance(event, DecisionEvent):
             decided_at = pg.timestamptz(event.decided_ms)
-            experiment = pg.text(event.experiment)
+            experiment = text(event.experiment)
             decision_id = pg.text(event.decision_id)
-            config_version = pg.text(event.config_version)
+            config_version = text(event.config_version)
             estimated = pg.boolean(event.propensity_estimated)
             rows["decisions"].append(
                 pg.row(
@@ -61,8 +70,8 @@ def _rows(entries: Sequence[tuple[bytes, Event]]) -> dict[str, list[bytes]]:
                     experiment,
                     decided_at,
                     config_version,
-                    pg.text(event.policy),
-                    pg.text(event.model_id),
+                    text(event.policy),
+                    text(event.model_id),
                     pg.text(event.request_id),
                     pg.jsonb(orjson.dumps(event.context)),
                     pg.float8_array(event.features),
@@ -74,7 +83,7 @@ def _rows(entries: Sequence[tuple[bytes, Event]]) -> dict[str, list[bytes]]:
                 pg.row(
                     decision_id,
                     experiment,
-                    pg.text(i.arm),
+                    text(i.arm),
                     pg.int4(i.position),
                     pg.float8(i.score),
                     pg.float8(i.propensity),
@@ -89,10 +98,10 @@ def _rows(entries: Sequence[tuple[bytes, Event]]) -> dict[str, list[bytes]]:
             rows["rewards"].append(
                 pg.row(
                     pg.text(event.decision_id),
-                    pg.text(event.experiment),
-                    pg.text(event.arm),
+                    text(event.experiment),
+                    text(event.arm),
                     pg.float8(event.reward),
-                    pg.text(event.kind),
+                    text(event.kind),
                     pg.timestamptz(event.received_ms),
                     pg.int8(int(ms)),
                     pg.int8(int(seq)),

@@ -38,7 +38,6 @@ class EventStream:
         self._record_decision = _script(client, "record_decision.lua")
         self._record_reward = _script(client, "record_reward.lua")
         self._close_windows = _script(client, "close_windows.lua")
-        self._read_new = _script(client, "read_new.lua")
         self._announced: set[tuple[str, str]] = set()
 
     # -- API side ---------------------------------------------------------------
@@ -200,16 +199,22 @@ class EventStream:
 
         Raises :class:`LeaseLost` if it does not: entries delivered to a worker that
         lost its lease would sit in its pending list while the new holder's learning
-        watermark passes them.
+        watermark passes them. The lease check and the read are one transaction
+        (WATCH on the lease key), not a script: a script's reply of thousands of
+        entries costs Redis several times the read itself.
         """
-        reply = self._read_new(
-            keys=[keys.stream(experiment), keys.owner(experiment)], args=[consumer, GROUP, count]
-        )
-        if reply == 0:
-            raise LeaseLost(experiment)
-        if not reply:
-            return []
-        return [(entry_id, dict(zip(f[::2], f[1::2]))) for entry_id, f in reply[0][1]]
+        owner = keys.owner(experiment)
+        with self.redis.pipeline(transaction=True) as pipe:
+            try:
+                pipe.watch(owner)
+                if pipe.get(owner) != consumer.encode():
+                    raise LeaseLost(experiment)
+                pipe.multi()
+                pipe.xreadgroup(GROUP, consumer, {keys.stream(experiment): ">"}, count=count)
+                [reply] = pipe.execute()
+            except redis.WatchError:  # the lease changed (or expired) while we read
+                raise LeaseLost(experiment) from None
+        return reply[0][1] if reply else []
 
     def wait_for_any(self, experiments: Sequence[str], block_ms: int) -> bool:
         """Block until a new entry arrives on any of the streams; True if one did.

@@ -129,7 +129,7 @@ class Settings:
     port: int = 8000
     config_check_seconds: float = 1.0
     model_refresh_seconds: float = 0.1
-    snapshot_every: int = 10_000
+    snapshot_every: int = 50_000
     snapshot_seconds: float = 300.0
 
     def __post_init__(self) -> None:
@@ -152,6 +152,6 @@ class Settings:
             database_url=env.get("DATABASE_URL", DEFAULT_DATABASE_URL),
             api_keys=keys,
             port=int(env.get("PORT", "8000")),
-            snapshot_every=int(env.get("BANDITD_SNAPSHOT_EVERY", "10000")),
+            snapshot_every=int(env.get("BANDITD_SNAPSHOT_EVERY", "50000")),
             snapshot_seconds=float(env.get("BANDITD_SNAPSHOT_SECONDS", "300")),
         )

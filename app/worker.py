@@ -57,7 +57,8 @@ RETRYABLE = (
 
 def _stream_vanished(exc: redis.ResponseError) -> bool:
     message = str(exc)
-    return message.startswith("NOGROUP") or "no longer exists" in message
+    # a pipeline prefixes the error with the failing command
+    return "NOGROUP" in message or "no longer exists" in message
 
 
 @dataclass
@@ -84,7 +85,7 @@ class Worker:
         block_ms: int = 100,
         max_backoff: float = 5.0,
         clock: Callable[[], float] = time.time,
-        snapshot_every: int = 10_000,
+        snapshot_every: int = 50_000,
         snapshot_seconds: float = 300.0,
     ) -> None:
         self.stream = stream
