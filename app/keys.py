@@ -46,6 +46,11 @@ def applied(experiment: str) -> str:
     return f"bd:{{{experiment}}}:applied"
 
 
+def generation(experiment: str) -> str:
+    """Counter bumped by every save of the experiment's parameters: "did anything change?"."""
+    return f"bd:{{{experiment}}}:generation"
+
+
 def owner(experiment: str) -> str:
     """Lease naming the worker that processes the experiment's stream."""
     return f"bd:{{{experiment}}}:owner"

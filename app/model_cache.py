@@ -2,8 +2,9 @@
 
 Fetching every arm's matrices from Redis on each request would cost more than
 all the scoring. Instead each API process keeps stacked arrays per experiment
-and, at most every ``refresh_seconds``, asks Redis which arms have a newer
-version and fetches only those.
+and, at most every ``refresh_seconds``, asks Redis whether the experiment's
+parameters changed at all (one GET of a counter every save bumps) and, if they
+did, which arms have a newer version, and fetches only those.
 
 A configured catalogue has one row per configured arm, in config order. A
 dynamic catalogue starts empty and gains a row the first time this process
@@ -42,6 +43,7 @@ class ArmTable:
     versions: dict[str, int] = field(default_factory=dict)
     latest: dict[str, int] = field(default_factory=dict)  # versions in Redis at the last look
     checked_at: float = float("-inf")
+    generation: bytes | None = None  # the experiment's save counter when ``latest`` was read
 
     def rows(self, arm_ids: Iterable[str]) -> np.ndarray:
         """Row numbers of ``arm_ids`` (all of them must be in the table)."""
@@ -67,7 +69,7 @@ class ModelCache:
         self,
         store: ModelStore,
         *,
-        refresh_seconds: float = 0.1,
+        refresh_seconds: float = 0.05,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
@@ -89,9 +91,12 @@ class ModelCache:
                 self._tables[key] = table
             now = self.clock()
             if now - table.checked_at >= self.refresh_seconds:
-                table.latest = self.store.versions(experiment.name, experiment.model_id)
                 table.checked_at = now
-                self._load(experiment, table, table.arms)
+                generation = self.store.generation(experiment.name)
+                if generation is None or generation != table.generation:
+                    table.latest = self.store.versions(experiment.name, experiment.model_id)
+                    table.generation = generation
+                    self._load(experiment, table, table.arms)
             if experiment.dynamic:
                 unseen = [a for a in dict.fromkeys(candidates) if a not in table.index]
                 if unseen:

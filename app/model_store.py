@@ -113,6 +113,10 @@ class ModelStore:
             return arm_prior(dim, ridge), 0
         return decode_learning(values)
 
+    def generation(self, experiment: str) -> bytes | None:
+        """A value that changes whenever any arm of ``experiment`` is saved (None: never saved)."""
+        return self.redis.get(keys.generation(experiment))
+
     def applied_through(self, experiment: str) -> bytes | None:
         """Id of the last stream entry whose learning is saved, or None."""
         return self.redis.get(keys.applied(experiment))
@@ -153,6 +157,7 @@ class ModelStore:
                 pipe.hset(keys.arm(experiment, u.model_id, u.arm), mapping=fields)
                 pipe.hset(keys.arm_versions(experiment, u.model_id), u.arm, u.version)
             pipe.set(keys.applied(experiment), applied_through)
+            pipe.incr(keys.generation(experiment))
             try:
                 pipe.execute()
             except redis.WatchError as exc:

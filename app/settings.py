@@ -115,7 +115,9 @@ class Settings:
     config_check_seconds:
         How often a process looks at the config file for changes.
     model_refresh_seconds:
-        How often an API process checks Redis for newer arm parameters.
+        How often an API process checks Redis for newer arm parameters
+        (``BANDITD_MODEL_REFRESH_SECONDS``): part of the delay between a
+        reward and the /choose answers that use it.
     snapshot_every, snapshot_seconds:
         The worker copies an experiment's model into Postgres after this many
         learned rewards (``BANDITD_SNAPSHOT_EVERY``), or this long after the
@@ -128,7 +130,7 @@ class Settings:
     api_keys: frozenset[str] = field(default_factory=frozenset, repr=False)
     port: int = 8000
     config_check_seconds: float = 1.0
-    model_refresh_seconds: float = 0.1
+    model_refresh_seconds: float = 0.05
     snapshot_every: int = 50_000
     snapshot_seconds: float = 300.0
 
@@ -152,6 +154,7 @@ class Settings:
             database_url=env.get("DATABASE_URL", DEFAULT_DATABASE_URL),
             api_keys=keys,
             port=int(env.get("PORT", "8000")),
+            model_refresh_seconds=float(env.get("BANDITD_MODEL_REFRESH_SECONDS", "0.05")),
             snapshot_every=int(env.get("BANDITD_SNAPSHOT_EVERY", "50000")),
             snapshot_seconds=float(env.get("BANDITD_SNAPSHOT_SECONDS", "300")),
         )

@@ -198,10 +198,11 @@ def test_rebuilt_arms_get_new_versions_so_running_api_processes_refresh(
     worker.release()
     context = {"hour": 20, "city": "hamburg", "device": "android"}
     learned_scores = scores(client, context)
-    # a bad write that API processes pick up: new theta, new version
+    # a bad write that API processes pick up: new theta, new version, new generation
     for (model, arm), params in live_arms(redis_client, engine).items():
         redis_client.hset(keys.arm("jobs", model, arm), "theta", (params.state.theta * 3).tobytes())
         redis_client.hincrby(keys.arm_versions("jobs", model), arm, 1)
+    redis_client.incr(keys.generation("jobs"))
     assert scores(client, context) != learned_scores
 
     rebuild(redis_client, engine, "jobs")
