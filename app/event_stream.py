@@ -10,7 +10,7 @@ Lua scripts next to the data.
 from __future__ import annotations
 
 from importlib import resources
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping
 
 import redis
 
@@ -216,16 +216,17 @@ class EventStream:
                 raise LeaseLost(experiment) from None
         return reply[0][1] if reply else []
 
-    def wait_for_any(self, experiments: Sequence[str], block_ms: int) -> bool:
-        """Block until a new entry arrives on any of the streams; True if one did.
+    def wait_for_any(self, after: Mapping[str, bytes | None], block_ms: int) -> bool:
+        """Block until a stream has an entry later than ``after[experiment]``; True if one does.
 
-        Nothing is delivered (``read_new`` does that, under the lease); an entry
-        that arrived just before the call is noticed at the next wait at the latest.
+        ``after`` maps each experiment to the last entry id this worker read (None:
+        only entries appended from now on count). Nothing is delivered (``read_new``
+        does that, under the lease); an entry already there returns at once.
         """
-        if not experiments:
+        if not after:
             return False
         reply = self.redis.xread(
-            {keys.stream(e): "$" for e in experiments}, count=1, block=block_ms
+            {keys.stream(e): last or "$" for e, last in after.items()}, count=1, block=block_ms
         )
         return bool(reply)
 

@@ -111,6 +111,7 @@ class Worker:
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="event-log")
         self._in_flight: dict[str, InFlight] = {}  # per stream: the batch being logged
         self._recovering: set[str] = set()  # streams whose pending entries are read first
+        self._last_read: dict[str, bytes] = {}  # per stream: the last entry id read
 
     @classmethod
     def from_services(cls, services: Services, **options) -> "Worker":
@@ -149,7 +150,8 @@ class Worker:
                     if until_idle:
                         break
                     if self.owned:
-                        self.stream.wait_for_any(sorted(self.owned), self.block_ms)
+                        last_read = {e: self._last_read.get(e) for e in sorted(self.owned)}
+                        self.stream.wait_for_any(last_read, self.block_ms)
                     else:  # a standby: try for a lease again shortly, do not spin on Redis
                         time.sleep(self.block_ms / 1000)
             except RETRYABLE as exc:
@@ -260,7 +262,10 @@ class Worker:
             if entries:
                 return entries
             self._recovering.discard(experiment)
-        return self.stream.read_new(experiment, self.consumer, count)
+        entries = self.stream.read_new(experiment, self.consumer, count)
+        if entries:
+            self._last_read[experiment] = entries[-1][0]
+        return entries
 
     def _settle(self, experiment: str) -> None:
         """Finish the stream's batch in flight, if any: logged, then saved, then acknowledged.
