@@ -114,9 +114,10 @@ def matrix(result: dict) -> list[list[str]]:
                 f"{len(kills)} times",
                 "its lease expires after 5 s; a worker (the restarted one or the standby) "
                 "takes the stream over, claims the entries the dead one had read but not "
-                "acknowledged and processes them again: log rows are keyed and inserted "
-                "`ON CONFLICT DO NOTHING`, learning skips entries at or below the watermark "
-                "saved with the parameters",
+                "acknowledged and processes them again: log rows are keyed (a batch partly "
+                "in the log is written again through staging tables with `ON CONFLICT DO "
+                "NOTHING`), learning skips entries at or below the watermark saved with the "
+                "parameters",
                 f"killed {_spread([e['held_lease_for_s'] for e in kills])} after taking the "
                 f"lease, with {_spread_n([e['its_pending_entries'] for e in kills])} entries "
                 f"read and not acknowledged; lease taken again after "
