@@ -110,6 +110,7 @@ class Chooser:
             features=x,
             impressions=impressions,
             propensity_estimated=selection.estimated,
+            candidates=req.candidates,
         )
         earlier = self.stream.record_decision(
             event,

@@ -11,6 +11,7 @@ https://www.postgresql.org/docs/current/sql-copy.html#id-1.9.3.55.9.4
 from __future__ import annotations
 
 import struct
+from typing import Sequence
 
 import numpy as np
 
@@ -20,6 +21,7 @@ NULL = struct.pack(">i", -1)
 
 _PG_EPOCH_MS = 946_684_800_000  # 2000-01-01T00:00:00Z, where Postgres timestamps count from
 _FLOAT8_OID = 701
+_TEXT_OID = 25
 _INT4 = struct.Struct(">ii")
 _INT8 = struct.Struct(">iq")
 _FLOAT8 = struct.Struct(">id")
@@ -80,4 +82,15 @@ def float8_array(values: np.ndarray) -> bytes:
     elements["value"] = values
     body = elements.tobytes()
     head = _ARRAY_HEAD.pack(20 + len(body), 1, 0, _FLOAT8_OID, n, 1)
+    return head + body
+
+
+def text_array(values: Sequence[str] | None) -> bytes:
+    """A one-dimensional ``text[]`` field (or NULL) of non-NULL elements."""
+    if values is None:
+        return NULL
+    if not values:  # Postgres writes an empty array with no dimensions
+        return struct.pack(">iiii", 12, 0, 0, _TEXT_OID)
+    body = b"".join(text(v) for v in values)
+    head = _ARRAY_HEAD.pack(20 + len(body), 1, 0, _TEXT_OID, len(values), 1)
     return head + body

@@ -27,7 +27,7 @@ from app.events import ConfigEvent, DecisionEvent, Event, RewardEvent
 COLUMNS = {
     "config_versions": "experiment, config_version, settings, first_seen_at",
     "decisions": "decision_id, experiment, decided_at, config_version, policy, model_id, "
-    "request_id, context, features, shown_count, propensity_estimated",
+    "request_id, context, features, shown_count, propensity_estimated, candidates",
     "impressions": "decision_id, experiment, arm, position, score, propensity, "
     "propensity_estimated, decided_at, config_version",
     "rewards": "decision_id, experiment, arm, reward, kind, received_at, stream_ms, stream_seq",
@@ -77,6 +77,7 @@ def _rows(entries: Sequence[tuple[bytes, Event]]) -> dict[str, list[bytes]]:
                     pg.float8_array(event.features),
                     pg.int4(len(event.impressions)),
                     estimated,
+                    pg.text_array(event.candidates),
                 )
             )
             rows["impressions"].extend(

@@ -42,6 +42,7 @@ class DecisionEvent:
     features: np.ndarray
     impressions: tuple[Impression, ...]
     propensity_estimated: bool
+    candidates: tuple[str, ...] | None = None  # as the request named them; None: every arm
 
 
 @dataclass(slots=True)
@@ -92,6 +93,7 @@ def decision_entry(event: DecisionEvent) -> tuple[bytes, bytes]:
         "ctx": event.context,
         "shown": [[i.arm, i.position, i.score, i.propensity] for i in event.impressions],
         "est": event.propensity_estimated,
+        "cands": event.candidates,
     }
     return orjson.dumps(record), event.features.astype(np.float64).tobytes()
 
@@ -155,6 +157,7 @@ def decode(experiment: str, fields: dict[bytes, bytes]) -> Event:
             features=np.frombuffer(fields[b"x"], dtype=np.float64),
             impressions=tuple(Impression(a, p, s, q) for a, p, s, q in d["shown"]),
             propensity_estimated=d["est"],
+            candidates=None if d.get("cands") is None else tuple(d["cands"]),
         )
     if kind == b"reward":
         c = _carry(fields[b"c"])

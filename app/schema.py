@@ -51,6 +51,11 @@ decisions = Table(
     Column("features", ARRAY(Float), nullable=False, comment="the encoded feature vector"),
     Column("shown_count", Integer, nullable=False),
     Column("propensity_estimated", Boolean, nullable=False),
+    Column(
+        "candidates",
+        ARRAY(Text),
+        comment="the candidate arms the request named; NULL: every configured arm",
+    ),
     Index("decisions_experiment_decided_at", "experiment", "decided_at"),
 )
 

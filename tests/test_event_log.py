@@ -10,7 +10,9 @@ from tests.conftest import rows
 DECIDED_MS = 1_795_600_000_123
 
 
-def _decision(n: int, *, request_id: str | None = None) -> DecisionEvent:
+def _decision(
+    n: int, *, request_id: str | None = None, candidates: tuple[str, ...] | None = None
+) -> DecisionEvent:
     return DecisionEvent(
         decision_id=f"exp:{n:04d}",
         experiment="exp",
@@ -26,6 +28,7 @@ def _decision(n: int, *, request_id: str | None = None) -> DecisionEvent:
             Impression("arm-b", 1, -2.5, 0.0005),
         ),
         propensity_estimated=True,
+        candidates=candidates,
     )
 
 
@@ -54,14 +57,16 @@ def test_every_column_holds_what_the_event_said(engine):
     EventLog(engine).write(
         [
             (b"1-0", config),
-            (b"2-0", _decision(1, request_id="req-1")),
+            (b"2-0", _decision(1, request_id="req-1", candidates=("arm_a", "arm-b", "ärm"))),
             (b"3-0", _decision(2)),
+            (b"3-1", _decision(3, candidates=())),
             (b"4-7", _reward(1, "arm-b", "explicit", 0.25)),
         ]
     )
 
     decisions = rows(engine, "SELECT * FROM decisions ORDER BY decision_id")
-    assert [d["request_id"] for d in decisions] == ["req-1", None]
+    assert [d["request_id"] for d in decisions] == ["req-1", None, None]
+    assert [d["candidates"] for d in decisions] == [["arm_a", "arm-b", "ärm"], None, []]
     first = decisions[0]
     assert first["decided_at"] == _at(DECIDED_MS + 1)
     assert first["context"] == {"city": "Zürich", "hour": 7.25, "nested_ok": None}
