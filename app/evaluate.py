@@ -52,7 +52,8 @@ from bandits.ope import (
 OVERRIDABLE = {"policy", "alpha", "epsilon", "v", "propensity_draws"}
 
 WINDOW_SQL = sqlalchemy.text("""
-    SELECT d.features, i.arm, i.propensity, i.propensity_estimated, i.reward, i.config_version
+    SELECT d.features, d.candidates, i.arm, i.propensity, i.propensity_estimated, i.reward,
+           i.config_version
     FROM impression_rewards i
     JOIN decisions d ON d.decision_id = i.decision_id
     WHERE i.experiment = :experiment AND d.experiment = :experiment
@@ -121,6 +122,7 @@ class Window:
     estimated: np.ndarray
     rewards: np.ndarray
     config_versions: list[str]
+    candidates: list[list[str] | None]  # per decision, as its request named them (None: all)
 
 
 def target_experiment(experiment: Experiment, overrides: list[str]) -> Experiment:
@@ -183,6 +185,7 @@ def read_window(
         estimated=np.array([r.propensity_estimated for r in rows], dtype=bool),
         rewards=np.array([r.reward for r in rows], dtype=np.float64),
         config_versions=sorted({r.config_version for r in rows}),
+        candidates=[r.candidates for r in rows],
     )
 
 
@@ -254,7 +257,9 @@ def estimate(
     """IPS, SNIPS and DR estimates of ``target`` choosing among ``arms`` with ``state``.
 
     A logged arm that is not one of the target's arms gets target probability
-    0 (the target would never show it), which IPS handles without bias.
+    0 (the target would never show it), which IPS handles without bias. Where
+    a decision's request named candidates, the target chooses among those of
+    them that are its arms, as the logging policy did.
     Also returns the mean importance weight and its standard error, which
     should be 1 within noise (see :func:`bandits.ope.importance_weights`).
     """
@@ -263,7 +268,13 @@ def estimate(
     arms = np.array([index.get(a, k) for a in window.arms], dtype=np.intp)  # k: not the target's
     rng = np.random.default_rng(seed)
     probs = target_probabilities(
-        target.policy, state, window.features, target.params, rng, exact=exact
+        target.policy,
+        state,
+        window.features,
+        target.params,
+        rng,
+        exact=exact,
+        candidates=candidate_mask(window.candidates, index),
     )
     probs = np.hstack([probs, np.zeros((probs.shape[0], 1))])
     log = BanditLog(window.features, arms, window.propensities, window.rewards)
@@ -271,6 +282,16 @@ def estimate(
     w = importance_weights(log, probs)
     weights = {"mean": float(w.mean()), "se": _se(w)}
     return [vars(e) for e in evaluate(log, probs, predicted, level=level)], weights
+
+
+def candidate_mask(candidates: list[list[str] | None], index: dict[str, int]) -> np.ndarray:
+    """``(n, K)`` bool: which of the target's ``K`` arms each decision could show."""
+    mask = np.ones((len(candidates), len(index)), dtype=bool)
+    for row, named in enumerate(candidates):
+        if named is not None:
+            mask[row] = False
+            mask[row, [index[a] for a in named if a in index]] = True
+    return mask
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

@@ -338,18 +338,34 @@ def beta_top_probabilities(a: np.ndarray, b: np.ndarray, *, points: int = 4000):
     return p / p.sum()
 
 
-def _greedy(scores: np.ndarray, epsilon: float) -> np.ndarray:
+def _greedy(scores: np.ndarray, epsilon: float, allowed: np.ndarray) -> np.ndarray:
     """Row-wise slot-0 probabilities of a deterministic-score policy (ties share)."""
-    best = scores == scores.max(axis=1, keepdims=True)
-    k = scores.shape[1]
-    return (1.0 - epsilon) * best / best.sum(axis=1, keepdims=True) + epsilon / k
+    scores = np.where(allowed, scores, -np.inf)
+    best = allowed & (scores == scores.max(axis=1, keepdims=True))
+    return (1.0 - epsilon) * best / _count(best) + epsilon * allowed / _count(allowed)
 
 
-def _sampled(draws: np.ndarray, epsilon: float) -> np.ndarray:
+def _sampled(draws: np.ndarray, epsilon: float, allowed: np.ndarray) -> np.ndarray:
     """Row-wise share of ``(rows, D, K)`` draws in which each arm is on top, with the floor."""
+    draws = np.where(allowed[:, None, :], draws, -np.inf)
     top = draws == draws.max(axis=2, keepdims=True)
     share = (top / top.sum(axis=2, keepdims=True)).mean(axis=1)
-    return (1.0 - epsilon) * share + epsilon / draws.shape[2]
+    return (1.0 - epsilon) * share * allowed + epsilon * allowed / _count(allowed)
+
+
+def _count(mask: np.ndarray) -> np.ndarray:
+    """Row-wise count of True, at least 1 (a row with no candidate gets all zeros)."""
+    return np.maximum(mask.sum(axis=-1, keepdims=True), 1)
+
+
+def _beta_exact(a: np.ndarray, b: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+    """Slot-0 probabilities of beta_ts by quadrature, once per distinct candidate set."""
+    sets, which = np.unique(allowed, axis=0, return_inverse=True)
+    per_set = np.zeros(sets.shape, dtype=np.float64)
+    for i, mask in enumerate(sets):
+        if mask.any():
+            per_set[i, mask] = beta_top_probabilities(a[mask], b[mask])
+    return per_set[which.reshape(-1)]
 
 
 def target_probabilities(
@@ -360,6 +376,7 @@ def target_probabilities(
     rng: np.random.Generator,
     *,
     exact: bool = False,
+    candidates: np.ndarray | None = None,
 ) -> np.ndarray:
     """Slot-0 probability of every arm at every context, for a frozen ``state``.
 
@@ -385,22 +402,31 @@ def target_probabilities(
         Source of the Monte Carlo draws.
     exact : bool, default False
         Quadrature instead of Monte Carlo for the sampling policies.
+    candidates : np.ndarray, optional
+        ``(n, K)`` bool: the arms each context's request let the policy choose
+        from (the others get probability 0; the epsilon floor spreads over the
+        candidates). Default: every arm, for every context.
 
     Returns
     -------
     np.ndarray
-        ``(n, K)``, rows summing to 1.
+        ``(n, K)``, rows summing to 1 (0 for a row without candidates).
     """
     n, k = features.shape[0], state.n_arms
     eps = params.epsilon
+    allowed = np.ones((n, k), dtype=bool) if candidates is None else np.asarray(candidates, bool)
+    if allowed.shape != (n, k):
+        raise ValueError(f"candidates must have shape ({n}, {k}), got {allowed.shape}")
     if policy == "random":
-        return np.full((n, k), 1.0 / k)
+        return allowed / _count(allowed)
     if policy == "beta_ts":
         a, b = 1.0 + state.successes, 1.0 + state.failures
         if exact:
-            p = (1.0 - eps) * beta_top_probabilities(a, b) + eps / k
-            return np.tile(p, (n, 1))
-        blocks = [_sampled(rng.beta(a, b, size=(m, params.draws, k)), eps) for m in _chunks(n)]
+            return (1.0 - eps) * _beta_exact(a, b, allowed) + eps * allowed / _count(allowed)
+        blocks = [
+            _sampled(rng.beta(a, b, size=(m, params.draws, k)), eps, allowed[start : start + m])
+            for start, m in zip(range(0, n, _CHUNK), _chunks(n))
+        ]
         return np.concatenate(blocks) if blocks else np.empty((0, k))
     if policy not in ("linucb", "epsilon_greedy", "lin_ts"):
         raise ValueError(f"unknown policy {policy!r}")
@@ -410,17 +436,21 @@ def target_probabilities(
         mean = X @ state.theta.T  # (m, K)
         quad = np.maximum(((X @ state.A_inv) * X).sum(axis=2).T, 0.0)  # (m, K) x^T A_inv x
         rows = slice(start, start + X.shape[0])
+        ok = allowed[rows]
         if policy == "epsilon_greedy":
-            out[rows] = _greedy(mean, eps)
+            out[rows] = _greedy(mean, eps, ok)
         elif policy == "linucb":
-            out[rows] = _greedy(mean + params.alpha * np.sqrt(quad), eps)
+            out[rows] = _greedy(mean + params.alpha * np.sqrt(quad), eps, ok)
         elif exact:
-            p = gaussian_top_probabilities(mean, params.v * np.sqrt(quad), points=801)
-            out[rows] = (1.0 - eps) * p + eps / k
+            # an arm far below every other never comes first and never beats one
+            p = gaussian_top_probabilities(
+                np.where(ok, mean, -1e300), params.v * np.sqrt(quad), points=801
+            )
+            out[rows] = (1.0 - eps) * p * ok.any(axis=1, keepdims=True) + eps * ok / _count(ok)
         else:
             sd = params.v * np.sqrt(quad)
             noise = rng.standard_normal((X.shape[0], params.draws, k))
-            out[rows] = _sampled(mean[:, None, :] + sd[:, None, :] * noise, eps)
+            out[rows] = _sampled(mean[:, None, :] + sd[:, None, :] * noise, eps, ok)
     return out
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from app import evaluate as evaluate_cmd
-from bandits import PolicyParams, prior, select, update
+from bandits import PolicyParams, ScoringState, prior, select, update
 from bandits.ope import (
     BanditLog,
     beta_top_probabilities,
@@ -85,6 +85,56 @@ def test_exact_target_probabilities_equal_the_policys_own_propensities(policy, p
     for i, x in enumerate(X):
         sel = select(policy, state, x, rng, params)
         assert probs[i, sel.arms[0]] == pytest.approx(sel.propensities[0], rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    "policy,params,exact",
+    [
+        ("linucb", PolicyParams(alpha=0.7, epsilon=0.2), False),
+        ("epsilon_greedy", PolicyParams(epsilon=0.3), False),
+        ("random", PolicyParams(), False),
+        ("lin_ts", PolicyParams(v=1.5, epsilon=0.1), True),
+        ("beta_ts", PolicyParams(epsilon=0.1), True),
+    ],
+)
+def test_candidates_restrict_the_target_to_the_arms_its_request_named(policy, params, exact):
+    state, rng = _trained_state(3, arms=5)
+    X = np.hstack([np.ones((40, 1)), rng.normal(size=(40, 2))])
+    allowed = rng.random((40, 5)) < 0.6
+    allowed[0] = [False, True, False, False, False]  # one candidate
+    allowed[1] = True
+    probs = target_probabilities(policy, state, X, params, rng, exact=exact, candidates=allowed)
+    assert (probs[~allowed] == 0).all()
+    for i in range(40):
+        sub = allowed[i]
+        if not sub.any():
+            assert (probs[i] == 0).all()
+            continue
+        alone = target_probabilities(  # the same policy over a state of only those arms
+            policy, _arms(state, sub), X[i : i + 1], params, rng, exact=exact
+        )[0]
+        np.testing.assert_allclose(probs[i, sub], alone, rtol=1e-9, atol=1e-12)
+
+
+def test_monte_carlo_thompson_probabilities_respect_candidates():
+    state, rng = _trained_state(4, arms=5)
+    X = np.hstack([np.ones((5, 1)), rng.normal(size=(5, 2))])
+    allowed = np.array([[1, 1, 0, 0, 1]] * 5, dtype=bool)
+    params = PolicyParams(v=1.5, epsilon=0.1, draws=20000)
+    mc = target_probabilities("lin_ts", state, X, params, rng, candidates=allowed)
+    exact = target_probabilities("lin_ts", state, X, params, rng, exact=True, candidates=allowed)
+    assert (mc[:, 2:4] == 0).all()
+    np.testing.assert_allclose(mc, exact, atol=0.01)
+
+
+def _arms(state, keep: np.ndarray) -> ScoringState:
+    return ScoringState(
+        A_inv=state.A_inv[keep],
+        theta=state.theta[keep],
+        n=state.n[keep],
+        successes=state.successes[keep],
+        failures=state.failures[keep],
+    )
 
 
 def test_thompson_target_probabilities_match_how_often_the_policy_picks_each_arm():
@@ -192,6 +242,30 @@ def test_evaluate_of_the_logging_policy_recovers_the_logged_mean(uniform_log, ca
     ips_est = report["estimates"][0]
     assert ips_est["value"] == pytest.approx(report["logged_mean_reward"])
     assert ips_est["ess"] == pytest.approx(report["decisions"])
+
+
+def test_evaluate_gives_the_target_the_candidates_each_request_named(
+    config_file, settings, client, worker, engine, capsys
+):
+    """Requests name 2 of the 3 arms: the logging policy's own weights are then exactly 1."""
+    config_file.write_text(textwrap.dedent(UNIFORM_TOML))
+    rng = np.random.default_rng(6)
+    for i in range(120):
+        named = [["a", "b"], ["b", "c"], ["a", "c"]][i % 3]
+        body = {"experiment": "sim", "context": {"f": float(rng.random())}, "candidates": named}
+        answer = client.post("/choose", json=body, headers=AUTH).get_json()
+        arm = answer["arms"][0]["arm"]
+        assert answer["arms"][0]["propensity"] == 0.5
+        reward = {"decision_id": answer["decision_id"], "arm": arm, "reward": float(arm == "b")}
+        assert client.post("/reward", json=reward, headers=AUTH).status_code == 202
+    worker.run(until_idle=True)
+    logged = rows(engine, "SELECT candidates FROM decisions ORDER BY decided_at LIMIT 2")
+    assert [r["candidates"] for r in logged] == [["a", "b"], ["b", "c"]]
+
+    assert evaluate_cmd.run(_args(), settings) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["mean_weight"] == pytest.approx(1.0)  # 0.5 / 0.5 on every row
+    assert report["estimates"][0]["value"] == pytest.approx(report["logged_mean_reward"])
 
 
 def test_evaluate_rejects_an_unknown_override(config_file, settings, capsys):
