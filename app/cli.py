@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import signal
 import sys
@@ -51,6 +52,12 @@ def run_worker(settings: Settings) -> None:
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
+    # A batch allocates tens of thousands of short-lived, acyclic objects (entries,
+    # events, rows) that reference counting frees; at the default thresholds the
+    # cyclic collector ran every few hundred of them and rescanned the long-lived
+    # heap, about 15% of the worker's time. Freeze what start-up made, collect rarely.
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
     log.info("worker %s started; config %s", worker.consumer, settings.config_path)
     try:
         worker.run()
