@@ -1,8 +1,11 @@
-"""Thompson sampling: the sampled scores follow the posterior."""
+"""Thompson sampling: the sampled scores follow the posterior; lin_ts propensities are exact."""
 
 import numpy as np
+import pytest
+from scipy.special import ndtr
 
 from bandits import PolicyParams, beta_ts, lin_ts, prior, update
+from bandits.ope import gaussian_top_probabilities
 
 
 def test_lin_ts_scores_follow_gaussian_posterior_predictive():
@@ -35,6 +38,69 @@ def test_lin_ts_with_zero_scale_is_greedy():
     sel = lin_ts.select(state, np.ones(1), np.random.default_rng(0), PolicyParams(v=0.0), k=3)
     assert sel.arms.tolist() == [1, 2, 0]
     np.testing.assert_allclose(sel.propensities, 1.0)
+
+
+def test_lin_ts_top_probability_is_exact_for_two_arms_at_any_spread_ratio():
+    rng = np.random.default_rng(21)
+    for _ in range(300):
+        mean = rng.normal(size=2) * 10.0 ** rng.uniform(-3, 0)
+        sd = 10.0 ** rng.uniform(-4, 0, size=2)  # ratios up to 1e4 either way
+        exact = ndtr((mean[0] - mean[1]) / np.hypot(sd[0], sd[1]))
+        assert lin_ts.top_probability(mean, sd, 0, np.array([1])) == pytest.approx(exact, abs=1e-10)
+
+
+def _spread_case(name, rng):
+    if name == "a wide arm among narrow ones":  # a new arm in a trained catalogue
+        return 0.01 * rng.normal(size=8), np.r_[1.0, np.full(7, 0.01)]
+    if name == "two wide arms among narrow ones":
+        return 0.01 * rng.normal(size=8), np.r_[1.0, 0.3, np.full(6, 0.001)]
+    if name == "near tie":
+        return 1e-3 * rng.normal(size=8), 0.1 * (1.0 + 1e-3 * rng.normal(size=8))
+    return 0.3 * rng.normal(size=8), 10.0 ** rng.uniform(-3, 0, size=8)  # three decades
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "a wide arm among narrow ones",
+        "two wide arms among narrow ones",
+        "near tie",
+        "spreads over three decades",
+    ],
+)
+def test_lin_ts_top_probability_matches_a_million_draws(case):
+    rng = np.random.default_rng(22)
+    mean, sd = _spread_case(case, rng)
+    arms = np.arange(8)
+    p = np.array([lin_ts.top_probability(mean, sd, a, np.delete(arms, a)) for a in arms])
+    draws = mean + sd * rng.standard_normal((1_000_000, 8))
+    freq = np.bincount(draws.argmax(axis=1), minlength=8) / 1_000_000
+    assert p.sum() == pytest.approx(1.0, abs=1e-10)
+    # a 256-point grid over +-8 sd was off by up to 6e-3 here; 5 standard errors is 2.5e-3
+    assert np.all(np.abs(p - freq) <= 5 * np.sqrt(p * (1 - p) / 1_000_000) + 1e-6)
+
+
+def test_lin_ts_slot_propensities_are_top_probabilities_among_the_unplaced():
+    rng = np.random.default_rng(23)
+    state = prior(7, 3)
+    for _ in range(200):  # arm 6 stays new: its score is far wider than the others'
+        x = np.r_[1.0, rng.normal(size=2)]
+        a = int(rng.integers(6))
+        update(state, a, x, float(rng.random() < 0.2 + 0.1 * a))
+    x = np.array([1.0, 0.2, -0.5])
+    params = PolicyParams(v=0.5, epsilon=0.1, draws=1000)
+    cand = np.array([6, 0, 2, 3, 5])
+    mean = state.theta[cand] @ x
+    sd = params.v * np.sqrt([x @ state.A_inv[a] @ x for a in cand])
+    for _ in range(20):
+        sel = lin_ts.select(state, x, rng, params, k=3, candidates=cand)
+        left = list(cand)
+        for j, arm in enumerate(sel.arms):
+            rows = [cand.tolist().index(a) for a in left]
+            top = gaussian_top_probabilities(mean[rows], sd[rows])[left.index(arm)]
+            expected = 0.9 * max(top, 0.5 / 1000) + 0.1 / len(left)
+            assert sel.propensities[j] == pytest.approx(expected, rel=1e-8)
+            left.remove(arm)
 
 
 def test_beta_ts_scores_follow_beta_posterior_and_ignore_context():

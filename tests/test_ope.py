@@ -175,19 +175,27 @@ def test_beta_quadrature_matches_a_million_draws():
     np.testing.assert_allclose(beta_top_probabilities(a, b), mc, atol=2e-3)
 
 
-def test_intervals_cover_the_true_value_in_at_least_90_percent_of_seeds():
-    # Logs come from lin_ts through bandits.select, with its Monte Carlo propensities.
-    result = ope_study.coverage(range(50), n=300)
-    for target, row in result.items():
-        for est in ("ips", "snips", "dr"):
-            assert row[est] >= 0.9, (target, est, row)
+def test_intervals_cover_the_true_value_close_to_the_nominal_rate():
+    # 95% intervals from 300 logged decisions of lin_ts through bandits.select. Over
+    # 3,000 seeds each target and estimator covered 91-95% (the random target lowest:
+    # weights up to 20, ESS ~165, a skewed IPS that normal intervals undercover), 93%
+    # on average per estimator. Over 400 seeds a coverage near 0.91 has a binomial sd
+    # of 0.014: the floor of 0.86 is 3.5 sd below it, and resampled 400-seed sets
+    # failed this test 0.1% of the time (a 0.90 floor on 50 seeds: half the time).
+    result = ope_study.coverage(range(400), n=300)
+    for est in ("ips", "snips", "dr"):
+        for target, row in result.items():
+            assert row[est] >= 0.86, (target, est, row)
+        assert np.mean([row[est] for row in result.values()]) >= 0.90, (est, result)
 
 
-def test_thompson_propensities_are_close_to_the_quadrature_reference():
+def test_thompson_propensities_match_the_quadrature_reference():
+    # lin_ts logs quadrature propensities; the 2,001-point reference agrees to ~1e-15
     err = ope_study.ts_propensity_error(1000, contexts=300)
-    # no worse than pure binomial sampling error of 1,000 draws would be (about 0.01)
-    assert err["mean_abs"] < 1.25 * err["binomial_mean_abs"]
-    assert abs(err["weight_bias"]) < 0.05
+    assert err["mean_abs"] < 1e-12
+    assert err["p99_rel"] < 1e-10
+    assert abs(err["weight_bias"]) < 1e-10
+    assert err["clipped"] == 0.0
 
 
 # --- banditd evaluate, against the Postgres log --------------------------------------

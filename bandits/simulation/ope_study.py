@@ -3,8 +3,8 @@
 :func:`coverage` logs decisions of a frozen logging policy on a fixed
 synthetic problem, many times over, and counts how often each estimator's
 interval covers the target policy's true value. :func:`ts_propensity_error`
-compares the Monte Carlo propensities that ``lin_ts`` logs with a quadrature
-reference.
+compares the propensities that ``lin_ts`` logs (by its own quadrature) with the
+reference quadrature of :func:`~bandits.ope.gaussian_top_probabilities`.
 
 The problem: :class:`~.environments.SyntheticLinear` arms drawn once from
 ``problem_seed``, and one model (a :class:`~bandits.LearningState`) learned
@@ -170,23 +170,24 @@ def coverage(
 def ts_propensity_error(
     draws: int, *, contexts: int = 2000, v: float = 0.5, seed: int = 11, p: Problem | None = None
 ) -> dict[str, float]:
-    """Error of ``lin_ts``'s logged Monte Carlo propensities against quadrature.
+    """Error of ``lin_ts``'s logged propensities against the reference quadrature.
 
     For each of ``contexts`` random contexts, :func:`bandits.select` picks an
-    arm with ``draws`` propensity draws (epsilon 0, so nothing masks the
-    error); the reference is :func:`~bandits.ope.gaussian_top_probabilities`
-    of the same posterior.
+    arm (epsilon 0, so nothing masks the error) and logs its propensity, by
+    :func:`bandits.lin_ts.top_probability` (``draws`` only sets the
+    ``0.5 / draws`` floor); the reference is
+    :func:`~bandits.ope.gaussian_top_probabilities` of the same posterior.
 
     Returns
     -------
     dict
         ``mean_abs``: mean ``|p_hat - p|``; ``binomial_mean_abs``: what
-        ``mean_abs`` would be for exact binomial sampling error (the floor for
-        ``draws`` draws, a sanity check of the reference); ``p50_rel``/``p99_rel``: median and
-        99th percentile of ``|p_hat / p - 1|``; ``weight_bias``: mean of
-        ``p / p_hat - 1`` (the relative error of an IPS weight, averaged over
-        logged decisions, so over the arms as the policy picks them);
-        ``clipped``: share of propensities at the ``0.5 / draws`` floor.
+        ``mean_abs`` would be for a Monte Carlo estimate from ``draws`` draws
+        (binomial sampling error, for comparison); ``p50_rel``/``p99_rel``:
+        median and 99th percentile of ``|p_hat / p - 1|``; ``weight_bias``:
+        mean of ``p / p_hat - 1`` (the relative error of an IPS weight,
+        averaged over logged decisions, so over the arms as the policy picks
+        them); ``clipped``: share of propensities at the ``0.5 / draws`` floor.
     """
     p = p or problem()
     rng = np.random.default_rng(seed)
