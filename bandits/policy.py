@@ -26,13 +26,16 @@ With ``C`` candidates, slot ``j`` has ``C - j`` remaining candidates.
 - Deterministic scores (``linucb``, ``epsilon_greedy``, ``random``): exact,
   ``(1 - epsilon) * [arm among the G tied best remaining] / G + epsilon / (C - j)``.
   ``estimated`` is False.
-- Sampled scores (``lin_ts``, ``beta_ts``): the greedy part is estimated by
-  Monte Carlo from ``params.draws`` fresh score vectors, as the share of draws
-  in which the arm scores highest among the candidates not yet placed, clipped
-  below at ``0.5 / draws`` so an IPS weight is never infinite, then mixed with
-  the epsilon floor as above. For ``j >= 1`` this ignores that the earlier
-  slots were filled from the same sample, so slate propensities of sampling
-  policies are approximate beyond the first slot. ``estimated`` is True.
+- Sampled scores (``lin_ts``, ``beta_ts``): the greedy part is the probability
+  that the arm scores highest among the candidates not yet placed. ``lin_ts``
+  computes it by one-dimensional quadrature (:func:`bandits.lin_ts.top_probability`;
+  Monte Carlo from ``params.draws`` fresh score vectors when some score has no
+  spread); ``beta_ts`` estimates it by Monte Carlo, as the share of
+  ``params.draws`` draws in which the arm is on top. Either is clipped below at
+  ``0.5 / draws`` so an IPS weight is never infinite, then mixed with the
+  epsilon floor as above. For ``j >= 1`` this ignores that the earlier slots
+  were filled from the same sample, so slate propensities of sampling policies
+  are approximate beyond the first slot. ``estimated`` is True.
 """
 
 from __future__ import annotations
@@ -67,7 +70,8 @@ class PolicyParams:
     v : float, default 1.0
         Linear Thompson sampling posterior scale (>= 0).
     draws : int, default 1000
-        Monte Carlo draws for estimated propensities (>= 1).
+        Monte Carlo draws for ``beta_ts`` propensities (and ``lin_ts``'s
+        fallback); sets their ``0.5 / draws`` floor (>= 1).
 
     Raises
     ------
@@ -106,7 +110,8 @@ class Selection:
         ``(k,)`` float64, probability of each slot's arm given the slots before
         it (see the module docstring).
     estimated : bool
-        True when the propensities are Monte Carlo estimates.
+        True for the sampling policies, whose propensities are computed
+        (quadrature or Monte Carlo) rather than read off the scores.
     """
 
     arms: np.ndarray
