@@ -31,12 +31,13 @@ import numpy as np
 
 from app.settings import Settings
 from bandits import POLICIES, PolicyParams
-from bandits.simulation import ope_study
 from bandits.simulation.agents import banditd_factory
 from bandits.simulation.environments import ENVIRONMENTS, Environment
 from bandits.simulation.runner import RunResult, markdown_table
 from bandits.simulation.runner import run as run_agent
 from bandits.simulation.suite import SIZES, run_suite
+
+from app.simulate_tables import coverage_table, propensity_table, ratio_table, targets_table
 
 DEFAULT_HTTP_POLICIES = ("linucb:alpha=0.3", "lin_ts:v=0.1")
 KNOBS = {"alpha": "alpha", "epsilon": "epsilon", "v": "v", "draws": "draws"}
@@ -255,70 +256,6 @@ def compare_through_service(
     return pairs
 
 
-def ratio_table(pairs: list[tuple[RunResult, RunResult]]) -> str:
-    """Markdown: HTTP/async mean reward over in-process/sync, per seed, mean ± sd."""
-    lines = [
-        "| environment | policy | sync (in-process) | async (HTTP) | ratio per seed, mean ± sd "
-        "| ratio of means | HTTP rounds/s |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for sync, remote in pairs:
-        per_seed = remote.mean_reward / sync.mean_reward
-        lines.append(
-            f"| {sync.environment} | {sync.agent.replace(' in-process, sync', '')} "
-            f"| {sync.mean_reward.mean():.4f} ± {_sd(sync.mean_reward):.4f} "
-            f"| {remote.mean_reward.mean():.4f} ± {_sd(remote.mean_reward):.4f} "
-            f"| {per_seed.mean():.3f} ± {_sd(per_seed):.3f} "
-            f"| {remote.mean_reward.mean() / sync.mean_reward.mean():.3f} "
-            f"| {remote.rounds_per_second:,.0f} |"
-        )
-    return "\n".join(lines)
-
-
-def _sd(values: np.ndarray) -> float:
-    return float(values.std(ddof=1)) if values.size > 1 else 0.0
-
-
-def coverage_table(seeds: int) -> str:
-    """Markdown table of the OPE coverage check."""
-    cov = ope_study.coverage(range(seeds), n=1000)
-    lines = [
-        f"Coverage of 95% intervals over {seeds} seeds of 1,000 logged decisions "
-        "(logging: lin_ts v=0.5 ε=0.05, propensities by quadrature):",
-        "",
-        "| target | true value | IPS | SNIPS | DR | mean width IPS / SNIPS / DR | mean ESS |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for name, row in cov.items():
-        lines.append(
-            f"| {name} | {row['truth']:.4f} | {row['ips']:.0%} | {row['snips']:.0%} "
-            f"| {row['dr']:.0%} | {row['ips_width']:.4f} / {row['snips_width']:.4f} / "
-            f"{row['dr_width']:.4f} | {row['ess']:.0f} |"
-        )
-    return "\n".join(lines)
-
-
-def propensity_table() -> str:
-    """Markdown table of the error of Thompson-sampling propensities."""
-    problem = ope_study.problem()
-    lines = [
-        "Error of lin_ts's logged propensities (v=0.5, epsilon 0) against quadrature, "
-        "2,000 contexts:",
-        "",
-        "| propensity_draws | mean abs error | a Monte Carlo estimate's (for comparison) "
-        "| median rel. error | p99 rel. error | mean IPS weight error | at the 0.5/draws floor |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for draws in (100, 1000, 10000):
-        e = ope_study.ts_propensity_error(draws, p=problem)
-        lines.append(
-            f"| {draws:,} | {e['mean_abs']:.4f} | {e['binomial_mean_abs']:.4f} "
-            f"| {e['p50_rel']:.2%} | {e['p99_rel']:.2%} | {e['weight_bias']:+.2%} "
-            f"| {e['clipped']:.2%} |"
-        )
-    return "\n".join(lines)
-
-
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """Run ``banditd simulate``; returns the process exit code."""
     size = SIZES[args.suite]
@@ -378,45 +315,6 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         with open(args.results, "w") as f:
             json.dump([per_seed(r) for r in results], f, indent=1)
     return 0
-
-
-def targets_table(results: list[dict[str, Any]]) -> str:
-    """Markdown: banditd's best against the best peer per environment, paired by seed.
-
-    ``results`` are :func:`per_seed` dicts (also as read back from ``--results``).
-    On ``drifting`` it also compares, over the second half, banditd's best
-    forgetting policy with every stationary peer. A difference is banditd
-    minus the peer, per seed (the seeds share their episodes), mean ± sd.
-    """
-    lines = [
-        "| environment | measure | banditd | peer | difference per seed, mean ± sd | seeds won |",
-        "|---|---|---|---|---|---|",
-    ]
-
-    def row(env: str, measure: str, ours: dict, theirs: dict) -> None:
-        a = np.array(ours["per_seed"][measure])
-        b = np.array(theirs["per_seed"][measure])
-        d = a - b
-        lines.append(
-            f"| {env} | {measure.replace('_', ' ')} | {ours['agent']} ({a.mean():.4f}) "
-            f"| {theirs['agent']} ({b.mean():.4f}) | {d.mean():+.4f} ± {_sd(d):.4f} "
-            f"| {int((d > 0).sum())} of {d.size} |"
-        )
-
-    for env in dict.fromkeys(r["environment"] for r in results):
-        here = [r for r in results if r["environment"] == env]
-        ours = [r for r in here if r["agent"].startswith("banditd")]
-        peers = [r for r in here if not r["agent"].startswith("banditd")]
-        if not ours or not peers:
-            continue
-        best = max(ours, key=lambda r: r["mean_reward"])
-        row(env, "mean_reward", best, max(peers, key=lambda r: r["mean_reward"]))
-        forgetting = [r for r in ours if "γ=" in r["agent"]]
-        if env == "drifting" and forgetting:
-            best = max(forgetting, key=lambda r: r["second_half"])
-            for peer in sorted(peers, key=lambda r: -r["second_half"]):
-                row(env, "second_half", best, peer)
-    return "\n".join(lines)
 
 
 def per_seed(result: RunResult) -> dict[str, Any]:
