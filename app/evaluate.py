@@ -1,8 +1,8 @@
 """``banditd evaluate``: what another config would have earned, from the Postgres log.
 
-Reads one experiment's logged decisions in a window (their encoded features,
-the arm shown in slot 0 with its logged propensity, and its settled reward from
-the ``impression_rewards`` view), builds the target policy (the experiment's
+Reads one experiment's logged decisions in a window (:mod:`app.evaluation_log`:
+their encoded features and candidates, the arm shown in slot 0 with its logged
+propensity, and its settled reward from the ``impression_rewards`` view), builds the target policy (the experiment's
 config with ``--set`` overrides) and estimates its mean reward per decision
 with :mod:`bandits.ope`: IPS, self-normalised IPS and doubly robust, with
 confidence intervals and the effective sample size.
@@ -29,59 +29,31 @@ import argparse
 import json
 import math
 import sys
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import numpy as np
-import sqlalchemy
 from sqlalchemy.engine import Engine
 
 from app.config import ConfigError, Experiment, load_config, parse_config
+from app.evaluation_log import (
+    Window,
+    median_decision_time,
+    parameters_from_log,
+    read_window,
+    target_arms,
+)
 from app.settings import Settings
-from bandits import ScoringState, prior, rescale
+from bandits import ScoringState, prior
 from bandits.ope import (
     BanditLog,
     evaluate,
     importance_weights,
-    replay,
     ridge_predictions,
     target_probabilities,
 )
 
 OVERRIDABLE = {"policy", "alpha", "epsilon", "v", "propensity_draws"}
-
-WINDOW_SQL = sqlalchemy.text("""
-    SELECT d.features, d.candidates, i.arm, i.propensity, i.propensity_estimated, i.reward,
-           i.config_version
-    FROM impression_rewards i
-    JOIN decisions d ON d.decision_id = i.decision_id
-    WHERE i.experiment = :experiment AND d.experiment = :experiment
-      AND d.model_id = :model_id AND i.position = 0 AND i.reward_kind IS NOT NULL
-      AND d.decided_at >= :since AND (CAST(:until AS timestamptz) IS NULL OR d.decided_at < :until)
-    ORDER BY d.decided_at, d.decision_id
-""")
-
-HISTORY_SQL = sqlalchemy.text("""
-    SELECT d.features, r.arm, r.reward
-    FROM rewards r
-    JOIN decisions d ON d.decision_id = r.decision_id
-    WHERE r.experiment = :experiment AND d.experiment = :experiment
-      AND r.kind <> 'late' AND d.model_id = :model_id AND d.decided_at < :since
-    ORDER BY r.stream_ms, r.stream_seq
-""")
-
-LOGGED_ARMS_SQL = sqlalchemy.text("""
-    SELECT DISTINCT i.arm FROM impressions i
-    JOIN decisions d ON d.decision_id = i.decision_id
-    WHERE i.experiment = :experiment AND d.model_id = :model_id
-    ORDER BY i.arm
-""")
-
-MEDIAN_SQL = sqlalchemy.text("""
-    SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY decided_at)
-    FROM decisions WHERE experiment = :experiment AND model_id = :model_id
-""")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -112,19 +84,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
-@dataclass(frozen=True)
-class Window:
-    """The logged decisions of the evaluation window, slot 0."""
-
-    features: np.ndarray
-    arms: list[str]
-    propensities: np.ndarray
-    estimated: np.ndarray
-    rewards: np.ndarray
-    config_versions: list[str]
-    candidates: list[list[str] | None]  # per decision, as its request named them (None: all)
-
-
 def target_experiment(experiment: Experiment, overrides: list[str]) -> Experiment:
     """``experiment`` with ``KEY=VALUE`` overrides, validated like the config file."""
     table: dict[str, Any] = json.loads(json.dumps(experiment.settings))
@@ -152,10 +111,7 @@ def window_start(engine: Engine, experiment: Experiment, since: str | None) -> d
     """``--since`` parsed, or the median decision time of the experiment's model."""
     if since is not None:
         return _timestamp(since)
-    with engine.connect() as conn:
-        return conn.execute(
-            MEDIAN_SQL, {"experiment": experiment.name, "model_id": experiment.model_id}
-        ).scalar()
+    return median_decision_time(engine, experiment)
 
 
 def _timestamp(text: str) -> datetime:
@@ -163,66 +119,6 @@ def _timestamp(text: str) -> datetime:
         return datetime.fromisoformat(text)
     except ValueError:
         raise ConfigError(f"not an ISO 8601 time: {text!r}") from None
-
-
-def read_window(
-    engine: Engine, experiment: Experiment, since: datetime, until: datetime | None
-) -> Window:
-    """Slot-0 impressions with settled rewards of decisions in ``[since, until)``."""
-    params = {
-        "experiment": experiment.name,
-        "model_id": experiment.model_id,
-        "since": since,
-        "until": until,
-    }
-    with engine.connect() as conn:
-        rows = conn.execute(WINDOW_SQL, params).all()
-    dim = experiment.features.dim
-    return Window(
-        features=np.array([r.features for r in rows], dtype=np.float64).reshape(len(rows), dim),
-        arms=[r.arm for r in rows],
-        propensities=np.array([r.propensity for r in rows], dtype=np.float64),
-        estimated=np.array([r.propensity_estimated for r in rows], dtype=bool),
-        rewards=np.array([r.reward for r in rows], dtype=np.float64),
-        config_versions=sorted({r.config_version for r in rows}),
-        candidates=[r.candidates for r in rows],
-    )
-
-
-def target_arms(engine: Engine, experiment: Experiment) -> list[str]:
-    """The arms the target chooses among: the configured ones, or for a dynamic
-    catalogue every arm the experiment's model has shown."""
-    if experiment.arms:
-        return list(experiment.arms)
-    with engine.connect() as conn:
-        params = {"experiment": experiment.name, "model_id": experiment.model_id}
-        return [r.arm for r in conn.execute(LOGGED_ARMS_SQL, params)]
-
-
-def parameters_from_log(engine: Engine, experiment: Experiment, arms: list[str], since: datetime):
-    """The target's ``arms`` learned from every reward of decisions before ``since``.
-
-    Returns the state and the number of rewards replayed.
-    """
-    with engine.connect() as conn:
-        rows = conn.execute(
-            HISTORY_SQL,
-            {"experiment": experiment.name, "model_id": experiment.model_id, "since": since},
-        ).all()
-    index = {arm: i for i, arm in enumerate(arms)}
-    rows = [r for r in rows if r.arm in index]  # arms no longer configured are not the target's
-    rule = experiment.reward
-    state = replay(
-        np.array([r.features for r in rows], dtype=np.float64).reshape(
-            len(rows), experiment.features.dim
-        ),
-        np.array([index[r.arm] for r in rows], dtype=np.intp),
-        np.array([r.reward for r in rows], dtype=np.float64),
-        len(arms),
-        ridge=experiment.ridge,
-        successes=np.array([rescale(r.reward, rule.min, rule.max) for r in rows]),
-    )
-    return state, len(rows)
 
 
 def parameters_live(
