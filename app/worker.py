@@ -163,7 +163,7 @@ class Worker:
                 # Stalled past the lease: another worker owns the stream now. Our
                 # unacknowledged entries are theirs to claim; nothing of ours was saved.
                 log.warning("lost the lease of %s while learning; leaving it", exc)
-                self._abandon_writes()
+                self._abandon_writes(str(exc))
                 self.owned.discard(str(exc))
                 self.learner.forget(str(exc))
             except redis.ResponseError as exc:
@@ -222,17 +222,19 @@ class Worker:
             # learned and left entries pending meanwhile; start over like a new holder
             if held and (experiment not in self.owned or taken == "acquired"):
                 self.stream.ensure_group(experiment)
-                self._abandon_writes()
+                self._abandon_writes(experiment)
                 self.stream.claim_abandoned(experiment, self.consumer)
                 self.learner.forget(experiment)
                 self.owned.add(experiment)
                 self._recovering.add(experiment)
                 log.info("processing stream of %s", experiment)
             elif not held and experiment in self.owned:
+                self._abandon_writes(experiment)
                 self.owned.discard(experiment)
                 self.learner.forget(experiment)
                 log.info("lost the lease of %s", experiment)
         for experiment in self.owned - set(experiments):
+            self._abandon_writes(experiment)
             self.leases.release(experiment)
             self.owned.discard(experiment)
 
@@ -290,14 +292,16 @@ class Worker:
         for experiment in list(self._in_flight):
             self._settle(experiment)
 
-    def _abandon_writes(self) -> None:
+    def _abandon_writes(self, *experiments: str) -> None:
         """After an error: let the writes in flight finish, save and acknowledge nothing.
 
         Their entries stay pending and are read again; what was learned from them
-        in memory is dropped and relearned.
+        in memory is dropped and relearned. Only ``experiments``' writes if named.
         """
-        for experiment, batch in list(self._in_flight.items()):
+        for experiment in experiments or list(self._in_flight):
+            batch = self._in_flight.pop(experiment, None)
+            if batch is None:
+                continue
             batch.write.exception()  # waits; its error, if any, is the one being handled
             self._recovering.add(experiment)
             self.learner.forget(experiment)
-        self._in_flight.clear()

@@ -5,6 +5,7 @@ import time
 
 import numpy as np
 import pytest
+import psycopg2
 import sqlalchemy
 
 from app import create_app, keys
@@ -356,3 +357,33 @@ def test_verify_passes_with_position_weights_and_forgetting(
     checked = verify(redis_client, engine, "jobs")
     assert checked.ok, checked.arms
     assert checked.max_difference == 0.0
+
+
+def test_a_failed_log_write_loses_no_learning_of_the_batch_learned_meanwhile(
+    client, make_worker, redis_client, engine
+):
+    """The worker learns batch N+1 while batch N's COPY runs; if that COPY fails,
+    what it learned from N and N+1 (never saved) must be learned again, not skipped."""
+    worker = make_worker(batch_size=25, max_backoff=0.05)
+    decide_and_reward(client, np.random.default_rng(21), 30)
+    worker.run(until_idle=True)
+    write = worker.event_log.write_encoded
+    calls = []
+
+    def fail_once(batch):
+        calls.append(len(calls))
+        if len(calls) == 1:  # Postgres goes away during the first write from here on
+            raise psycopg2.OperationalError("server closed the connection unexpectedly")
+        write(batch)
+
+    worker.event_log.write_encoded = fail_once
+    decide_and_reward(client, np.random.default_rng(22), 20)  # two batches or more
+    assert redis_client.xlen(keys.stream("jobs")) > 25
+    worker.run(until_idle=True)
+
+    assert len(calls) >= 3  # the failed write, then both batches again
+    assert redis_client.xlen(keys.stream("jobs")) == 0  # everything acknowledged
+    checked = verify(redis_client, engine, "jobs")
+    assert checked.ok, [(a.arm, a.n_log, a.n_live) for a in checked.arms]
+    logged = rows(engine, "SELECT count(*) AS n FROM rewards WHERE kind = 'explicit'")[0]["n"]
+    assert sum(a.n_live for a in checked.arms) == logged  # every logged reward learned
