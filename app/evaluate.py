@@ -2,8 +2,9 @@
 
 Reads one experiment's logged decisions in a window (:mod:`app.evaluation_log`:
 their encoded features and candidates, the arm shown in slot 0 with its logged
-propensity, and its settled reward from the ``impression_rewards`` view), builds the target policy (the experiment's
-config with ``--set`` overrides) and estimates its mean reward per decision
+propensity, and its settled reward from the ``impression_rewards`` view),
+builds the target policy (the experiment's config with ``--set`` overrides)
+and estimates its mean reward per decision
 with :mod:`bandits.ope`: IPS, self-normalised IPS and doubly robust, with
 confidence intervals and the effective sample size.
 

@@ -16,7 +16,7 @@ import redis
 
 from app import keys
 from app.config import Experiment
-from app.lease import LeaseLost
+from app.lease import LeaseLost, fence
 from app.events import ConfigEvent, DecisionEvent, decision_entry, encode_config, learning_carry
 
 GROUP = "workers"
@@ -203,13 +203,9 @@ class EventStream:
         (WATCH on the lease key), not a script: a script's reply of thousands of
         entries costs Redis several times the read itself.
         """
-        owner = keys.owner(experiment)
         with self.redis.pipeline(transaction=True) as pipe:
             try:
-                pipe.watch(owner)
-                if pipe.get(owner) != consumer.encode():
-                    raise LeaseLost(experiment)
-                pipe.multi()
+                fence(pipe, experiment, consumer)
                 pipe.xreadgroup(GROUP, consumer, {keys.stream(experiment): ">"}, count=count)
                 [reply] = pipe.execute()
             except redis.WatchError:  # the lease changed (or expired) while we read

@@ -53,3 +53,18 @@ class Leases:
     def release(self, experiment: str) -> None:
         """Give the lease up if this worker holds it."""
         self._release(keys=[keys.owner(experiment)], args=[self.holder])
+
+
+def fence(pipe: redis.client.Pipeline, experiment: str, holder: str) -> None:
+    """Start ``pipe``'s transaction only while ``holder`` holds the lease of ``experiment``.
+
+    WATCHes the lease key, checks its holder (raising :class:`LeaseLost`
+    otherwise) and calls MULTI; if the lease changes hands or expires before
+    EXEC, ``pipe.execute()`` raises ``redis.WatchError``, which the caller
+    turns into :class:`LeaseLost`.
+    """
+    owner = keys.owner(experiment)
+    pipe.watch(owner)
+    if pipe.get(owner) != holder.encode():
+        raise LeaseLost(experiment)
+    pipe.multi()

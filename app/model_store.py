@@ -19,7 +19,7 @@ import numpy as np
 import redis
 
 from app import keys
-from app.lease import LeaseLost
+from app.lease import LeaseLost, fence
 from bandits import LearningState, arm_prior
 
 SCORING_FIELDS = ("A_inv", "theta", "n", "s", "f", "v")
@@ -135,13 +135,9 @@ class ModelStore:
         lease, and raise :class:`LeaseLost` otherwise: a worker that stalled
         past its lease must not overwrite what the new holder learned since.
         """
-        owner = keys.owner(experiment)
         with self.redis.pipeline(transaction=True) as pipe:
             if holder is not None:
-                pipe.watch(owner)
-                if pipe.get(owner) != holder.encode():
-                    raise LeaseLost(experiment)
-                pipe.multi()
+                fence(pipe, experiment, holder)
             for u in updates:
                 s = u.state
                 fields = {
