@@ -74,7 +74,9 @@ def test_every_column_holds_what_the_event_said(engine):
     assert (first["policy"], first["model_id"], first["config_version"]) == ("lin_ts", "m1", "cv1")
     assert (first["shown_count"], first["propensity_estimated"]) == (2, True)
 
-    impressions = rows(engine, "SELECT * FROM impressions WHERE decision_id = 'exp:0001'")
+    impressions = rows(
+        engine, "SELECT * FROM impressions WHERE decision_id = 'exp:0001' ORDER BY position"
+    )
     assert [(i["arm"], i["position"], i["score"], i["propensity"]) for i in impressions] == [
         ("arm_a", 0, 0.123456789012345, 0.5),
         ("arm-b", 1, -2.5, 0.0005),
