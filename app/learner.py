@@ -15,6 +15,7 @@ import numpy as np
 from app.events import Event, RewardEvent
 from app.model_store import ArmUpdate, ModelStore
 from bandits import LearningState, rescale, update
+from bandits.batch_learning import update_many
 
 
 def learn_reward(
@@ -43,6 +44,25 @@ def learn_reward(
         success=rescale(reward, reward_min, reward_max),
         discount=forgetting,
         ridge=ridge,
+    )
+
+
+def learn_rewards(state: LearningState, arms: list[int], events: list[RewardEvent]) -> None:
+    """Learn many rewards in order, ``events[i]`` into arm ``arms[i]`` of ``state``.
+
+    Bit for bit what :func:`learn_reward` gives one reward at a time (what a
+    rebuild does), only vectorised across arms.
+    """
+    features = np.array([e.features for e in events])
+    weights = np.array([e.weight for e in events])
+    update_many(
+        state,
+        np.array(arms),
+        features * weights[:, None],  # times 1.0 is exact: unweighted features stay as they are
+        np.array([e.reward for e in events]),
+        successes=np.array([rescale(e.reward, e.reward_min, e.reward_max) for e in events]),
+        discounts=np.array([e.forgetting for e in events]),
+        ridges=np.array([e.ridge for e in events]),
     )
 
 
@@ -94,37 +114,47 @@ class Learner:
             self._applied[experiment] = entry_order(self.store.applied_through(experiment))
         applied = self._applied[experiment]
         last_id = None
-        learned = 0
-        pending: dict[tuple[str, str, str], tuple[LearningState, int]] = {}
+        rewards: dict[str, list[RewardEvent]] = {}  # per model, in stream order
         for entry_id, event in entries:
             if entry_order(entry_id) <= applied:
                 continue
             last_id = entry_id
-            if not isinstance(event, RewardEvent) or event.kind == "late":
-                continue
-            key = (experiment, event.model_id, event.arm)
-            state, version = pending.get(key) or self._load(key, event)
-            learn_reward(
-                state,
-                event.features,
-                event.reward,
-                ridge=event.ridge,
-                reward_min=event.reward_min,
-                reward_max=event.reward_max,
-                weight=event.weight,
-                forgetting=event.forgetting,
-            )
-            pending[key] = (state, version + 1)
-            learned += 1
+            if isinstance(event, RewardEvent) and event.kind != "late":
+                rewards.setdefault(event.model_id, []).append(event)
         if last_id is None:
             return None
-        self._arms.update(pending)
+        learned = {}
+        for model_id, events in rewards.items():
+            learned.update(self._learn_model(experiment, model_id, events))
+        self._arms.update(learned)
         self._applied[experiment] = entry_order(last_id)
         updates = [
             ArmUpdate(model_id=m, arm=a, state=state, version=version)
-            for (e, m, a), (state, version) in pending.items()
+            for (_, m, a), (state, version) in learned.items()
         ]
-        return Learned(experiment, updates, last_id, learned)
+        return Learned(experiment, updates, last_id, sum(map(len, rewards.values())))
+
+    def _learn_model(
+        self, experiment: str, model_id: str, events: list[RewardEvent]
+    ) -> dict[tuple[str, str, str], tuple[LearningState, int]]:
+        """Learn one model's rewards on a copy of its arms; the arms' new states and versions."""
+        place: dict[str, int] = {}  # arm -> its row in the stacked copy
+        firsts: list[RewardEvent] = []  # per row: the arm's first reward
+        index = []  # per reward: its arm's row
+        for event in events:
+            row = place.get(event.arm)
+            if row is None:
+                row = place[event.arm] = len(firsts)
+                firsts.append(event)
+            index.append(row)
+        loaded = [self._load((experiment, model_id, e.arm), e) for e in firsts]
+        state = _stacked([arm_state for arm_state, _ in loaded])
+        learn_rewards(state, index, events)
+        counts = np.bincount(index, minlength=len(firsts))
+        return {
+            (experiment, model_id, arm): (_arm(state, row), loaded[row][1] + int(counts[row]))
+            for arm, row in place.items()
+        }
 
     def commit(self, learned: Learned | None) -> int:
         """Save a prepared batch to Redis (fenced on the lease); returns the rewards it learned."""
@@ -142,18 +172,18 @@ class Learner:
     def _load(self, key: tuple[str, str, str], event: RewardEvent) -> tuple[LearningState, int]:
         cached = self._arms.get(key)
         if cached is not None:
-            state, version = cached
-            return _copy(state), version
+            return cached
         return self.store.load_learning(key[0], key[1], key[2], len(event.features), event.ridge)
 
 
-def _copy(state: LearningState) -> LearningState:
-    return LearningState(
-        A_inv=state.A_inv.copy(),
-        theta=state.theta.copy(),
-        n=state.n.copy(),
-        successes=state.successes.copy(),
-        failures=state.failures.copy(),
-        A=state.A.copy(),
-        b=state.b.copy(),
-    )
+FIELDS = ("A_inv", "theta", "n", "successes", "failures", "A", "b")
+
+
+def _stacked(states: list[LearningState]) -> LearningState:
+    """One state of many arms (a copy), in the order given."""
+    return LearningState(**{f: np.concatenate([getattr(s, f) for s in states]) for f in FIELDS})
+
+
+def _arm(state: LearningState, i: int) -> LearningState:
+    """Arm ``i`` of ``state`` as a one-arm state (views)."""
+    return LearningState(**{f: getattr(state, f)[i : i + 1] for f in FIELDS})
