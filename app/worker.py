@@ -12,8 +12,10 @@ The Postgres write of a batch runs on a writer thread while the next batch is
 read, decoded and learned in memory (psycopg2 releases the GIL while Postgres
 works), so the two halves of the work overlap. At most one batch per stream is
 in flight; once its write has committed, what it learned is saved to Redis
-and its entries are acknowledged, in that order. After an error, or on taking
-a lease over, the stream's unacknowledged entries are read again first and
+and its entries are acknowledged, in that order. While a backlog lasts, a
+reader thread reads the batch after the one being learned, so that the main
+thread does not wait for Redis to send it. After an error, or on taking a
+lease over, the stream's unacknowledged entries are read again first and
 whatever was learned but not saved is learned again.
 """
 
@@ -24,7 +26,7 @@ import os
 import socket
 import time
 from dataclasses import dataclass
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Callable
 
 import psycopg2
@@ -81,7 +83,7 @@ class Worker:
         event_log: EventLog,
         config: ConfigSource,
         leases: Leases | None = None,
-        batch_size: int = 2000,
+        batch_size: int = 5000,
         block_ms: int = 100,
         max_backoff: float = 5.0,
         clock: Callable[[], float] = time.time,
@@ -110,6 +112,8 @@ class Worker:
         self.stop_requested = False
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="event-log")
         self._in_flight: dict[str, InFlight] = {}  # per stream: the batch being logged
+        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stream-reader")
+        self._read_ahead: dict[str, Future] = {}  # per stream: the next batch, being read
         self._recovering: set[str] = set()  # streams whose pending entries are read first
         self._last_read: dict[str, bytes] = {}  # per stream: the last entry id read
 
@@ -139,7 +143,7 @@ class Worker:
         while not self.stop_requested:
             try:
                 budget = None if max_events is None else max_events - processed
-                done = self._pass(budget)
+                done = self._pass(budget, read_ahead=max_events is None)
                 backoff = 0.0
                 processed += done
                 if max_events is not None and processed >= max_events:
@@ -177,6 +181,7 @@ class Worker:
                     self.learner.forget(experiment)
                 self.owned.clear()
         self._settle_all()
+        self._drop_read_ahead()
         return processed
 
     def step(self, budget: int | None = None) -> int:
@@ -192,9 +197,15 @@ class Worker:
             raise
         return done
 
-    def _pass(self, budget: int | None) -> int:
-        """``step`` without waiting for the last batch's Postgres write."""
+    def _pass(self, budget: int | None, *, read_ahead: bool = False) -> int:
+        """``step`` without waiting for the last batch's Postgres write.
+
+        With ``read_ahead``, a full batch starts the read of the stream's next
+        one, which the next pass picks up.
+        """
         config = self.config.current()
+        # renewing a lease touches the key that a read ahead WATCHes: let them finish first
+        wait(list(self._read_ahead.values()))
         self._refresh_leases(sorted(config.experiments))
         now_ms = int(self.clock() * 1000)
         done = 0
@@ -204,7 +215,7 @@ class Worker:
             count = self.batch_size if budget is None else min(self.batch_size, budget - done)
             if count <= 0:
                 break
-            done += self._process_batch(experiment, count)
+            done += self._process_batch(experiment, count, read_ahead=read_ahead)
         return done
 
     def release(self) -> None:
@@ -238,11 +249,15 @@ class Worker:
             self.leases.release(experiment)
             self.owned.discard(experiment)
 
-    def _process_batch(self, experiment: str, count: int) -> int:
+    def _process_batch(self, experiment: str, count: int, *, read_ahead: bool = False) -> int:
         entries = self._read(experiment, count)
         if not entries:
             self._settle(experiment)
             return 0
+        if read_ahead and len(entries) == self.batch_size:  # a backlog: more is waiting
+            self._read_ahead[experiment] = self._reader.submit(
+                self.stream.read_new, experiment, self.consumer, self.batch_size
+            )
         events = []
         for entry_id, fields in entries:
             try:
@@ -264,7 +279,16 @@ class Worker:
             if entries:
                 return entries
             self._recovering.discard(experiment)
-        entries = self.stream.read_new(experiment, self.consumer, count)
+        ahead = self._read_ahead.pop(experiment, None)
+        try:
+            if ahead is not None:
+                entries = ahead.result()
+            else:
+                entries = self.stream.read_new(experiment, self.consumer, count)
+        except BaseException:
+            # the entries may have been delivered before the reply was lost: read them again
+            self._recovering.add(experiment)
+            raise
         if entries:
             self._last_read[experiment] = entries[-1][0]
         return entries
@@ -297,7 +321,9 @@ class Worker:
 
         Their entries stay pending and are read again; what was learned from them
         in memory is dropped and relearned. Only ``experiments``' writes if named.
+        Batches being read ahead are dropped too.
         """
+        self._drop_read_ahead(*experiments)
         for experiment in experiments or list(self._in_flight):
             batch = self._in_flight.pop(experiment, None)
             if batch is None:
@@ -305,3 +331,15 @@ class Worker:
             batch.write.exception()  # waits; its error, if any, is the one being handled
             self._recovering.add(experiment)
             self.learner.forget(experiment)
+
+    def _drop_read_ahead(self, *experiments: str) -> None:
+        """Wait for the reads ahead (only ``experiments``' if named) and leave their entries.
+
+        They were delivered to this worker, so they stay pending until the
+        stream's pending entries are read again.
+        """
+        for experiment in experiments or list(self._read_ahead):
+            ahead = self._read_ahead.pop(experiment, None)
+            if ahead is not None:
+                ahead.exception()  # waits; whatever it delivered is read again
+                self._recovering.add(experiment)

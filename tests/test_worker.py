@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import redis
 
 from app import keys
 from app.event_stream import GROUP
@@ -188,3 +189,73 @@ def test_worker_that_lost_its_lease_saves_no_parameters(app, client, worker, red
     with pytest.raises(LeaseLost):
         worker.learner.learn("home_feed", events)
     assert ModelStore(redis_client).versions("home_feed", model_id(app)) == {}
+
+
+def _backlog(client, decisions: int) -> int:
+    """Decisions with a reward for every other one; returns how many rewards."""
+    rewarded = 0
+    for i in range(decisions):
+        decision = choose(client, context={"hour": i % 24}).get_json()
+        if i % 2 == 0:
+            reward(client, decision["decision_id"], decision["arms"][0]["arm"], 1.0)
+            rewarded += 1
+    return rewarded
+
+
+def _assert_processed_once(app, engine, redis_client, decisions: int, rewards: int):
+    assert rows(engine, "SELECT count(*) AS n FROM decisions") == [{"n": decisions}]
+    assert rows(engine, "SELECT count(*) AS n FROM rewards") == [{"n": rewards}]
+    versions = ModelStore(redis_client).versions("home_feed", model_id(app))
+    assert sum(versions.values()) == rewards  # every reward learned once
+    assert redis_client.xpending(keys.stream("home_feed"), GROUP)["pending"] == 0
+
+
+def test_a_backlog_is_read_ahead_batch_by_batch_and_processed_once(
+    app, client, worker, redis_client, engine
+):
+    rewards = _backlog(client, 60)
+    worker.batch_size = 7  # full batches, so each one reads the next ahead
+    worker.run(until_idle=True)
+    _assert_processed_once(app, engine, redis_client, 60, rewards)
+
+
+def test_a_batch_read_ahead_when_the_worker_stopped_is_processed_by_its_next_run(
+    app, client, worker, redis_client, engine
+):
+    rewards = _backlog(client, 40)
+    worker.batch_size = 7
+    prepare = worker.learner.prepare
+
+    def stop_after_this_batch(*args):
+        worker.request_stop()
+        return prepare(*args)
+
+    worker.learner.prepare = stop_after_this_batch
+    worker.run()  # one full batch, so the next one is read ahead; then it stops
+    # the batch read ahead was delivered to this worker and left unprocessed
+    assert redis_client.xpending(keys.stream("home_feed"), GROUP)["pending"] == 7
+    worker.learner.prepare = prepare
+    worker.stop_requested = False
+    worker.run(until_idle=True)
+    _assert_processed_once(app, engine, redis_client, 40, rewards)
+
+
+def test_entries_delivered_by_a_read_whose_reply_was_lost_are_processed_once(
+    app, client, worker, redis_client, engine
+):
+    rewards = _backlog(client, 10)
+    read_new = worker.stream.read_new
+    calls = []
+
+    def reply_lost_once(*args):
+        entries = read_new(*args)  # Redis delivered them to this worker...
+        calls.append(len(entries))
+        if len(calls) == 1:  # ...and the connection dropped before the reply arrived
+            raise redis.ConnectionError("Connection closed by server.")
+        return entries
+
+    worker.stream.read_new = reply_lost_once
+    worker.max_backoff = 0.01
+    worker.run(until_idle=True)
+    assert calls[0] > 0
+    _assert_processed_once(app, engine, redis_client, 10, rewards)
