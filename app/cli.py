@@ -62,7 +62,7 @@ def run_worker(settings: Settings) -> None:
     try:
         worker.run()
     finally:
-        worker.release()
+        worker.close()
 
 
 def run_rebuild(

@@ -185,5 +185,9 @@ def _stacked(states: list[LearningState]) -> LearningState:
 
 
 def _arm(state: LearningState, i: int) -> LearningState:
-    """Arm ``i`` of ``state`` as a one-arm state (views)."""
-    return LearningState(**{f: getattr(state, f)[i : i + 1] for f in FIELDS})
+    """Arm ``i`` of ``state`` as a one-arm state of its own.
+
+    A copy, not a view: a cached view would keep the whole batch's stack alive
+    for as long as any one of its arms goes without a reward.
+    """
+    return LearningState(**{f: getattr(state, f)[i : i + 1].copy() for f in FIELDS})

@@ -225,6 +225,12 @@ class Worker:
             self.leases.release(experiment)
         self.owned.clear()
 
+    def close(self) -> None:
+        """``release``, then stop the writer and reader threads; the worker cannot run again."""
+        self.release()
+        self._writer.shutdown()
+        self._reader.shutdown()
+
     def _refresh_leases(self, experiments: list[str]) -> None:
         for experiment in experiments:
             taken = self.leases.take(experiment)
@@ -250,31 +256,38 @@ class Worker:
             self.owned.discard(experiment)
 
     def _process_batch(self, experiment: str, count: int, *, read_ahead: bool = False) -> int:
-        entries = self._read(experiment, count)
+        entries = self._read(experiment, count, read_ahead=read_ahead)
         if not entries:
             self._settle(experiment)
             return 0
-        if read_ahead and len(entries) == self.batch_size:  # a backlog: more is waiting
-            self._read_ahead[experiment] = self._reader.submit(
-                self.stream.read_new, experiment, self.consumer, self.batch_size
-            )
-        events = []
-        for entry_id, fields in entries:
-            try:
-                events.append((entry_id, decode(experiment, fields)))
-            except (ValueError, KeyError) as exc:
-                # A malformed entry can never succeed; keep it out of the way of the rest.
-                log.error("skipping malformed entry %s of %s: %r", entry_id, experiment, exc)
-        rows = encode(events)
-        learned = self.learner.prepare(experiment, events)
-        self._settle(experiment)  # the batch before: at most one in flight per stream
-        write = self._writer.submit(self.event_log.write_encoded, rows)
+        try:
+            events = []
+            for entry_id, fields in entries:
+                try:
+                    events.append((entry_id, decode(experiment, fields)))
+                except (ValueError, KeyError) as exc:
+                    # A malformed entry can never succeed; keep it out of the way of the rest.
+                    log.error("skipping malformed entry %s of %s: %r", entry_id, experiment, exc)
+            rows = encode(events)
+            learned = self.learner.prepare(experiment, events)
+            self._settle(experiment)  # the batch before: at most one in flight per stream
+            write = self._writer.submit(self.event_log.write_encoded, rows)
+        except BaseException:
+            # this batch was delivered to us and is not in flight: read it again
+            self._recovering.add(experiment)
+            raise
         entry_ids = [entry_id for entry_id, _ in entries]
         self._in_flight[experiment] = InFlight(write, learned, entry_ids)
         return len(entries)
 
-    def _read(self, experiment: str, count: int) -> list:
+    def _read(self, experiment: str, count: int, *, read_ahead: bool) -> list:
+        """The stream's pending entries while it recovers, else new ones.
+
+        With ``read_ahead``, a full batch of new entries starts the read of the next.
+        """
         if experiment in self._recovering:
+            self._drop_read_ahead(experiment)  # what it delivered is pending: read below
+            self._settle(experiment)  # so that the batch in flight is not read again
             entries = self.stream.read(experiment, self.consumer, count, new=False)
             if entries:
                 return entries
@@ -291,6 +304,10 @@ class Worker:
             raise
         if entries:
             self._last_read[experiment] = entries[-1][0]
+        if read_ahead and len(entries) == self.batch_size:  # a backlog: more is waiting
+            self._read_ahead[experiment] = self._reader.submit(
+                self.stream.read_new, experiment, self.consumer, self.batch_size
+            )
         return entries
 
     def _settle(self, experiment: str) -> None:

@@ -97,7 +97,10 @@ def update_many(
 
 def _checked(state, arms, X, rewards, successes, discounts, ridges):
     n_arms, dim = state.theta.shape
-    arms = np.asarray(arms, dtype=np.intp)
+    arms = np.asarray(arms)
+    if arms.size and not np.issubdtype(arms.dtype, np.integer):
+        raise ValueError(f"arms must be integer indices, got {arms.dtype}")
+    arms = arms.astype(np.intp)
     X = np.asarray(X, dtype=np.float64)
     rewards = np.asarray(rewards, dtype=np.float64)
     m = len(arms)

@@ -144,7 +144,7 @@ def clock() -> FakeClock:
 def worker(settings, clock):
     worker = Worker.from_services(build_services(settings), clock=clock, block_ms=10)
     yield worker
-    worker.release()
+    worker.close()
 
 
 def rows(engine, sql: str, **params) -> list[dict]:

@@ -81,6 +81,7 @@ def test_an_empty_batch_changes_nothing():
     "change, message",
     [
         (dict(arms=np.array([0, 3])), "out of range"),
+        (dict(arms=np.array([0.7, 1.9])), "integer"),
         (dict(X=np.array([[1.0, np.nan], [0.0, 1.0]])), "X must be finite"),
         (dict(X=np.zeros((2, 3))), "need arms"),
         (dict(rewards=np.array([1.0, np.inf])), "rewards must be finite"),

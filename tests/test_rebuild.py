@@ -72,7 +72,7 @@ def make_worker(settings, clock):
 
     yield make
     for worker, services in made:
-        worker.release()
+        worker.close()
         services.engine.dispose()
 
 

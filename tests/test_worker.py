@@ -210,6 +210,20 @@ def _assert_processed_once(app, engine, redis_client, decisions: int, rewards: i
     assert redis_client.xpending(keys.stream("home_feed"), GROUP)["pending"] == 0
 
 
+def _stop_after_one_batch(worker):
+    """Run until one full batch is processed (the next one is read ahead), then stop."""
+    prepare = worker.learner.prepare
+
+    def stop_after_this_batch(*args):
+        worker.request_stop()
+        return prepare(*args)
+
+    worker.learner.prepare = stop_after_this_batch
+    worker.run()
+    worker.learner.prepare = prepare
+    worker.stop_requested = False
+
+
 def test_a_backlog_is_read_ahead_batch_by_batch_and_processed_once(
     app, client, worker, redis_client, engine
 ):
@@ -224,18 +238,9 @@ def test_a_batch_read_ahead_when_the_worker_stopped_is_processed_by_its_next_run
 ):
     rewards = _backlog(client, 40)
     worker.batch_size = 7
-    prepare = worker.learner.prepare
-
-    def stop_after_this_batch(*args):
-        worker.request_stop()
-        return prepare(*args)
-
-    worker.learner.prepare = stop_after_this_batch
-    worker.run()  # one full batch, so the next one is read ahead; then it stops
+    _stop_after_one_batch(worker)
     # the batch read ahead was delivered to this worker and left unprocessed
     assert redis_client.xpending(keys.stream("home_feed"), GROUP)["pending"] == 7
-    worker.learner.prepare = prepare
-    worker.stop_requested = False
     worker.run(until_idle=True)
     _assert_processed_once(app, engine, redis_client, 40, rewards)
 
@@ -259,3 +264,44 @@ def test_entries_delivered_by_a_read_whose_reply_was_lost_are_processed_once(
     worker.run(until_idle=True)
     assert calls[0] > 0
     _assert_processed_once(app, engine, redis_client, 10, rewards)
+
+
+def test_recovering_a_stream_with_a_backlog_reads_no_entry_twice(
+    app, client, worker, redis_client, engine
+):
+    rewards = _backlog(client, 10)
+    worker.batch_size = 7
+    _stop_after_one_batch(worker)  # leaves the batch read ahead pending: recovered next run
+    rewards += _backlog(client, 30)  # and a backlog of several batches behind it
+    read = []
+    prepare = worker.learner.prepare
+
+    def record(experiment, events):
+        read.extend(entry_id for entry_id, _ in events if experiment == "home_feed")
+        return prepare(experiment, events)
+
+    worker.learner.prepare = record
+    worker.run(until_idle=True)
+    assert len(read) == len(set(read)), "an entry was read and logged twice"
+    _assert_processed_once(app, engine, redis_client, 40, rewards)
+
+
+def test_a_batch_whose_learning_failed_is_read_again_not_left_pending(
+    app, client, worker, redis_client, engine
+):
+    worker.run(until_idle=True)  # nothing in flight from here on
+    rewards = _backlog(client, 6)
+    prepare = worker.learner.prepare
+    calls = []
+
+    def redis_lost_once(experiment, events):
+        calls.append(experiment)
+        if len(calls) == 1:
+            raise redis.ConnectionError("Connection closed by server.")
+        return prepare(experiment, events)
+
+    worker.learner.prepare = redis_lost_once
+    worker.max_backoff = 0.01
+    worker.run(until_idle=True)
+    assert len(calls) > 1
+    _assert_processed_once(app, engine, redis_client, 6, rewards)
