@@ -3,7 +3,9 @@
 import numpy as np
 import pytest
 
-from bandits import prior, update
+from app.events import RewardEvent
+from app.learner import learn_reward, learn_rewards
+from bandits import LearningState, arm_prior, prior, update
 from bandits.batch_learning import update_many
 
 FIELDS = ("A_inv", "theta", "n", "successes", "failures", "A", "b")
@@ -97,3 +99,48 @@ def test_bad_input_is_rejected_before_anything_changes(change, message):
     with pytest.raises(ValueError, match=message):
         update_many(state, **args)
     _assert_identical(state, prior(3, 2))
+
+
+def test_the_workers_batch_learning_equals_the_rebuilds_one_reward_at_a_time():
+    """learn_rewards (the worker) against learn_reward on one-arm states (banditd rebuild),
+    with position weights, forgetting, reward ranges and ridges varying between rewards."""
+    rng = np.random.default_rng(11)
+    n_arms, dim = 12, 6
+    events, arms = [], []
+    for i in range(500):
+        arm = int(rng.integers(n_arms))
+        low = float(rng.choice([0.0, -1.0]))
+        events.append(
+            RewardEvent(
+                decision_id=f"d{i}",
+                experiment="e",
+                arm=f"a{arm}",
+                reward=float(rng.choice([low, 0.3, 1.0, 4.0])),
+                kind="explicit",
+                received_ms=i,
+                features=np.frombuffer(rng.normal(size=dim).tobytes()),  # read-only, as decoded
+                model_id="m",
+                ridge=float(rng.choice([1.0, 0.5])),
+                reward_min=low,
+                reward_max=float(rng.choice([1.0, 5.0])),
+                weight=float(rng.choice([1.0, 0.5, 0.3])),
+                forgetting=float(rng.choice([1.0, 0.99])),
+            )
+        )
+        arms.append(arm)
+    batched = prior(n_arms, dim)
+    learn_rewards(batched, arms, events)
+    singles = [arm_prior(dim) for _ in range(n_arms)]
+    for arm, e in zip(arms, events):
+        learn_reward(
+            singles[arm],
+            e.features,
+            e.reward,
+            ridge=e.ridge,
+            reward_min=e.reward_min,
+            reward_max=e.reward_max,
+            weight=e.weight,
+            forgetting=e.forgetting,
+        )
+    stacked = LearningState(**{f: np.concatenate([getattr(s, f) for s in singles]) for f in FIELDS})
+    _assert_identical(batched, stacked)
