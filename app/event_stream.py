@@ -160,20 +160,25 @@ class EventStream:
                 raise
 
     def claim_abandoned(self, experiment: str, consumer: str) -> None:
-        """Take over every entry delivered to another consumer and not acknowledged."""
+        """Take over every entry delivered to another consumer and not acknowledged.
+
+        Then remove the other consumers that hold nothing: the names of dead
+        workers, which would otherwise pile up in the group with every restart.
+        """
+        stream = keys.stream(experiment)
         start = "0-0"
         while True:
             # redis-py drops the cursor of a JUSTID reply, so take the entries too
             start, _, _ = self.redis.xautoclaim(
-                keys.stream(experiment),
-                GROUP,
-                consumer,
-                min_idle_time=0,
-                start_id=start,
-                count=1000,
+                stream, GROUP, consumer, min_idle_time=0, start_id=start, count=1000
             )
             if start in (b"0-0", "0-0"):
-                return
+                break
+        for other in self.redis.xinfo_consumers(stream, GROUP):
+            name = other["name"].decode() if isinstance(other["name"], bytes) else other["name"]
+            if name != consumer and other["pending"] == 0:
+                # a consumer that still holds entries (delivered since the claim) keeps them
+                self.redis.xgroup_delconsumer(stream, GROUP, name)
 
     def read(
         self, experiment: str, consumer: str, count: int, *, new: bool, block_ms: int | None = None

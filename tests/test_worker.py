@@ -305,3 +305,20 @@ def test_a_batch_whose_learning_failed_is_read_again_not_left_pending(
     worker.run(until_idle=True)
     assert len(calls) > 1
     _assert_processed_once(app, engine, redis_client, 6, rewards)
+
+
+def test_taking_a_stream_over_removes_the_names_of_dead_workers(
+    client, worker, redis_client, engine
+):
+    stream = keys.stream("home_feed")
+    choose(client, context={"hour": 1})
+    worker.run(until_idle=True)
+    # two workers died: one holding nothing, one with an entry read and not acknowledged
+    redis_client.xgroup_createconsumer(stream, GROUP, "dead-1")
+    choose(client, context={"hour": 2})
+    assert redis_client.xreadgroup(GROUP, "dead-2", {stream: ">"}, count=1)
+    redis_client.delete(keys.owner("home_feed"))  # and this worker's lease lapsed meanwhile
+    worker.run(until_idle=True)  # takes the stream over again
+    names = {c["name"] for c in redis_client.xinfo_consumers(stream, GROUP)}
+    assert names == {worker.consumer.encode()}
+    assert rows(engine, "SELECT count(*) AS n FROM decisions") == [{"n": 2}]  # dead-2's claimed
