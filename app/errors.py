@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import time
+from typing import Callable
 
 import orjson
 import redis
@@ -39,6 +41,33 @@ def error_response(
     )
 
 
+REDIS_DOWN_LOG_SECONDS = 10.0  # while Redis is down, one log line per process this often
+
+
+class ThrottledLog:
+    """Logs a repeating error at most once per ``seconds``, counting the ones it held back.
+
+    A Redis outage fails every request; one line per 503 would flood the log.
+    """
+
+    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.seconds = seconds
+        self.clock = clock
+        self._next = float("-inf")
+        self._held_back = 0
+
+    def error(self, message: str, *args) -> None:
+        """Log ``message % args`` unless one was logged less than ``seconds`` ago."""
+        now = self.clock()
+        if now < self._next:
+            self._held_back += 1
+            return
+        if self._held_back:
+            message += f" ({self._held_back} more like it since the last one)"
+        log.error(message, *args)
+        self._next, self._held_back = now + self.seconds, 0
+
+
 def _code_of(exc: HTTPException) -> str:
     return (exc.name or "error").lower().replace(" ", "_").replace("'", "")
 
@@ -61,10 +90,12 @@ def register(app: Flask) -> None:
             response.headers["Allow"] = ", ".join(exc.valid_methods)
         return response
 
+    outage_log = ThrottledLog(REDIS_DOWN_LOG_SECONDS)
+
     @app.errorhandler(redis.ConnectionError)
     @app.errorhandler(redis.TimeoutError)
     def redis_down(exc: Exception) -> Response:
-        log.error("redis unavailable: %s", exc)
+        outage_log.error("redis unavailable: %s", exc)
         return error_response(
             503,
             "storage_unavailable",

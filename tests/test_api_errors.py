@@ -217,6 +217,34 @@ def test_redis_down_returns_503_json(settings):
     assert down.get("/readyz").status_code == 503
 
 
+def test_an_outage_is_logged_once_per_interval_not_once_per_request(settings, caplog):
+    from dataclasses import replace
+
+    from app import create_app
+
+    down = create_app(replace(settings, redis_url="redis://127.0.0.1:1/0")).test_client()
+    with caplog.at_level("ERROR", logger="app.errors"):
+        for _ in range(5):
+            error_of(choose(down, context={}), 503, "storage_unavailable")
+    assert [r.getMessage().startswith("redis unavailable") for r in caplog.records] == [True]
+
+
+def test_a_throttled_log_says_how_many_lines_it_held_back(caplog):
+    from app.errors import ThrottledLog
+
+    now = [0.0]
+    throttled = ThrottledLog(10.0, clock=lambda: now[0])
+    with caplog.at_level("ERROR", logger="app.errors"):
+        for t in (0.0, 1.0, 2.0, 9.9, 10.0, 25.0):
+            now[0] = t
+            throttled.error("down: %s", "x")
+    assert [r.getMessage() for r in caplog.records] == [
+        "down: x",
+        "down: x (3 more like it since the last one)",
+        "down: x",
+    ]
+
+
 # Limits: each is read from the published OpenAPI document, so these tests pin the
 # document and the behaviour together.
 
