@@ -1,4 +1,4 @@
-"""The ``banditd`` console command: migrate, worker, rebuild, simulate, evaluate."""
+"""The ``banditd`` console command: migrate, worker, rebuild, simulate, evaluate, deadletters."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import signal
 import sys
 from pathlib import Path
 
-from app import evaluate, simulate
+from app import deadletters_cli, evaluate, simulate
 from app.config import ConfigError
 from app.settings import Settings
 
@@ -114,6 +114,12 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.add_arguments(
         commands.add_parser("evaluate", help="off-policy evaluation of another config from the log")
     )
+    deadletters_cli.add_arguments(
+        commands.add_parser(
+            "deadletters",
+            help="list, replay or drop the stream entries the worker could not process",
+        )
+    )
     rebuild = commands.add_parser(
         "rebuild",
         help="recompute an experiment's arm parameters from the Postgres log",
@@ -149,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
             return simulate.run(args, settings)
         elif args.command == "evaluate":
             return evaluate.run(args, settings)
+        elif args.command == "deadletters":
+            return deadletters_cli.run(args, settings)
         elif args.command == "rebuild":
             return run_rebuild(
                 settings,

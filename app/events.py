@@ -11,6 +11,7 @@ know the field names.
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -161,7 +162,7 @@ def decode(experiment: str, fields: dict[bytes, bytes]) -> Event:
         )
     if kind == b"reward":
         c = _carry(fields[b"c"])
-        return RewardEvent(
+        event = RewardEvent(
             decision_id=fields[b"id"].decode(),
             experiment=experiment,
             arm=fields[b"arm"].decode(),
@@ -176,6 +177,8 @@ def decode(experiment: str, fields: dict[bytes, bytes]) -> Event:
             weight=float(c["w"][int(fields[b"slot"])]),
             forgetting=float(c["g"]),
         )
+        _check_learnable(event)
+        return event
     if kind == b"config":
         return ConfigEvent(
             experiment=experiment,
@@ -184,3 +187,15 @@ def decode(experiment: str, fields: dict[bytes, bytes]) -> Event:
             seen_ms=int(fields[b"ts"]),
         )
     raise ValueError(f"unknown event type {kind!r}")
+
+
+REWARD_KINDS = frozenset({"explicit", "default", "late"})
+
+
+def _check_learnable(event: RewardEvent) -> None:
+    """ValueError if learning from ``event`` would corrupt the model instead of failing."""
+    if event.kind not in REWARD_KINDS:
+        raise ValueError(f"unknown reward kind {event.kind!r}")
+    numbers = (event.reward, event.ridge, event.weight, event.forgetting)
+    if not all(math.isfinite(v) for v in numbers) or not np.isfinite(event.features).all():
+        raise ValueError("a reward, feature or learning setting is not a finite number")

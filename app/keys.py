@@ -54,3 +54,26 @@ def generation(experiment: str) -> str:
 def owner(experiment: str) -> str:
     """Lease naming the worker that processes the experiment's stream."""
     return f"bd:{{{experiment}}}:owner"
+
+
+def deadletters(experiment: str) -> str:
+    """Stream of the entries the worker could not decode, learn or log, with their errors."""
+    return f"bd:{{{experiment}}}:deadletters"
+
+
+def deadlettered(experiment: str) -> str:
+    """Counter of every entry ever moved to the dead letters (replays and drops do not lower it)."""
+    return f"bd:{{{experiment}}}:deadlettered"
+
+
+def dead_decisions(experiment: str) -> str:
+    """Sorted set of dead-lettered decision ids, scored by when their rewards can no longer come.
+
+    A reward of such a decision is dead-lettered too: the log cannot replay it without its decision.
+    """
+    return f"bd:{{{experiment}}}:dead_decisions"
+
+
+def experiments() -> str:
+    """Set of every experiment whose stream a worker has processed (to find retired ones)."""
+    return "bd:experiments"

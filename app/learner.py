@@ -84,6 +84,17 @@ class Learned:
     rewards: int
 
 
+def merged(parts: list[Learned | None]) -> Learned | None:
+    """Batches prepared one after the other, as one (the later state of an arm wins)."""
+    parts = [p for p in parts if p is not None]
+    if not parts:
+        return None
+    updates = {(u.model_id, u.arm): u for p in parts for u in p.updates}
+    return Learned(
+        parts[0].experiment, list(updates.values()), parts[-1].last_id, sum(p.rewards for p in parts)
+    )
+
+
 class Learner:
     """In-memory arm states of the experiments one worker owns."""
 

@@ -17,6 +17,11 @@ reader thread reads the batch after the one being learned, so that the main
 thread does not wait for Redis to send it. After an error, or on taking a
 lease over, the stream's unacknowledged entries are read again first and
 whatever was learned but not saved is learned again.
+
+Entries read again are handled one by one (app/quarantine.py), and so is a
+batch in which something failed for a reason of its own (app/poison.py): an
+entry that cannot be decoded, learned from or logged is moved to the
+experiment's dead letters (app/deadletters.py) and the rest flows on.
 """
 
 from __future__ import annotations
@@ -34,12 +39,15 @@ import redis
 import sqlalchemy.exc
 
 from app.config_source import ConfigSource
+from app.deadletters import DeadLetters
 from app.event_log import EventLog, encode
 from app.event_stream import EventStream
-from app.events import decode
+from app.events import RewardEvent, decode
 from app.learner import Learned, Learner
 from app.lease import LeaseLost, Leases
 from app.model_store import ModelStore
+from app.poison import PoisonedBatch, is_poison
+from app.quarantine import sort_batch
 from app.services import Services
 from app.snapshots import Snapshotter
 
@@ -96,6 +104,8 @@ class Worker:
         self.consumer = f"{socket.gethostname()}-{os.getpid()}"
         self.leases = leases or Leases(stream.redis, self.consumer)
         self.learner = Learner(store, holder=self.consumer)
+        self.deadletters = DeadLetters(stream.redis)
+        self._dead: dict[str, set[str]] = {}  # per stream: dead-lettered decisions (see deadletters)
         # model snapshots in Postgres bound the replay of `banditd rebuild`
         self.snapshots = Snapshotter(
             store.redis,
@@ -151,6 +161,8 @@ class Worker:
                     break
                 if done == 0:
                     self._settle_all()
+                    if self._recovering & self.owned:
+                        continue  # a batch to read again: not idle
                     if until_idle:
                         break
                     if self.owned:
@@ -192,6 +204,9 @@ class Worker:
         try:
             done = self._pass(budget)
             self._settle_all()
+            if self._recovering & self.owned:  # a batch proved poisoned: sort it out now
+                done += self._pass(budget)
+                self._settle_all()
         except BaseException:
             self._abandon_writes()
             raise
@@ -215,7 +230,12 @@ class Worker:
             count = self.batch_size if budget is None else min(self.batch_size, budget - done)
             if count <= 0:
                 break
-            done += self._process_batch(experiment, count, read_ahead=read_ahead)
+            try:
+                done += self._process_batch(experiment, count, read_ahead=read_ahead)
+            except PoisonedBatch as exc:
+                log.warning("%s; reading the batch again entry by entry", exc)
+                self._abandon_writes(experiment)
+                done += self._process_batch(experiment, count)
         return done
 
     def release(self) -> None:
@@ -242,6 +262,7 @@ class Worker:
                 self._abandon_writes(experiment)
                 self.stream.claim_abandoned(experiment, self.consumer)
                 self.learner.forget(experiment)
+                self._dead.pop(experiment, None)
                 self.owned.add(experiment)
                 self._recovering.add(experiment)
                 log.info("processing stream of %s", experiment)
@@ -260,16 +281,18 @@ class Worker:
         if not entries:
             self._settle(experiment)
             return 0
+        if experiment in self._recovering:  # read again: handle it entry by entry
+            return self._sort_out(experiment, entries)
         try:
-            events = []
-            for entry_id, fields in entries:
-                try:
-                    events.append((entry_id, decode(experiment, fields)))
-                except (ValueError, KeyError) as exc:
-                    # A malformed entry can never succeed; keep it out of the way of the rest.
-                    log.error("skipping malformed entry %s of %s: %r", entry_id, experiment, exc)
-            rows = encode(events)
-            learned = self.learner.prepare(experiment, events)
+            try:
+                events = [(entry_id, decode(experiment, fields)) for entry_id, fields in entries]
+                self._check_decisions_alive(experiment, events)
+                rows = encode(events)
+                learned = self.learner.prepare(experiment, events)
+            except Exception as exc:
+                if is_poison(exc):
+                    raise PoisonedBatch(experiment, exc) from exc
+                raise
             self._settle(experiment)  # the batch before: at most one in flight per stream
             write = self._writer.submit(self.event_log.write_encoded, rows)
         except BaseException:
@@ -320,7 +343,12 @@ class Worker:
         if batch is None:
             return
         try:
-            batch.write.result()
+            try:
+                batch.write.result()
+            except Exception as exc:
+                if is_poison(exc):
+                    raise PoisonedBatch(experiment, exc) from exc
+                raise
             learned = self.learner.commit(batch.learned)
         except BaseException:
             self._recovering.add(experiment)
@@ -331,7 +359,51 @@ class Worker:
 
     def _settle_all(self) -> None:
         for experiment in list(self._in_flight):
-            self._settle(experiment)
+            try:
+                self._settle(experiment)
+            except PoisonedBatch as exc:
+                log.warning("%s; reading the batch again entry by entry", exc)
+                self._abandon_writes(experiment)
+
+    def _sort_out(self, experiment: str, entries: list) -> int:
+        """Handle entries read again one by one: log and learn the good, dead-letter the rest."""
+        dead = self._dead_of(experiment)
+        batch = sort_batch(
+            experiment, entries, event_log=self.event_log, learner=self.learner, dead_decisions=dead
+        )
+        learned = self.learner.commit(batch.learned)
+        if batch.poisoned:
+            self.deadletters.move(experiment, batch.poisoned, int(self.clock() * 1000))
+            for p in batch.poisoned:
+                log.error(
+                    "moved entry %s of %s to its dead letters (%s): %s",
+                    p.entry_id.decode(), experiment, p.stage, p.error,
+                )
+        if batch.revived:
+            self.deadletters.revive(experiment, batch.revived)
+        dead -= batch.revived
+        dead |= {p.decision_id for p in batch.poisoned if p.decision_id}
+        self.stream.ack(experiment, batch.good_ids)
+        self.snapshots.after_learning(experiment, learned)
+        return len(entries)
+
+    def _dead_of(self, experiment: str) -> set[str]:
+        """The stream's dead-lettered decisions whose rewards may still come."""
+        dead = self._dead.get(experiment)
+        if dead is None:
+            now_ms = int(self.clock() * 1000)
+            dead = self._dead[experiment] = self.deadletters.dead_decisions(experiment, now_ms)
+        return dead
+
+    def _check_decisions_alive(self, experiment: str, events: list) -> None:
+        """Raise PoisonedBatch if an event names a dead-lettered decision (sort_batch handles it)."""
+        dead = self._dead_of(experiment)
+        if not dead:
+            return
+        for _, event in events:
+            if getattr(event, "decision_id", None) in dead:
+                kind = "reward" if isinstance(event, RewardEvent) else "replayed decision"
+                raise PoisonedBatch(experiment, ValueError(f"a {kind} of {event.decision_id}"))
 
     def _abandon_writes(self, *experiments: str) -> None:
         """After an error: let the writes in flight finish, save and acknowledge nothing.

@@ -1,0 +1,71 @@
+"""Tell a poisoned entry from a passing fault, and find the poisoned ones in a batch.
+
+A storage outage, a lost lease or a full Redis passes: the worker retries the
+batch. An entry that fails to decode, to learn from or to log for a reason of
+its own (a character Postgres cannot store, a malformed field, features that
+do not fit the model) fails the same way forever: it is poisoned.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence, TypeVar
+
+import psycopg2
+import redis
+import sqlalchemy.exc
+
+from app.lease import LeaseLost
+
+T = TypeVar("T")
+
+# Postgres refuses the data itself: a bad character, a number or time out of range, a
+# constraint. Anything else from Postgres (an outage, a missing table) is not the entry's fault.
+_REFUSED_BY_POSTGRES = (
+    psycopg2.DataError,
+    psycopg2.IntegrityError,
+    sqlalchemy.exc.DataError,
+    sqlalchemy.exc.IntegrityError,
+)
+_NEVER_POISON = (
+    redis.RedisError,
+    psycopg2.Error,
+    sqlalchemy.exc.SQLAlchemyError,
+    LeaseLost,
+    MemoryError,
+)
+
+
+def is_poison(exc: BaseException) -> bool:
+    """Whether ``exc`` says the data is bad (retrying cannot help), not the storage."""
+    if isinstance(exc, _REFUSED_BY_POSTGRES):
+        return True
+    return isinstance(exc, Exception) and not isinstance(exc, _NEVER_POISON)
+
+
+class PoisonedBatch(Exception):
+    """A batch of an experiment's stream holds a poisoned entry; read it again entry by entry."""
+
+    def __init__(self, experiment: str, cause: BaseException) -> None:
+        super().__init__(f"{experiment}: {type(cause).__name__}: {cause}")
+        self.experiment = experiment
+
+
+def isolate(items: Sequence[T], attempt: Callable[[Sequence[T]], object]) -> list[tuple[T, str]]:
+    """Run ``attempt`` over ``items``, halving on poison until each failure stands alone.
+
+    ``attempt`` sees the items in order, each exactly once in a part that succeeds.
+    Returns the items that fail on their own, with their errors; a fault that is
+    not poison is raised.
+    """
+    if not items:
+        return []
+    try:
+        attempt(items)
+        return []
+    except Exception as exc:
+        if not is_poison(exc):
+            raise
+        if len(items) == 1:
+            return [(items[0], f"{type(exc).__name__}: {exc}".strip())]
+    middle = len(items) // 2
+    return isolate(items[:middle], attempt) + isolate(items[middle:], attempt)
