@@ -102,17 +102,31 @@ class Config:
 
 def load_config(path: str) -> Config:
     """Read and validate the experiments file at ``path``."""
+    return read_config(path)[0]
+
+
+def read_config(path: str) -> tuple[Config, str]:
+    """Read and validate the experiments file at ``path``; the config and the file's text."""
     try:
         with open(path, "rb") as f:
-            raw = tomllib.load(f)
+            text = f.read().decode()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8: {exc}") from exc
+    return config_from_text(text, path), text
+
+
+def config_from_text(text: str, source: str) -> Config:
+    """Parse and validate the text of an experiments file; ``source`` names it in errors."""
+    try:
+        raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from exc
     try:
         return parse_config(raw)
     except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from exc
+        raise ConfigError(f"{source}: {exc}") from exc
 
 
 def parse_config(raw: Mapping[str, Any]) -> Config:

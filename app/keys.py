@@ -77,3 +77,8 @@ def dead_decisions(experiment: str) -> str:
 def experiments() -> str:
     """Set of every experiment whose stream a worker has processed (to find retired ones)."""
     return "bd:experiments"
+
+
+def last_good_config() -> str:
+    """Hash holding the text of the last experiments file a process accepted."""
+    return "bd:config:last_good"

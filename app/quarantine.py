@@ -13,16 +13,20 @@ only with its decision, so that the log replays to the live model.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+from typing import Callable
 
 import orjson
 
-from app.deadletters import Poisoned
+from app.deadletters import DeadLetters, Poisoned
 from app.event_log import EventLog
 from app.event_stream import Entry
 from app.events import DecisionEvent, Event, RewardEvent, decode
 from app.learner import Learned, Learner, merged
-from app.poison import is_poison, isolate
+from app.poison import PoisonedBatch, is_poison, isolate
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -116,3 +120,69 @@ def _decision_id(fields: dict[bytes, bytes]) -> str | None:
     except Exception:
         return None
     return decision_id if isinstance(decision_id, str) else None
+
+
+class Quarantine:
+    """A worker's dead letters: sorts batches read again, and remembers dead decisions."""
+
+    def __init__(
+        self,
+        deadletters: DeadLetters,
+        event_log: EventLog,
+        learner: Learner,
+        clock: Callable[[], float],
+    ) -> None:
+        self.deadletters = deadletters
+        self.event_log = event_log
+        self.learner = learner
+        self.clock = clock
+        self._dead: dict[str, set[str]] = {}  # per stream: dead-lettered decisions
+
+    def forget(self, experiment: str) -> None:
+        """Drop what is cached of ``experiment`` (on taking its stream over)."""
+        self._dead.pop(experiment, None)
+
+    def check(self, experiment: str, events: list[tuple[bytes, Event]]) -> None:
+        """Raise PoisonedBatch if an event names a dead-lettered decision (``sort`` handles it)."""
+        dead = self._dead_of(experiment)
+        if not dead:
+            return
+        for _, event in events:
+            if getattr(event, "decision_id", None) in dead:
+                kind = "reward" if isinstance(event, RewardEvent) else "replayed decision"
+                raise PoisonedBatch(experiment, ValueError(f"a {kind} of {event.decision_id}"))
+
+    def sort(self, experiment: str, entries: list[Entry]) -> Sorted:
+        """``sort_batch`` with what this worker knows of the stream's dead decisions."""
+        return sort_batch(
+            experiment,
+            entries,
+            event_log=self.event_log,
+            learner=self.learner,
+            dead_decisions=self._dead_of(experiment),
+        )
+
+    def set_aside(self, experiment: str, batch: Sorted) -> None:
+        """Dead-letter a sorted batch's poisoned entries (acknowledging them) and log each."""
+        dead = self._dead_of(experiment)
+        if batch.poisoned:
+            self.deadletters.move(experiment, batch.poisoned, int(self.clock() * 1000))
+            for p in batch.poisoned:
+                log.error(
+                    "moved entry %s of %s to its dead letters (%s): %s",
+                    p.entry_id.decode(),
+                    experiment,
+                    p.stage,
+                    p.error,
+                )
+        if batch.revived:
+            self.deadletters.revive(experiment, batch.revived)
+        dead -= batch.revived
+        dead |= {p.decision_id for p in batch.poisoned if p.decision_id}
+
+    def _dead_of(self, experiment: str) -> set[str]:
+        dead = self._dead.get(experiment)
+        if dead is None:
+            now_ms = int(self.clock() * 1000)
+            dead = self._dead[experiment] = self.deadletters.dead_decisions(experiment, now_ms)
+        return dead

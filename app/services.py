@@ -11,6 +11,7 @@ from sqlalchemy.engine import Engine
 from app.config_source import ConfigSource
 from app.event_log import EventLog
 from app.event_stream import EventStream
+from app.last_good_config import LastGoodConfig
 from app.model_store import ModelStore
 from app.settings import Settings
 
@@ -62,7 +63,11 @@ def build_services(settings: Settings) -> Services:
         settings=settings,
         redis=client,
         engine=engine,
-        config=ConfigSource(settings.config_path, check_seconds=settings.config_check_seconds),
+        config=ConfigSource(
+            settings.config_path,
+            check_seconds=settings.config_check_seconds,
+            last_good=LastGoodConfig(client),
+        ),
         stream=EventStream(client),
         store=ModelStore(client),
         event_log=EventLog(engine),

@@ -122,6 +122,9 @@ class Settings:
         The worker copies an experiment's model into Postgres after this many
         learned rewards (``BANDITD_SNAPSHOT_EVERY``), or this long after the
         last copy if it learned anything (``BANDITD_SNAPSHOT_SECONDS``).
+    ready_max_lag_seconds:
+        ``/readyz`` says ``degraded`` once an experiment's oldest entry not yet
+        learned is older than this (``BANDITD_READY_MAX_LAG_SECONDS``).
     """
 
     config_path: str = DEFAULT_CONFIG_PATH
@@ -133,6 +136,7 @@ class Settings:
     model_refresh_seconds: float = 0.05
     snapshot_every: int = 50_000
     snapshot_seconds: float = 300.0
+    ready_max_lag_seconds: float = 30.0
 
     def __post_init__(self) -> None:
         self.parsed_api_keys()  # a malformed BANDITD_API_KEYS stops the process at start
@@ -157,4 +161,5 @@ class Settings:
             model_refresh_seconds=float(env.get("BANDITD_MODEL_REFRESH_SECONDS", "0.05")),
             snapshot_every=int(env.get("BANDITD_SNAPSHOT_EVERY", "50000")),
             snapshot_seconds=float(env.get("BANDITD_SNAPSHOT_SECONDS", "300")),
+            ready_max_lag_seconds=float(env.get("BANDITD_READY_MAX_LAG_SECONDS", "30")),
         )

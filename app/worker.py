@@ -42,12 +42,13 @@ from app.config_source import ConfigSource
 from app.deadletters import DeadLetters
 from app.event_log import EventLog, encode
 from app.event_stream import EventStream
-from app.events import RewardEvent, decode
+from app.events import decode
 from app.learner import Learned, Learner
 from app.lease import LeaseLost, Leases
 from app.model_store import ModelStore
 from app.poison import PoisonedBatch, is_poison
-from app.quarantine import sort_batch
+from app.quarantine import Quarantine
+from app.retired_streams import RetiredStreams
 from app.services import Services
 from app.snapshots import Snapshotter
 
@@ -104,8 +105,8 @@ class Worker:
         self.consumer = f"{socket.gethostname()}-{os.getpid()}"
         self.leases = leases or Leases(stream.redis, self.consumer)
         self.learner = Learner(store, holder=self.consumer)
-        self.deadletters = DeadLetters(stream.redis)
-        self._dead: dict[str, set[str]] = {}  # per stream: dead-lettered decisions (see deadletters)
+        self.quarantine = Quarantine(DeadLetters(stream.redis), event_log, self.learner, clock)
+        self.retired = RetiredStreams(stream.redis, check_seconds=min(1.0, block_ms / 100))
         # model snapshots in Postgres bound the replay of `banditd rebuild`
         self.snapshots = Snapshotter(
             store.redis,
@@ -221,11 +222,13 @@ class Worker:
         config = self.config.current()
         # renewing a lease touches the key that a read ahead WATCHes: let them finish first
         wait(list(self._read_ahead.values()))
-        self._refresh_leases(sorted(config.experiments))
+        removed = self.retired.with_work(config.experiments)
+        self._refresh_leases(sorted(config.experiments) + removed)
         now_ms = int(self.clock() * 1000)
         done = 0
         for experiment in sorted(self.owned):
-            self.stream.announce_config(config.experiments[experiment], now_ms)
+            if experiment in config.experiments:
+                self.stream.announce_config(config.experiments[experiment], now_ms)
             self.stream.close_windows(experiment, now_ms)
             count = self.batch_size if budget is None else min(self.batch_size, budget - done)
             if count <= 0:
@@ -262,7 +265,8 @@ class Worker:
                 self._abandon_writes(experiment)
                 self.stream.claim_abandoned(experiment, self.consumer)
                 self.learner.forget(experiment)
-                self._dead.pop(experiment, None)
+                self.quarantine.forget(experiment)
+                self.retired.register(experiment)
                 self.owned.add(experiment)
                 self._recovering.add(experiment)
                 log.info("processing stream of %s", experiment)
@@ -275,6 +279,7 @@ class Worker:
             self._abandon_writes(experiment)
             self.leases.release(experiment)
             self.owned.discard(experiment)
+            log.info("let %s go: not in the config, its stream and reward windows drained", experiment)
 
     def _process_batch(self, experiment: str, count: int, *, read_ahead: bool = False) -> int:
         entries = self._read(experiment, count, read_ahead=read_ahead)
@@ -286,7 +291,7 @@ class Worker:
         try:
             try:
                 events = [(entry_id, decode(experiment, fields)) for entry_id, fields in entries]
-                self._check_decisions_alive(experiment, events)
+                self.quarantine.check(experiment, events)
                 rows = encode(events)
                 learned = self.learner.prepare(experiment, events)
             except Exception as exc:
@@ -367,43 +372,12 @@ class Worker:
 
     def _sort_out(self, experiment: str, entries: list) -> int:
         """Handle entries read again one by one: log and learn the good, dead-letter the rest."""
-        dead = self._dead_of(experiment)
-        batch = sort_batch(
-            experiment, entries, event_log=self.event_log, learner=self.learner, dead_decisions=dead
-        )
+        batch = self.quarantine.sort(experiment, entries)
         learned = self.learner.commit(batch.learned)
-        if batch.poisoned:
-            self.deadletters.move(experiment, batch.poisoned, int(self.clock() * 1000))
-            for p in batch.poisoned:
-                log.error(
-                    "moved entry %s of %s to its dead letters (%s): %s",
-                    p.entry_id.decode(), experiment, p.stage, p.error,
-                )
-        if batch.revived:
-            self.deadletters.revive(experiment, batch.revived)
-        dead -= batch.revived
-        dead |= {p.decision_id for p in batch.poisoned if p.decision_id}
+        self.quarantine.set_aside(experiment, batch)
         self.stream.ack(experiment, batch.good_ids)
         self.snapshots.after_learning(experiment, learned)
         return len(entries)
-
-    def _dead_of(self, experiment: str) -> set[str]:
-        """The stream's dead-lettered decisions whose rewards may still come."""
-        dead = self._dead.get(experiment)
-        if dead is None:
-            now_ms = int(self.clock() * 1000)
-            dead = self._dead[experiment] = self.deadletters.dead_decisions(experiment, now_ms)
-        return dead
-
-    def _check_decisions_alive(self, experiment: str, events: list) -> None:
-        """Raise PoisonedBatch if an event names a dead-lettered decision (sort_batch handles it)."""
-        dead = self._dead_of(experiment)
-        if not dead:
-            return
-        for _, event in events:
-            if getattr(event, "decision_id", None) in dead:
-                kind = "reward" if isinstance(event, RewardEvent) else "replayed decision"
-                raise PoisonedBatch(experiment, ValueError(f"a {kind} of {event.decision_id}"))
 
     def _abandon_writes(self, *experiments: str) -> None:
         """After an error: let the writes in flight finish, save and acknowledge nothing.

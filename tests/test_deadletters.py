@@ -207,8 +207,10 @@ def test_poison_in_the_middle_of_a_load_loses_and_duplicates_nothing(
     worker.request_stop()
     runner.join(timeout=30)
     assert not runner.is_alive()
-    worker.run(until_idle=True)  # whatever was appended after its last pass
-    worker.close()
+    worker.close()  # gives its lease up: the next worker takes what it left
+    successor = Worker.from_services(services, clock=clock, block_ms=5)
+    successor.run(until_idle=True)
+    successor.close()
     services.engine.dispose()
 
     assert_logged_exactly(engine, decisions, rewards)

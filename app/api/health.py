@@ -5,6 +5,7 @@ import sqlalchemy.exc
 from flask import Blueprint, Response, current_app
 
 from app.api.responses import json_response
+from app.readiness import stream_problems
 
 bp = Blueprint("health", __name__)
 
@@ -17,17 +18,27 @@ def healthz() -> Response:
 
 @bp.get("/readyz")
 def readyz() -> Response:
-    """Whether Redis and Postgres answer, and whether the config file is good.
+    """Whether Redis and Postgres answer, the config file is good, and workers keep up.
 
     Without Redis nothing can be served (503). Without Postgres decisions and
-    rewards still queue up in Redis, so the service is ``degraded`` but ready.
+    rewards still queue up in Redis, so the service is ``degraded`` but ready;
+    so it is while the file is broken (the last good config serves), and while
+    an experiment's stream has no live worker or lags behind.
     """
     services = current_app.extensions["banditd"]
-    checks = {"redis": "ok", "postgres": "ok", "config": "ok"}
+    checks = {"redis": "ok", "postgres": "ok", "config": "ok", "workers": "ok"}
     try:
         services.redis.ping()
+        problems = stream_problems(
+            services.redis,
+            services.config.current().experiments,
+            services.settings.ready_max_lag_seconds,
+        )
+        if problems:
+            checks["workers"] = "; ".join(problems)
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         checks["redis"] = f"unavailable: {exc}"
+        checks["workers"] = "unknown"
     try:
         services.event_log.ping()
     except sqlalchemy.exc.SQLAlchemyError as exc:
