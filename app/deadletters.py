@@ -64,7 +64,7 @@ class DeadLetters:
         )
 
     def move(self, experiment: str, poisoned: list[Poisoned], now_ms: int) -> int:
-        """Dead-letter ``poisoned`` (in stream order) and acknowledge them; returns how many are new."""
+        """Dead-letter ``poisoned`` (in stream order), acking them; returns how many are new."""
         if not poisoned:
             return 0
         expiries = self._decision_expiries(experiment, poisoned, now_ms)
@@ -99,7 +99,9 @@ class DeadLetters:
         for decision_id in decisions:
             pipe.pttl(keys.decision(experiment, decision_id))
         ttls = pipe.execute()
-        return {d: now_ms + max(int(t), 0) + DEAD_DECISION_MARGIN_MS for d, t in zip(decisions, ttls)}
+        return {
+            d: now_ms + max(int(t), 0) + DEAD_DECISION_MARGIN_MS for d, t in zip(decisions, ttls)
+        }
 
     def dead_decisions(self, experiment: str, now_ms: int) -> set[str]:
         """The dead-lettered decisions whose rewards may still come (older ones are pruned)."""
@@ -118,7 +120,9 @@ class DeadLetters:
 
     def list(self, experiment: str, count: int | None = None) -> list[DeadLetter]:
         """The experiment's dead letters, oldest first (at most ``count``)."""
-        return [_dead_letter(e) for e in self.redis.xrange(keys.deadletters(experiment), count=count)]
+        return [
+            _dead_letter(e) for e in self.redis.xrange(keys.deadletters(experiment), count=count)
+        ]
 
     def count(self, experiment: str) -> int:
         """How many dead letters the experiment holds now."""

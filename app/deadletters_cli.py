@@ -67,7 +67,8 @@ def _when(at_ms: int) -> str:
 
 
 def _line(letter: DeadLetter) -> str:
-    return f"{letter.entry_id}  {_when(letter.at_ms)}  {letter.stage:8}  {letter.summary()}: {letter.error}"
+    when, what = _when(letter.at_ms), letter.summary()
+    return f"{letter.entry_id}  {when}  {letter.stage:8}  {what}: {letter.error}"
 
 
 def _json(letter: DeadLetter) -> str:

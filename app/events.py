@@ -196,6 +196,6 @@ def _check_learnable(event: RewardEvent) -> None:
     """ValueError if learning from ``event`` would corrupt the model instead of failing."""
     if event.kind not in REWARD_KINDS:
         raise ValueError(f"unknown reward kind {event.kind!r}")
-    numbers = (event.reward, event.ridge, event.weight, event.forgetting)
-    if not all(math.isfinite(v) for v in numbers) or not np.isfinite(event.features).all():
-        raise ValueError("a reward, feature or learning setting is not a finite number")
+    # the features are checked where they are learned, a whole batch at a time
+    if not all(map(math.isfinite, (event.reward, event.ridge, event.weight, event.forgetting))):
+        raise ValueError("the reward or a learning setting is not a finite number")

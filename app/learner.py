@@ -54,6 +54,8 @@ def learn_rewards(state: LearningState, arms: list[int], events: list[RewardEven
     rebuild does), only vectorised across arms.
     """
     features = np.array([e.features for e in events])
+    if not np.isfinite(features).all():
+        raise ValueError("a reward's features are not finite numbers")
     weights = np.array([e.weight for e in events])
     update_many(
         state,
@@ -91,7 +93,10 @@ def merged(parts: list[Learned | None]) -> Learned | None:
         return None
     updates = {(u.model_id, u.arm): u for p in parts for u in p.updates}
     return Learned(
-        parts[0].experiment, list(updates.values()), parts[-1].last_id, sum(p.rewards for p in parts)
+        parts[0].experiment,
+        list(updates.values()),
+        parts[-1].last_id,
+        sum(p.rewards for p in parts),
     )
 
 

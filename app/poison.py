@@ -8,7 +8,8 @@ do not fit the model) fails the same way forever: it is poisoned.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence, TypeVar
+from contextlib import contextmanager
+from typing import Callable, Iterator, Sequence, TypeVar
 
 import psycopg2
 import redis
@@ -17,6 +18,26 @@ import sqlalchemy.exc
 from app.lease import LeaseLost
 
 T = TypeVar("T")
+
+# Passing faults of the storage: the worker backs off and tries again.
+RETRYABLE = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    # EventLog.write and snapshots COPY through the raw DBAPI connection, whose errors
+    # SQLAlchemy does not wrap
+    psycopg2.OperationalError,
+    psycopg2.InterfaceError,
+)
+
+
+def stream_vanished(exc: redis.ResponseError) -> bool:
+    """Whether ``exc`` says a stream or its consumer group was deleted (a flush, a restart)."""
+    message = str(exc)
+    # a pipeline prefixes the error with the failing command
+    return "NOGROUP" in message or "no longer exists" in message
+
 
 # Postgres refuses the data itself: a bad character, a number or time out of range, a
 # constraint. Anything else from Postgres (an outage, a missing table) is not the entry's fault.
@@ -48,6 +69,17 @@ class PoisonedBatch(Exception):
     def __init__(self, experiment: str, cause: BaseException) -> None:
         super().__init__(f"{experiment}: {type(cause).__name__}: {cause}")
         self.experiment = experiment
+
+
+@contextmanager
+def poison_of(experiment: str) -> Iterator[None]:
+    """Turn a poison error raised in the block into :class:`PoisonedBatch`; let others pass."""
+    try:
+        yield
+    except Exception as exc:
+        if is_poison(exc):
+            raise PoisonedBatch(experiment, exc) from exc
+        raise
 
 
 def isolate(items: Sequence[T], attempt: Callable[[Sequence[T]], object]) -> list[tuple[T, str]]:

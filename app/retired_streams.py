@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 
 class RetiredStreams:
-    """Which removed experiments still need a worker, looked up at most once per ``check_seconds``."""
+    """Which removed experiments still need a worker (looked up at most every ``check_seconds``)."""
 
     def __init__(
         self,
@@ -54,9 +54,7 @@ class RetiredStreams:
         if now - self._checked_at < self.check_seconds and configured == self._configured:
             return self._with_work
         self._checked_at, self._configured = now, configured
-        removed = sorted(
-            name.decode() for name in self.redis.smembers(keys.experiments())
-        )
+        removed = sorted(name.decode() for name in self.redis.smembers(keys.experiments()))
         removed = [name for name in removed if name not in configured]
         pipe = self.redis.pipeline(transaction=False)
         for name in removed:

@@ -34,9 +34,7 @@ from dataclasses import dataclass
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Callable
 
-import psycopg2
 import redis
-import sqlalchemy.exc
 
 from app.config_source import ConfigSource
 from app.deadletters import DeadLetters
@@ -46,30 +44,13 @@ from app.events import decode
 from app.learner import Learned, Learner
 from app.lease import LeaseLost, Leases
 from app.model_store import ModelStore
-from app.poison import PoisonedBatch, is_poison
+from app.poison import RETRYABLE, PoisonedBatch, poison_of, stream_vanished
 from app.quarantine import Quarantine
 from app.retired_streams import RetiredStreams
 from app.services import Services
 from app.snapshots import Snapshotter
 
 log = logging.getLogger(__name__)
-
-RETRYABLE = (
-    redis.ConnectionError,
-    redis.TimeoutError,
-    sqlalchemy.exc.OperationalError,
-    sqlalchemy.exc.InterfaceError,
-    # EventLog.write and snapshots COPY through the raw DBAPI connection, whose errors
-    # SQLAlchemy does not wrap
-    psycopg2.OperationalError,
-    psycopg2.InterfaceError,
-)
-
-
-def _stream_vanished(exc: redis.ResponseError) -> bool:
-    message = str(exc)
-    # a pipeline prefixes the error with the failing command
-    return "NOGROUP" in message or "no longer exists" in message
 
 
 @dataclass
@@ -184,7 +165,7 @@ class Worker:
                 self.owned.discard(str(exc))
                 self.learner.forget(str(exc))
             except redis.ResponseError as exc:
-                if not _stream_vanished(exc):
+                if not stream_vanished(exc):
                     raise
                 # The stream or its group was deleted (a flush, a restart without
                 # persistence): take the streams over again, which recreates the groups.
@@ -236,8 +217,7 @@ class Worker:
             try:
                 done += self._process_batch(experiment, count, read_ahead=read_ahead)
             except PoisonedBatch as exc:
-                log.warning("%s; reading the batch again entry by entry", exc)
-                self._abandon_writes(experiment)
+                self._read_again(exc)
                 done += self._process_batch(experiment, count)
         return done
 
@@ -279,7 +259,9 @@ class Worker:
             self._abandon_writes(experiment)
             self.leases.release(experiment)
             self.owned.discard(experiment)
-            log.info("let %s go: not in the config, its stream and reward windows drained", experiment)
+            log.info(
+                "let %s go: not in the config, its stream and reward windows drained", experiment
+            )
 
     def _process_batch(self, experiment: str, count: int, *, read_ahead: bool = False) -> int:
         entries = self._read(experiment, count, read_ahead=read_ahead)
@@ -289,15 +271,11 @@ class Worker:
         if experiment in self._recovering:  # read again: handle it entry by entry
             return self._sort_out(experiment, entries)
         try:
-            try:
+            with poison_of(experiment):
                 events = [(entry_id, decode(experiment, fields)) for entry_id, fields in entries]
                 self.quarantine.check(experiment, events)
                 rows = encode(events)
                 learned = self.learner.prepare(experiment, events)
-            except Exception as exc:
-                if is_poison(exc):
-                    raise PoisonedBatch(experiment, exc) from exc
-                raise
             self._settle(experiment)  # the batch before: at most one in flight per stream
             write = self._writer.submit(self.event_log.write_encoded, rows)
         except BaseException:
@@ -348,12 +326,8 @@ class Worker:
         if batch is None:
             return
         try:
-            try:
+            with poison_of(experiment):
                 batch.write.result()
-            except Exception as exc:
-                if is_poison(exc):
-                    raise PoisonedBatch(experiment, exc) from exc
-                raise
             learned = self.learner.commit(batch.learned)
         except BaseException:
             self._recovering.add(experiment)
@@ -367,8 +341,12 @@ class Worker:
             try:
                 self._settle(experiment)
             except PoisonedBatch as exc:
-                log.warning("%s; reading the batch again entry by entry", exc)
-                self._abandon_writes(experiment)
+                self._read_again(exc)
+
+    def _read_again(self, poisoned: PoisonedBatch) -> None:
+        """Drop what is in flight of a poisoned batch's stream; its entries are sorted out next."""
+        log.warning("%s; reading the batch again entry by entry", poisoned)
+        self._abandon_writes(poisoned.experiment)
 
     def _sort_out(self, experiment: str, entries: list) -> int:
         """Handle entries read again one by one: log and learn the good, dead-letter the rest."""

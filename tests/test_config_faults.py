@@ -1,4 +1,4 @@
-"""A broken config file, a removed experiment, a missing worker: the service stays up and says so."""
+"""A broken config file, a removed experiment, no worker: the service stays up and says so."""
 
 from __future__ import annotations
 

@@ -76,14 +76,14 @@ def test_poisoned_entries_are_dead_lettered_and_the_rest_flows(
     redis_client.xadd(keys.stream(EXPERIMENT), {"t": "what"})
     redis_client.xadd(keys.stream(EXPERIMENT), {**reward_tpl, b"r": b"nan"})
     redis_client.xadd(keys.stream(EXPERIMENT), {**reward_tpl, b"x": b"\x00" * 16})
+    nan_features = np.full(len(reward_tpl[b"x"]) // 8, np.nan).tobytes()
+    redis_client.xadd(keys.stream(EXPERIMENT), {**reward_tpl, b"x": nan_features})
     redis_client.xadd(keys.stream(EXPERIMENT), {**reward_tpl, b"id": nul_request.encode()})
     after = traffic(client, 6, np.random.default_rng(3))
 
     worker.run(until_idle=True)
 
-    assert_logged_exactly(
-        engine, decisions | more[0] | after[0], rewards | more[1] | after[1]
-    )
+    assert_logged_exactly(engine, decisions | more[0] | after[0], rewards | more[1] | after[1])
     letters = DeadLetters(redis_client).list(EXPERIMENT)
     stages = [(letter.stage, letter.error.split(": ")[0]) for letter in letters]
     assert stages == [
@@ -93,11 +93,12 @@ def test_poisoned_entries_are_dead_lettered_and_the_rest_flows(
         ("decode", "ValueError"),
         ("decode", "ValueError"),
         ("learn", "ValueError"),
+        ("learn", "ValueError"),
         ("decision", f"its decision {nul_request} is a dead letter"),  # no ": " in it
     ]
     assert nul_context not in {r["decision_id"] for r in rows(engine, "SELECT * FROM decisions")}
     assert redis_client.xlen(keys.stream(EXPERIMENT)) == 0, "every entry acknowledged"
-    assert DeadLetters(redis_client).total(EXPERIMENT) == 7
+    assert DeadLetters(redis_client).total(EXPERIMENT) == 8
     assert verify(redis_client, engine, EXPERIMENT).ok
 
 
