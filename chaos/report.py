@@ -37,6 +37,7 @@ def figures(result: dict) -> list[tuple[str, str]]:
     phases = result.get("phases", {})
     kills = [e for e in phases.get("worker_kills", []) if e["fault"] == "kill"]
     stalls = phases.get("worker_stalls", [])
+    poison = after.get("poison", {})
     verifies = [p["verify"] for p in (after, final) if p] + [
         phases[name]["verify"] for name in ("redis_loss",) if name in phases
     ]
@@ -89,6 +90,12 @@ def figures(result: dict) -> list[tuple[str, str]]:
             f"{len(kills)} worker kills, {len(stalls)} stalls, Postgres down "
             f"{_n(phases.get('postgres_outage', {}).get('down_s'))} s, Redis down "
             f"{_n(phases.get('redis_restart', {}).get('down_s'))} s, Redis wiped and rebuilt",
+        ),
+        (
+            "poisoned entries",
+            f"{_n(poison.get('injected'))} written into the stream; "
+            f"{_n(poison.get('dead_letters'))} in the dead letters, "
+            f"{_n(poison.get('dead_lettered_total'))} counted",
         ),
         (
             "workers that exited on their own",
@@ -200,13 +207,32 @@ def matrix(result: dict) -> list[list[str]]:
                 "`test_postgres_outage_redis_restart_and_redis_loss_under_load`",
             ]
         )
+    poison = result.get("after_faults", {}).get("poison")
+    if poison:
+        kinds = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in poison["by_kind"].items())
+        stages = ", ".join(f"{n} at {s}" for s, n in poison["by_stage"].items())
+        rows.append(
+            [
+                f"{poison['injected']} poisoned entries written straight into the stream "
+                "(bypassing the API) during the load and the faults above",
+                "the worker reads a batch that fails for a reason of its own again entry by "
+                "entry, moves each poisoned entry with its error to the experiment's dead "
+                "letters (atomically with its acknowledgement) and logs and learns the rest; "
+                "`banditd deadletters list|replay|drop`",
+                f"injected: {kinds}; dead letters afterwards: {poison['dead_letters']} "
+                f"({stages}), {poison['dead_lettered_total']} ever counted",
+                "`tests/test_deadletters.py`",
+            ]
+        )
     rows.append(
         [
             "the config file becomes invalid",
-            "the last good config stays in force in every process; `/readyz` says "
-            "`degraded` with the reason until the file is fixed",
+            "the last good config stays in force in every process, and a process that "
+            "starts meanwhile (a replaced gunicorn worker, a new `banditd worker`) starts "
+            "from the last good config kept in Redis; `/readyz` says `degraded` with the "
+            "reason until the file is fixed",
             "(not part of `make chaos`)",
-            "`tests/test_e2e.py` step 4",
+            "`tests/test_e2e.py` step 4, `tests/test_config_faults.py`",
         ]
     )
     return rows

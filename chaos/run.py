@@ -42,6 +42,7 @@ from chaos.faults import (
 )
 from chaos.instances import own_stores
 from chaos.load import Ledger, LoadGenerator, experiment_toml
+from chaos.poison import PoisonInjector
 from chaos.machine import machine
 from tests.conftest import API_KEY
 from tests.service_processes import Service, replace_atomically, start_service
@@ -66,6 +67,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--fsync", choices=("always", "everysec"), default="always")
     parser.add_argument("--window", type=float, default=2.0, help="reward window, seconds")
     parser.add_argument("--after-pairs", type=int, default=500, help="pairs after the rebuild")
+    parser.add_argument(
+        "--poison", type=int, default=25, help="poisoned entries written into the stream"
+    )
     parser.add_argument("--seed", type=int, default=20241125)
     parser.add_argument("--from-json", type=Path, help="only re-render the doc from this file")
     parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "RELIABILITY.md")
@@ -120,13 +124,16 @@ def run_chaos(args: argparse.Namespace, workdir: Path) -> dict:
             client, EXPERIMENT, svc.workers, restart, seed=args.seed, engine=engine, ledger=ledger
         )
         supervisor = Supervisor(svc.workers, restart, faults.planned)
+        poison = PoisonInjector(client, EXPERIMENT, count=args.poison, seed=args.seed + 3)
         try:
             for _ in range(args.workers - 1):
                 svc.add_worker()
             supervisor.start()
             started = time.monotonic()
             load.start()
-            step("load started; killing the lease holder", args.kills, "times")
+            poison.start()
+            step(f"load started; {args.poison} poisoned entries will be written into the stream")
+            step("killing the lease holder", args.kills, "times")
             phases["worker_kills"] = faults.run(kills=args.kills)
             step(f"stopping Postgres for {args.pg_down:g} s")
             exits = len(supervisor.exits)
@@ -154,6 +161,7 @@ def run_chaos(args: argparse.Namespace, workdir: Path) -> dict:
             while ledger.pairs < args.pairs and load.running:
                 time.sleep(0.5)
             load.stop()
+            poison.stop()
             result["load_seconds"] = round(time.monotonic() - started, 1)
             step(f"load stopped after {ledger.pairs} pairs; waiting for the log")
             checked, drained, settled = wait_for_log(
@@ -167,6 +175,7 @@ def run_chaos(args: argparse.Namespace, workdir: Path) -> dict:
                 "log_complete_after_s": round(drained, 1),
                 "learned_rewards": learned_total(client, EXPERIMENT),
                 "verify": verify.__dict__,
+                "poison": poison.summary(),
             }
             step("wiping Redis, then banditd rebuild")
             phases["redis_loss"] = redis_loss(svc, redis_server, client, faults.planned, restart)
@@ -189,6 +198,7 @@ def run_chaos(args: argparse.Namespace, workdir: Path) -> dict:
         finally:
             supervisor.stop_event.set()
             load.stop_event.set()
+            poison.stop_event.set()
             result["unplanned_worker_exits"] = supervisor.exits
             svc.stop()
             engine.dispose()
@@ -265,6 +275,12 @@ def verdict(result: dict) -> dict:
             problems.append(f"{name}: {part['ledger']['http_500']} answers 500")
         if part["ledger"]["unexpected"]:
             problems.append(f"{name}: unexpected answers {part['ledger']['unexpected'][:3]}")
+    poison = result.get("after_faults", {}).get("poison")
+    if poison and not poison["injected"] == poison["dead_letters"] == poison["dead_lettered_total"]:
+        problems.append(
+            f"poison: {poison['injected']} injected, {poison['dead_letters']} dead letters "
+            f"({poison['dead_lettered_total']} ever): each should be there exactly once"
+        )
     loss = result["phases"].get("redis_loss")
     if loss and (loss["rebuild"]["returncode"] or loss["verify"]["returncode"]):
         problems.append(

@@ -50,6 +50,7 @@ from chaos.faults import (
 from chaos.instances import own_stores
 from chaos.load import Ledger, LoadGenerator, experiment_toml
 from chaos.machine import cpu_seconds
+from chaos.poison import PoisonInjector
 from tests.conftest import API_KEY, choose, poll, reward
 from tests.service_processes import Service, replace_atomically, running_service, start_service
 
@@ -59,6 +60,7 @@ SEED = 20241125
 KILL_PAIRS, KILLS = 2000, 4
 TWO_WORKER_PAIRS, TWO_WORKER_KILLS = 1200, 3
 RATE = 100.0  # pairs/s, all threads together: modest, the box is shared
+POISON = 10  # poisoned entries written into the stream during a kill run
 DRAIN_SECONDS = 60.0
 POSTGRES_DOWN_SECONDS = 5.0
 REDIS_DOWN_SECONDS = 2.0
@@ -128,11 +130,15 @@ def kills_under_load(
         redis_client, EXPERIMENT, svc.workers, svc.replace_worker, seed=seed,
         engine=engine, ledger=ledger,
     )  # fmt: skip
+    # poisoned entries written straight into the stream meanwhile, bypassing the API
+    poison = PoisonInjector(redis_client, EXPERIMENT, count=POISON, interval=(0.1, 0.6), seed=seed)
+    poison.start()
     try:
         events = faults.run(kills=kills)
         load.join(timeout=120)
     finally:
         load.stop()
+        poison.stop()
     audit, drained, settled = wait_for_log(
         engine, redis_client, EXPERIMENT, ledger, timeout=DRAIN_SECONDS
     )
@@ -146,10 +152,14 @@ def kills_under_load(
         f"all acknowledged before the kill in Postgres after "
         f"{[e['logged_all_acknowledged_after_s'] for e in events]} s",
         *log_and_model_figures(audit, ledger, drained, check),
+        f"poisoned entries: {poison.summary()}",
         f"total {time.monotonic() - started:.1f} s",
     ]
     show(request, title, figures)
     assert len(events) >= kills
+    dead = poison.summary()
+    assert dead["injected"] == POISON, dead
+    assert dead["dead_letters"] == dead["dead_lettered_total"] == POISON, dead
     assert_exact(audit, settled, ledger)
     assert ledger.five_xx() == 0
     assert check.ok, check.output
