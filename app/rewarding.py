@@ -23,6 +23,8 @@ class Rewarder:
         experiment = experiment_of(req.decision_id)
         if experiment is None:
             raise ApiError(404, "unknown_decision", "no such decision", "decision_id")
+        # repr is the shortest string that parses back to the same float; the request
+        # holds 0.0 for -0.0, so equal rewards are equal strings in the stream
         status, detail = self.stream.record_reward(
             experiment, req.decision_id, req.arm, repr(req.reward), int(self.clock() * 1000)
         )
@@ -57,5 +59,18 @@ _ERRORS = {
         "reward_window_closed",
         "the reward window of this decision has closed; the reward is logged as late, "
         "not learned from",
+    ),
+    "late_duplicate": lambda req, _: ApiError(
+        409,
+        "reward_window_closed",
+        "the reward window of this decision has closed, and this late reward is already "
+        "logged; it is not logged again",
+    ),
+    "late_conflict": lambda req, earlier: ApiError(
+        409,
+        "reward_conflict",
+        f"the reward window of this decision has closed, and late reward {earlier} is already "
+        "logged for this impression; this one is not logged",
+        "reward",
     ),
 }

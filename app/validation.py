@@ -9,6 +9,14 @@ documents is exactly what it accepts. A schema failure becomes an ApiError:
 - a failure inside one context value: ``invalid_feature`` on ``context.<name>``,
   the code the feature encoder uses for the same kind of fault;
 - a body that is not a JSON object: ``invalid_body``.
+
+Every string that reaches the log is text Postgres can store. Postgres text and
+jsonb reject U+0000, which the schemas refuse (``STORABLE_TEXT``) wherever the
+id alphabet does not already exclude it; they cannot hold an unpaired surrogate
+either, which orjson refuses while parsing (``invalid_json``). Before any of
+that, :func:`json_body` reads at most ``MAX_CONTENT_LENGTH`` bytes, also of a
+chunked body, and refuses a body nested deeper than ``MAX_DEPTH``: the schema
+check recurses.
 """
 
 from __future__ import annotations
@@ -20,11 +28,17 @@ from typing import Any, Callable
 import fastjsonschema
 import orjson
 from flask import Request, g
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from app import openapi
 from app.errors import ApiError
 
 _FIELD = re.compile(r"[^.\[]+")  # the top-level field of a name like "candidates[3]"
+
+# The schemas' pattern for free text. It leaves surrogates to orjson: with a
+# \ud800-\udfff range added, schemathesis generated U+0000 for "valid" strings.
+STORABLE_TEXT = "^[^\\u0000]*$"
+MAX_DEPTH = 32  # nesting levels a body may have (the object itself is one)
 
 
 @dataclass(frozen=True)
@@ -50,18 +64,83 @@ class RewardRequest:
 def json_body(request: Request) -> Any:
     """The request's parsed JSON; 415 for another content type, 400 for bad JSON.
 
-    Parsed once per request (auth may look at the body before the view does).
+    413 for a body over the size limit, 400 for one nested deeper than
+    ``MAX_DEPTH``. Parsed once per request (auth may look at the body before
+    the view does).
     """
     if "banditd_body" in g:
         return g.banditd_body
     if request.mimetype != "application/json":
         raise ApiError(415, "unsupported_media_type", "send the body as application/json")
+    raw = read_body(request)
     try:
-        body = orjson.loads(request.get_data(cache=False))
+        body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from exc
+    check_depth(body, raw)
     g.banditd_body = body
     return body
+
+
+def read_body(request: Request) -> bytes:
+    """The body, or 413 if it is longer than ``request.max_content_length``.
+
+    A body with a Content-Length over the limit is refused by werkzeug before it
+    is read. A chunked one has none, and werkzeug would stop reading at the limit
+    and return what it read as if it were the whole body; so it is read here, up
+    to one byte past the limit.
+    """
+    limit = request.max_content_length
+    environ = request.environ
+    if limit is None or request.content_length is not None:
+        return request.get_data(cache=False)
+    if not environ.get("wsgi.input_terminated"):
+        # the server does not end the stream at the body's end: reading it could block
+        return request.get_data(cache=False)  # werkzeug gives an empty body
+    stream = environ["wsgi.input"]
+    parts: list[bytes] = []
+    size = 0
+    while size <= limit:
+        part = stream.read(limit + 1 - size)
+        if not part:
+            return b"".join(parts)
+        parts.append(part)
+        size += len(part)
+    raise RequestEntityTooLarge()
+
+
+def check_depth(body: Any, raw: bytes) -> None:
+    """Refuse a body nested more than ``MAX_DEPTH`` levels deep (400, naming the field)."""
+    # Each level opens a bracket, so a text with few brackets is shallow enough;
+    # only the rare body with many (in strings, or long lists of lists) is walked.
+    if raw.count(b"[") + raw.count(b"{") <= MAX_DEPTH:
+        return
+    if isinstance(body, dict):
+        for name, value in body.items():
+            if _deeper_than(value, MAX_DEPTH - 1):
+                raise ApiError(
+                    400,
+                    "invalid_field",
+                    f"{name} is nested more than {MAX_DEPTH} levels deep",
+                    str(name),
+                )
+    elif _deeper_than(body, MAX_DEPTH):
+        raise ApiError(400, "invalid_body", f"the body is nested more than {MAX_DEPTH} levels deep")
+
+
+def _deeper_than(value: Any, levels: int) -> bool:
+    """Whether ``value`` has more than ``levels`` levels of lists and objects."""
+    level = [value] if isinstance(value, (dict, list)) else []
+    for _ in range(levels):
+        level = [
+            child
+            for node in level
+            for child in (node.values() if isinstance(node, dict) else node)
+            if isinstance(child, (dict, list))
+        ]
+        if not level:
+            return False
+    return bool(level)
 
 
 class RequestValidator:
@@ -86,9 +165,9 @@ class RequestValidator:
     def reward(self, body: Any) -> RewardRequest:
         """Validate a /reward body."""
         self._reward(body)
-        return RewardRequest(
-            decision_id=body["decision_id"], arm=body["arm"], reward=float(body["reward"])
-        )
+        # -0.0 is 0: one reward, one canonical value (and string) for conflict checks
+        reward = float(body["reward"]) + 0.0
+        return RewardRequest(decision_id=body["decision_id"], arm=body["arm"], reward=reward)
 
 
 def _compile(document: dict[str, Any], name: str) -> Callable[[Any], None]:
@@ -156,13 +235,18 @@ def _expected(exc: fastjsonschema.JsonSchemaValueException) -> str:
         "maxProperties": "an object of at most {} entries",
         "pattern": "a string matching {}",
     }
+    if rule == "pattern" and limit == STORABLE_TEXT:
+        return "text without U+0000 (the log cannot store it)"
     if rule in words:
         return words[rule].format(limit)
     if rule == "uniqueItems":
         return "a list without duplicates"
     if rule == "propertyNames":
         low, high = limit.get("minLength", 0), limit.get("maxLength")
-        return f"an object whose names are {low} to {high} characters long"
+        names = f"an object whose names are {low} to {high} characters long"
+        if limit.get("pattern") == STORABLE_TEXT:
+            names += " without U+0000"
+        return names
     return f"valid ({rule} {limit})"
 
 
