@@ -8,7 +8,11 @@ did, which arms have a newer version, and fetches only those.
 
 A configured catalogue has one row per configured arm, in config order. A
 dynamic catalogue starts empty and gains a row the first time this process
-sees a candidate; an arm that never learned anything has the prior.
+sees a candidate; an arm that never learned anything has the prior. Requests
+may name any number of new candidates, refused ones too (a full catalogue), so
+rows of arms that learned nothing are dropped once they outnumber the arms
+that did (and ``SPARE_PRIOR_ROWS``): the table stays within twice the learned
+arms plus a few thousand rows.
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ from bandits import ScoringState
 # at d = 32 is 2 MiB), so loading 10,000 arms does not leave the process
 # holding about twice its arrays (glibc keeps the freed reply memory).
 LOAD_CHUNK = 256
+# Rows of never-learned arms a dynamic table keeps before dropping them (beyond as
+# many as it has learned arms): twice the candidates one request may name.
+SPARE_PRIOR_ROWS = 2000
 
 
 @dataclass
@@ -98,11 +105,20 @@ class ModelCache:
                     table.generation = generation
                     self._load(experiment, table, table.arms)
             if experiment.dynamic:
-                unseen = [a for a in dict.fromkeys(candidates) if a not in table.index]
+                named = list(dict.fromkeys(candidates))
+                unseen = [a for a in named if a not in table.index]
+                if unseen and _too_many_prior_rows(table, len(unseen)):
+                    table = self._tables[key] = _compacted(experiment, table, named)
+                    unseen = [a for a in named if a not in table.index]
                 if unseen:
                     self._grow(experiment, table, unseen)
                     self._load(experiment, table, unseen)
             return table
+
+    def rows_held(self) -> int:
+        """Rows (allocated, spare ones included) of every table held: what the cache costs."""
+        with self._lock:
+            return sum(len(t.state.n) for t in self._tables.values())
 
     def scoring_state(self, experiment: Experiment) -> ScoringState:
         """Parameters of ``experiment.arms``, in that order (configured catalogues)."""
@@ -154,3 +170,41 @@ class ModelCache:
                 state.successes[i] = params.successes
                 state.failures[i] = params.failures
                 table.versions[arm] = params.version
+
+
+def _too_many_prior_rows(table: ArmTable, adding: int) -> bool:
+    """Whether adding rows would leave too many rows of arms that learned nothing.
+
+    ``latest`` (the arms with parameters in Redis) may name arms this table never
+    saw, so this undercounts such rows: the bound holds, it just acts later.
+    """
+    learned = len(table.latest)
+    return len(table.arms) + adding - learned > max(SPARE_PRIOR_ROWS, learned)
+
+
+def _compacted(experiment: Experiment, table: ArmTable, keep: Iterable[str]) -> ArmTable:
+    """A new table of ``table``'s arms that learned something, and of those in ``keep``.
+
+    A new object, not ``table`` changed: a request of another thread may still be
+    scoring with ``table``'s rows.
+    """
+    wanted = set(keep)
+    arms = [a for a in table.arms if a in table.latest or a in table.versions or a in wanted]
+    rows = table.rows(arms)
+    old = table.state
+    capacity = max(len(arms), 64)
+    state = prior_scoring_state(capacity, experiment.features.dim, experiment.ridge)
+    state.A_inv[: len(arms)] = old.A_inv[rows]
+    state.theta[: len(arms)] = old.theta[rows]
+    state.n[: len(arms)] = old.n[rows]
+    state.successes[: len(arms)] = old.successes[rows]
+    state.failures[: len(arms)] = old.failures[rows]
+    return ArmTable(
+        arms=arms,
+        index={a: i for i, a in enumerate(arms)},
+        state=state,
+        versions={a: table.versions[a] for a in arms if a in table.versions},
+        latest=table.latest,
+        checked_at=table.checked_at,
+        generation=table.generation,
+    )
