@@ -55,24 +55,25 @@ def nested(levels: int, inner="x"):
 
 # -- text Postgres cannot store ----------------------------------------------------
 
+CHOOSE, REWARD = (
+    {"experiment": "home_feed"},
+    {"decision_id": "home_feed:0", "arm": ARM, "reward": 1},
+)
 UNSTORABLE = [
     ("/choose", {"experiment": "home\0feed"}, "invalid_field", "experiment"),
-    ("/choose", {"experiment": "home_feed", "request_id": "nul\0id"}, "invalid_field", "request_id"),
-    ("/choose", {"experiment": "home_feed", "context": {"city": "ber\0lin"}}, "invalid_feature",
-     "context.city"),
-    ("/choose", {"experiment": "home_feed", "context": {"ci\0ty": "berlin"}}, "invalid_field",
-     "context"),
-    ("/choose", {"experiment": "home_feed", "candidates": [ARM + "\0"]}, "invalid_field",
-     "candidates"),
-    ("/reward", {"decision_id": "home_feed:\0", "arm": ARM, "reward": 1}, "invalid_field",
-     "decision_id"),
-    ("/reward", {"decision_id": "home_feed:0", "arm": "\0", "reward": 1}, "invalid_field", "arm"),
-]  # fmt: skip
+    ("/choose", {**CHOOSE, "request_id": "nul\0id"}, "invalid_field", "request_id"),
+    ("/choose", {**CHOOSE, "context": {"city": "ber\0lin"}}, "invalid_feature", "context.city"),
+    ("/choose", {**CHOOSE, "context": {"ci\0ty": "berlin"}}, "invalid_field", "context"),
+    ("/choose", {**CHOOSE, "candidates": [ARM + "\0"]}, "invalid_field", "candidates"),
+    ("/reward", {**REWARD, "decision_id": "home_feed:\0"}, "invalid_field", "decision_id"),
+    ("/reward", {**REWARD, "arm": "\0"}, "invalid_field", "arm"),
+]
 
 
 @pytest.mark.parametrize("route, body, code, field", UNSTORABLE)
-def test_nul_in_any_string_is_refused_naming_the_field(client, redis_client, route, body, code,
-                                                       field):  # fmt: skip
+def test_nul_in_any_string_is_refused_naming_the_field(
+    client, redis_client, route, body, code, field
+):
     error_of(post_json(client, route, body), 400, code, field)
     assert stream_entries(redis_client) == []
 
@@ -103,9 +104,15 @@ def test_arm_ids_with_a_comma_are_refused(client, redis_client):
 def test_any_other_unicode_reaches_the_log_as_sent(client, worker, engine):
     request_id = "emoji 😀, RTL \u202e, tab \t, newline \n, BOM \ufeff, 中文, \U0010fffd"
     context = {"city": "ber\u200blin \U0001f600 \\u0000 (escaped, not a NUL)", "hour": -0.0}
-    response = post_json(client, "/choose", {
-        "experiment": "home_feed", "request_id": request_id, "context": context,
-    })  # fmt: skip
+    response = post_json(
+        client,
+        "/choose",
+        {
+            "experiment": "home_feed",
+            "request_id": request_id,
+            "context": context,
+        },
+    )
     assert response.status_code == 200, response.get_data(as_text=True)
     worker.run(until_idle=True)
     [logged] = rows(engine, "SELECT decision_id, request_id, context FROM decisions")
@@ -134,23 +141,18 @@ def test_refused_text_does_not_stop_the_log(client, worker, engine):
 # -- nesting ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "route, body, code, field",
-    [
-        ("/choose", {"experiment": "home_feed", "candidates": nested(500)}, "invalid_field",
-         "candidates"),
-        ("/choose", {"experiment": "home_feed", "candidates": nested(MAX_DEPTH)}, "invalid_field",
-         "candidates"),
-        ("/choose", {"experiment": "home_feed", "context": {"city": nested(500)}},
-         "invalid_field", "context"),
-        ("/choose", {"experiment": "home_feed", "extra": nested(500)}, "invalid_field", "extra"),
-        ("/choose", nested(500, {"experiment": "home_feed"}), "invalid_body", None),
-        ("/reward", {"decision_id": "home_feed:0", "arm": nested(500), "reward": 1},
-         "invalid_field", "arm"),
-        ("/reward", {"decision_id": "home_feed:0", "arm": ARM, "reward": nested(500, 1)},
-         "invalid_field", "reward"),
-    ],
-)  # fmt: skip
+DEEP = [
+    ("/choose", {**CHOOSE, "candidates": nested(500)}, "invalid_field", "candidates"),
+    ("/choose", {**CHOOSE, "candidates": nested(MAX_DEPTH)}, "invalid_field", "candidates"),
+    ("/choose", {**CHOOSE, "context": {"city": nested(500)}}, "invalid_field", "context"),
+    ("/choose", {**CHOOSE, "extra": nested(500)}, "invalid_field", "extra"),
+    ("/choose", nested(500, CHOOSE), "invalid_body", None),
+    ("/reward", {**REWARD, "arm": nested(500)}, "invalid_field", "arm"),
+    ("/reward", {**REWARD, "reward": nested(500, 1)}, "invalid_field", "reward"),
+]
+
+
+@pytest.mark.parametrize("route, body, code, field", DEEP)
 def test_body_nested_too_deep_returns_400_not_500(client, redis_client, route, body, code, field):
     error = error_of(post_json(client, route, body), 400, code, field)
     assert f"more than {MAX_DEPTH} levels" in error["message"]
@@ -180,8 +182,7 @@ def test_brackets_inside_strings_are_not_nesting(client):
 
 
 @pytest.mark.parametrize("first, second", [("-0.0", "0"), ("0.0", "-0"), ("-0", "-0.0")])
-def test_negative_zero_and_zero_are_one_reward(client, redis_client, worker, engine, first,
-                                               second):  # fmt: skip
+def test_negative_zero_and_zero_are_one_reward(client, redis_client, worker, engine, first, second):
     decision = choose(client, context={"hour": 9}).get_json()
     decision_id, arm = decision["decision_id"], decision["arms"][0]["arm"]
     answers = []

@@ -56,12 +56,14 @@ choose_bodies = st.fixed_dictionaries(
     {"experiment": experiments},
     optional={
         "context": contexts,
-        "candidates": mostly(st.lists(st.sampled_from(ARMS), min_size=1, max_size=3, unique=True),
-                             st.lists(st.one_of(st.sampled_from(ARMS), text), max_size=4)),
+        "candidates": mostly(
+            st.lists(st.sampled_from(ARMS), min_size=1, max_size=3, unique=True),
+            st.lists(st.one_of(st.sampled_from(ARMS), text), max_size=4),
+        ),
         "k": mostly(st.sampled_from([1, 2]), numbers),
         "request_id": mostly(st.one_of(st.none(), st.sampled_from(["r1", "r2"]), text), numbers),
     },
-)  # fmt: skip
+)
 
 
 def post(client, route: str, body: dict):

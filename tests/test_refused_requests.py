@@ -42,8 +42,9 @@ def choose_jobs(client, candidates):
     return choose(client, experiment="jobs", context={"city": "berlin"}, candidates=candidates)
 
 
-def test_refused_requests_with_new_arm_ids_leave_memory_flat(config_file, app, client, engine,
-                                                             worker):  # fmt: skip
+def test_refused_requests_with_new_arm_ids_leave_memory_flat(
+    config_file, app, client, engine, worker
+):
     rewrite(config_file, EXPERIMENTS_TOML + CATALOGUE_TOML)
     full = ["a", "b", "c", "d"]
     accepted = [choose_jobs(client, [arm]).get_json()["decision_id"] for arm in full]
@@ -70,8 +71,9 @@ def test_refused_requests_with_new_arm_ids_leave_memory_flat(config_file, app, c
     assert rows(engine, "SELECT count(*) AS n FROM impressions WHERE arm LIKE 'new%'") == [{"n": 0}]
 
 
-def test_arms_that_learned_keep_their_parameters_when_the_cache_drops_rows(config_file, app,
-                                                                           client, worker):  # fmt: skip
+def test_arms_that_learned_keep_their_parameters_when_the_cache_drops_rows(
+    config_file, app, client, worker
+):
     rewrite(config_file, EXPERIMENTS_TOML + CATALOGUE_TOML)
     for _ in range(5):
         decision = choose_jobs(client, ["a"]).get_json()
