@@ -22,6 +22,9 @@ from app.events import DecisionEvent, Impression
 from app.model_cache import ModelCache
 from app.validation import ChooseRequest
 from bandits import FeatureError, select
+from bandits.holdout import assigned_to_holdout, select_holdout
+
+HOLDOUT = "holdout"  # the policy logged for a decision of the holdout
 
 
 def new_decision_id(experiment: str, now_ms: int) -> str:
@@ -75,9 +78,16 @@ class Chooser:
 
         table = self.cache.table(exp, req.candidates or ())
         candidates = None if req.candidates is None else table.rows(req.candidates)
-        selection = select(
-            exp.policy, table.state, x, self.rng, exp.params, k=req.k, candidates=candidates
-        )
+        if assigned_to_holdout(exp.holdout, exp.name, req.unit_id, self.rng):
+            policy = HOLDOUT
+            selection = select_holdout(
+                exp.holdout_policy, len(table.arms), self.rng, k=req.k, candidates=candidates
+            )
+        else:
+            policy = exp.policy
+            selection = select(
+                exp.policy, table.state, x, self.rng, exp.params, k=req.k, candidates=candidates
+            )
         now_ms = int(self.clock() * 1000)
         decision_id = new_decision_id(exp.name, now_ms)
         impressions = tuple(
@@ -103,7 +113,7 @@ class Chooser:
             experiment=exp.name,
             decided_ms=now_ms,
             config_version=exp.version,
-            policy=exp.policy,
+            policy=policy,
             model_id=exp.model_id,
             request_id=req.request_id,
             context=req.context,
@@ -111,6 +121,7 @@ class Chooser:
             impressions=impressions,
             propensity_estimated=selection.estimated,
             candidates=req.candidates,
+            unit_id=req.unit_id,
         )
         earlier = self.stream.record_decision(
             event,

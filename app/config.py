@@ -21,6 +21,7 @@ from functools import cached_property
 from typing import Any, Mapping, Sequence
 
 from bandits import POLICIES, FeatureSpec, PolicyParams
+from bandits.holdout import HOLDOUT_POLICIES
 
 NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
 MAX_NAME_LENGTH = 128
@@ -30,6 +31,8 @@ DEFAULT_MAX_ARMS = 10_000
 
 EXPERIMENT_KEYS = {
     "forgetting",
+    "holdout",
+    "holdout_policy",
     "max_arms",
     "policy",
     "position_weights",
@@ -78,6 +81,8 @@ class Experiment:
     max_arms: int = DEFAULT_MAX_ARMS
     position_weights: tuple[float, ...] = ()
     forgetting: float = 1.0
+    holdout: float = 0.0  # share of decisions made without the bandit
+    holdout_policy: str = "random"
 
     def position_weight(self, position: int) -> float:
         """How likely a user is to look at slot ``position`` (1.0 without position weights)."""
@@ -166,6 +171,13 @@ def _experiment(name: str, table: Any) -> Experiment:
     features = _features(table.get("features", {}), where)
     position_weights = _position_weights(table.get("position_weights", []), where)
     forgetting = _number(table, "forgetting", 1.0, where, low=0.5, high=1.0)
+    holdout = _number(table, "holdout", 0.0, where, low=0.0, high=0.5)
+    holdout_policy = table.get("holdout_policy", "random")
+    if holdout_policy not in HOLDOUT_POLICIES:
+        raise ConfigError(
+            f"{where}.holdout_policy must be one of {list(HOLDOUT_POLICIES)}, "
+            f"got {holdout_policy!r}"
+        )
 
     settings = {
         "policy": policy,
@@ -190,6 +202,8 @@ def _experiment(name: str, table: Any) -> Experiment:
             "intercept": features.intercept,
         },
     }
+    if holdout > 0:  # absent otherwise, so that the versions of existing configs stay
+        settings |= {"holdout": holdout, "holdout_policy": holdout_policy}
     model_basis = {"columns": features.columns, "ridge": ridge}
     if position_weights:  # they change what theta estimates: attractiveness, not click rate
         model_basis["position_weights"] = list(position_weights)
@@ -208,6 +222,8 @@ def _experiment(name: str, table: Any) -> Experiment:
         max_arms=max_arms,
         position_weights=position_weights,
         forgetting=forgetting,
+        holdout=holdout,
+        holdout_policy=holdout_policy,
     )
 
 

@@ -44,6 +44,7 @@ class DecisionEvent:
     impressions: tuple[Impression, ...]
     propensity_estimated: bool
     candidates: tuple[str, ...] | None = None  # as the request named them; None: every arm
+    unit_id: str | None = None  # the user or session, as the request named it
 
 
 @dataclass(slots=True)
@@ -95,6 +96,7 @@ def decision_entry(event: DecisionEvent) -> tuple[bytes, bytes]:
         "shown": [[i.arm, i.position, i.score, i.propensity] for i in event.impressions],
         "est": event.propensity_estimated,
         "cands": event.candidates,
+        "unit": event.unit_id,
     }
     return orjson.dumps(record), event.features.astype(np.float64).tobytes()
 
@@ -159,6 +161,7 @@ def decode(experiment: str, fields: dict[bytes, bytes]) -> Event:
             impressions=tuple(Impression(a, p, s, q) for a, p, s, q in d["shown"]),
             propensity_estimated=d["est"],
             candidates=None if d.get("cands") is None else tuple(d["cands"]),
+            unit_id=d.get("unit"),  # absent from records of earlier releases
         )
     if kind == b"reward":
         c = _carry(fields[b"c"])

@@ -50,6 +50,7 @@ class ChooseRequest:
     candidates: tuple[str, ...] | None
     k: int
     request_id: str | None
+    unit_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -160,6 +161,7 @@ class RequestValidator:
             candidates=None if candidates is None else tuple(candidates),
             k=int(body["k"]),  # JSON Schema counts 2.0 as an integer
             request_id=body.get("request_id"),
+            unit_id=body.get("unit_id"),
         )
 
     def reward(self, body: Any) -> RewardRequest:
