@@ -1,0 +1,1 @@
+"""What an experiment earned, for analysts: the views' upkeep, reports and exports."""
