@@ -43,7 +43,7 @@ CITIES = ("berlin", "hamburg", "munich")
 POLICY = "linucb"
 HOLDOUT = "holdout"
 WINDOW_SECONDS = 900
-CHUNK_DECISIONS = 100_000
+CHUNK_DECISIONS = 50_000
 _PG_EPOCH_US = 946_684_800_000_000
 _UNITS_PER_DECISION = 0.2  # 1 unit id per 5 decisions, on average
 _NO_UNIT_SHARE = 0.1  # decisions made without a unit id
@@ -176,11 +176,12 @@ def _seed_experiment(
     with_unit_id: bool,
 ) -> np.ndarray:
     # 1-3 arms a decision, cut so the total is exactly ``impressions``
-    shown = rng.integers(1, 4, size=impressions + 1).astype(np.int64)
-    ends = np.cumsum(shown)
+    shown = rng.integers(1, 4, size=impressions + 1, dtype=np.int8)
+    ends = np.cumsum(shown, dtype=np.int64)
     n_decisions = int(np.searchsorted(ends, impressions) + 1)
-    shown = shown[:n_decisions]
+    shown = shown[:n_decisions].copy()
     shown[-1] -= ends[n_decisions - 1] - impressions
+    del ends
     start_us = int(start.timestamp() * 1_000_000)
     span_us = int((end - start).total_seconds() * 1_000_000)
     change_us = start_us + span_us // 2

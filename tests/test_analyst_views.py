@@ -22,6 +22,7 @@ from app.analytics.views import refresh_analyst_views
 from app.cli import MIGRATIONS
 from app.services import database_engine, sqlalchemy_url
 from bandits.features import FeatureSpec
+from bench import synthetic_log
 from tests import analyst_log
 from tests.analyst_recompute import (
     Z,
@@ -671,3 +672,57 @@ def test_the_documented_query_gives_the_known_answer(engine, log, number):
         assert set(a) <= set(e), f"question {number} returns columns the test does not check"
         for key, value in a.items():
             assert approx(value, e[key]), (number, key, a, e)
+
+
+# -- bench/synthetic_log.py -----------------------------------------------------------------
+
+
+def test_the_synthetic_log_is_consistent(engine):
+    summary = synthetic_log.seed(engine, impressions=6001, experiments=2, days=3, chunk=700)
+    assert (summary.impressions, summary.experiments) == (6001, ("synthetic_0", "synthetic_1"))
+    [counts] = rows(
+        engine,
+        "SELECT (SELECT count(*) FROM impressions) AS impressions,"
+        " (SELECT sum(shown_count) FROM decisions) AS shown,"
+        " (SELECT count(*) FROM decisions) AS decisions,"
+        " (SELECT count(*) FROM rewards) AS rewards,"
+        " (SELECT count(*) FROM outcomes) AS outcomes,"
+        " (SELECT count(*) FROM decisions WHERE policy = 'holdout') AS holdout,"
+        " (SELECT count(*) FROM pending_rewards) AS pending,"
+        " (SELECT count(*) FROM rewards WHERE kind = 'late') AS late",
+    )
+    assert counts["impressions"] == counts["shown"] == counts["outcomes"] == 6001
+    assert (counts["decisions"], counts["rewards"]) == (summary.decisions, summary.rewards)
+    assert 0.05 < counts["holdout"] / counts["decisions"] < 0.15
+    assert counts["pending"] > 0 and counts["late"] > 0
+    # a unit stays in its group (per experiment); each impression has at most one final reward
+    assert (
+        rows(
+            engine,
+            "SELECT unit_id FROM decisions WHERE unit_id IS NOT NULL GROUP BY experiment, unit_id"
+            " HAVING count(DISTINCT policy) > 1",
+        )
+        == []
+    )
+    assert (
+        rows(
+            engine,
+            "SELECT decision_id, arm FROM rewards WHERE kind <> 'late' GROUP BY 1, 2"
+            " HAVING count(*) > 1",
+        )
+        == []
+    )
+    # the worker's invariant: a late reward comes after the window closed with a default
+    assert (
+        rows(
+            engine,
+            "SELECT r.decision_id FROM rewards r LEFT JOIN rewards d ON d.decision_id ="
+            " r.decision_id AND d.arm = r.arm AND d.kind = 'default' WHERE r.kind = 'late'"
+            " AND (d.decision_id IS NULL OR r.received_at < d.received_at - interval '3 s')",
+        )
+        == []
+    )
+    # the features are bandits.features' encoding of the context
+    spec = FeatureSpec.from_mapping(["hour"], {"city": list(synthetic_log.CITIES)})
+    for d in rows(engine, "SELECT context, features FROM decisions LIMIT 50"):
+        assert d["features"] == spec.encode(d["context"]).tolist()
