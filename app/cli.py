@@ -1,4 +1,5 @@
-"""The ``banditd`` console command: migrate, worker, rebuild, simulate, evaluate, deadletters."""
+"""The ``banditd`` console command: migrate, worker, rebuild, simulate, evaluate, report,
+deadletters."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import sys
 from pathlib import Path
 
 from app import deadletters_cli, evaluate, simulate
+from app.analytics import report
 from app.config import ConfigError
 from app.settings import Settings
 
@@ -42,6 +44,7 @@ def run_worker(settings: Settings) -> None:
         build_services(settings),
         snapshot_every=settings.snapshot_every,
         snapshot_seconds=settings.snapshot_seconds,
+        views_refresh_seconds=settings.views_refresh_seconds,
     )
 
     def stop(signum: int, _frame) -> None:
@@ -114,6 +117,12 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.add_arguments(
         commands.add_parser("evaluate", help="off-policy evaluation of another config from the log")
     )
+    report.add_arguments(
+        commands.add_parser(
+            "report",
+            help="what an experiment earned: decisions, reward per arm, lift over the holdout",
+        )
+    )
     deadletters_cli.add_arguments(
         commands.add_parser(
             "deadletters",
@@ -157,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
             return evaluate.run(args, settings)
         elif args.command == "deadletters":
             return deadletters_cli.run(args, settings)
+        elif args.command == "report":
+            return report.run(args, settings)
         elif args.command == "rebuild":
             return run_rebuild(
                 settings,

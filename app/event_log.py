@@ -27,7 +27,7 @@ from app.events import ConfigEvent, DecisionEvent, Event, RewardEvent
 COLUMNS = {
     "config_versions": "experiment, config_version, settings, first_seen_at",
     "decisions": "decision_id, experiment, decided_at, config_version, policy, model_id, "
-    "request_id, context, features, shown_count, propensity_estimated, candidates",
+    "request_id, context, features, shown_count, propensity_estimated, candidates, unit_id",
     "impressions": "decision_id, experiment, arm, position, score, propensity, "
     "propensity_estimated, decided_at, config_version",
     "rewards": "decision_id, experiment, arm, reward, kind, received_at, stream_ms, stream_seq",
@@ -78,6 +78,7 @@ def _rows(entries: Sequence[tuple[bytes, Event]]) -> dict[str, list[bytes]]:
                     pg.int4(len(event.impressions)),
                     estimated,
                     pg.text_array(event.candidates),
+                    pg.text(event.unit_id),
                 )
             )
             rows["impressions"].extend(

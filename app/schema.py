@@ -3,8 +3,8 @@
 One row per decision, one per shown arm (impression), one per reward
 (explicit, default or late), one per config version, and periodic copies of
 the live model (``model_snapshots``, one row per arm). Alembic migrations in
-``migrations/`` create exactly these, plus the view ``impression_rewards``
-(each impression with its explicit or default reward).
+``migrations/`` create these, plus the analysts' views, comments and foreign
+keys of migration 0004 (docs/ANALYSTS.md), which are not repeated here.
 """
 
 from sqlalchemy import (
@@ -56,6 +56,7 @@ decisions = Table(
         ARRAY(Text),
         comment="the candidate arms the request named; NULL: every configured arm",
     ),
+    Column("unit_id", Text, comment="the user or session the request named (/choose unit_id)"),
     Index("decisions_experiment_decided_at", "experiment", "decided_at"),
 )
 

@@ -125,6 +125,9 @@ class Settings:
     ready_max_lag_seconds:
         ``/readyz`` says ``degraded`` once an experiment's oldest entry not yet
         learned is older than this (``BANDITD_READY_MAX_LAG_SECONDS``).
+    views_refresh_seconds:
+        How often a worker refreshes the analysts' materialised views
+        (``BANDITD_VIEWS_REFRESH_SECONDS``; 0: never).
     """
 
     config_path: str = DEFAULT_CONFIG_PATH
@@ -137,6 +140,7 @@ class Settings:
     snapshot_every: int = 50_000
     snapshot_seconds: float = 300.0
     ready_max_lag_seconds: float = 30.0
+    views_refresh_seconds: float = 300.0
 
     def __post_init__(self) -> None:
         self.parsed_api_keys()  # a malformed BANDITD_API_KEYS stops the process at start
@@ -162,4 +166,5 @@ class Settings:
             snapshot_every=int(env.get("BANDITD_SNAPSHOT_EVERY", "50000")),
             snapshot_seconds=float(env.get("BANDITD_SNAPSHOT_SECONDS", "300")),
             ready_max_lag_seconds=float(env.get("BANDITD_READY_MAX_LAG_SECONDS", "30")),
+            views_refresh_seconds=float(env.get("BANDITD_VIEWS_REFRESH_SECONDS", "300")),
         )

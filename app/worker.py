@@ -36,6 +36,7 @@ from typing import Callable
 
 import redis
 
+from app.analytics.views import REFRESH_SECONDS, ViewRefresher
 from app.config_source import ConfigSource
 from app.deadletters import DeadLetters
 from app.event_log import EventLog, encode
@@ -79,6 +80,7 @@ class Worker:
         clock: Callable[[], float] = time.time,
         snapshot_every: int = 50_000,
         snapshot_seconds: float = 300.0,
+        views_refresh_seconds: float = REFRESH_SECONDS,
     ) -> None:
         self.stream = stream
         self.event_log = event_log
@@ -96,6 +98,7 @@ class Worker:
             every_seconds=snapshot_seconds,
             clock=clock,
         )
+        self.views = ViewRefresher(event_log.engine, views_refresh_seconds)
         self.batch_size = batch_size
         self.block_ms = block_ms
         self.max_backoff = max_backoff
@@ -201,6 +204,7 @@ class Worker:
         one, which the next pass picks up.
         """
         config = self.config.current()
+        self.views.tick()
         # renewing a lease touches the key that a read ahead WATCHes: let them finish first
         wait(list(self._read_ahead.values()))
         removed = self.retired.with_work(config.experiments)
@@ -233,6 +237,7 @@ class Worker:
         self.release()
         self._writer.shutdown()
         self._reader.shutdown()
+        self.views.close()
 
     def _refresh_leases(self, experiments: list[str]) -> None:
         for experiment in experiments:

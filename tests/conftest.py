@@ -19,6 +19,7 @@ import redis
 import sqlalchemy
 
 from app import create_app
+from app.analytics.views import MATERIALISED
 from app.cli import migrate
 from app.services import build_services, database_engine
 from app.settings import Settings
@@ -102,6 +103,8 @@ def engine(migrated_database):
     engine = database_engine(migrated_database)
     with engine.begin() as conn:
         conn.execute(sqlalchemy.text(f"TRUNCATE {', '.join(TABLES)}"))
+        for view in MATERIALISED:  # empty like the tables, not left over from another test
+            conn.execute(sqlalchemy.text(f"REFRESH MATERIALIZED VIEW {view}"))
     yield engine
     engine.dispose()
 

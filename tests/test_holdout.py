@@ -11,7 +11,7 @@ import pytest
 from app import keys
 from app.config import ConfigError, config_from_text
 from app.events import decode
-from tests.conftest import EXPERIMENTS_TOML, choose, reward
+from tests.conftest import EXPERIMENTS_TOML, choose, reward, rows
 from tests.test_config import rewrite
 
 ARMS = ["job_cleaning", "job_kitchen", "job_warehouse"]
@@ -102,19 +102,25 @@ def test_given_order_holdout_shows_the_requested_order(client, config_file, redi
         assert [i.propensity for i in event.impressions] == [1.0, 1.0]
 
 
-def test_holdout_decisions_are_learned_from(client, config_file, worker, redis_client, app):
+def test_holdout_decisions_are_logged_and_learned_from(
+    client, config_file, worker, redis_client, app, engine
+):
     rewrite(config_file, with_holdout(0.5))
     learned = 0
     for unit in range(40):
         body = choose(client, unit_id=f"u{unit}", context={"city": "berlin"}).get_json()
         assert reward(client, body["decision_id"], body["arms"][0]["arm"], 1.0).status_code == 202
         learned += 1
-    policies = {e.policy for e in logged_decisions(redis_client).values()}
-    assert policies == {"holdout", "linucb"}
+    decisions_before_the_worker = list(logged_decisions(redis_client).values())
+    assert {e.policy for e in decisions_before_the_worker} == {"holdout", "linucb"}
     worker.run(until_idle=True)
     services = app.extensions["banditd"]
     state = services.chooser.cache.scoring_state(services.config.current().get("home_feed"))
     assert state.n.sum() == learned
+    logged = rows(engine, "SELECT unit_id, policy FROM decisions ORDER BY decided_at")
+    assert {r["unit_id"] for r in logged} == {f"u{unit}" for unit in range(40)}
+    streamed = {e.unit_id: e.policy for e in decisions_before_the_worker}
+    assert {r["unit_id"]: r["policy"] for r in logged} == streamed
 
 
 def test_without_a_holdout_the_config_version_does_not_change():

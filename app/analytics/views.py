@@ -17,8 +17,16 @@ several workers call it without refreshing twice at once.
 
 from __future__ import annotations
 
+import logging
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Callable
+
 import sqlalchemy
+import sqlalchemy.exc
 from sqlalchemy.engine import Engine
+
+log = logging.getLogger(__name__)
 
 MATERIALISED = ("daily_cells",)
 REFRESH_SECONDS = 300.0
@@ -39,3 +47,51 @@ def refresh_analyst_views(engine: Engine) -> bool:
         for view in MATERIALISED:
             conn.execute(sqlalchemy.text(f"REFRESH MATERIALIZED VIEW CONCURRENTLY {view}"))
     return True
+
+
+class ViewRefresher:
+    """Refreshes the analysts' views every ``every_seconds`` on a thread of its own.
+
+    The worker calls :meth:`tick` once a loop; a refresh takes seconds on a big
+    log, so it runs beside the worker's own work, at most one at a time, and a
+    failure (Postgres away) is logged and tried again at the next due time.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        every_seconds: float = REFRESH_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.engine = engine
+        self.every_seconds = every_seconds
+        self.clock = clock
+        self._due = clock()  # the first pass refreshes: the views may be stale after a restart
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="view-refresh")
+        self._running: Future | None = None
+
+    def tick(self) -> None:
+        """Start a refresh if one is due and none is running."""
+        if self.every_seconds <= 0 or self.clock() < self._due:
+            return
+        if self._running is not None and not self._running.done():
+            return
+        self._due = self.clock() + self.every_seconds
+        self._running = self._pool.submit(self._refresh)
+
+    def _refresh(self) -> None:
+        started = time.monotonic()
+        try:
+            if refresh_analyst_views(self.engine):
+                log.info("refreshed the analysts' views in %.1f s", time.monotonic() - started)
+        except sqlalchemy.exc.SQLAlchemyError as exc:
+            log.warning("could not refresh the analysts' views (%s); trying again later", exc)
+
+    def wait(self) -> None:
+        """Wait for the refresh in progress, if any."""
+        if self._running is not None:
+            self._running.result()
+
+    def close(self) -> None:
+        """Wait for a refresh in progress, then stop the thread."""
+        self._pool.shutdown(wait=True)
