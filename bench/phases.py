@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +42,7 @@ class Bench:
     freshness_seconds: float
     grid_seconds: float
     grid_requests: int
+    gunicorn_config: Path | None = None  # None: gunicorn.conf.py, as scripts/run.sh
 
     def endpoint(self, port: int, path: str, method: str = "POST") -> Endpoint:
         """An endpoint of a server started by the bench, with the bench API key."""
@@ -84,8 +85,8 @@ def throughput(b: Bench, workers: int) -> dict:
     rewards = _reward_files(b, linucb, f"{workers}w", per_file, b.rounds + 1)
     stream = keys.stream(linucb.name)
     with (
-        Gunicorn(FLOOR_APP, workers, {}, b.out) as floor,
-        Gunicorn(SERVICE_APP, workers, b.env, b.out) as service,
+        Gunicorn(FLOOR_APP, workers, {}, b.out, config=b.gunicorn_config) as floor,
+        Gunicorn(SERVICE_APP, workers, b.env, b.out, config=b.gunicorn_config) as service,
     ):
         targets = {
             "floor": (f"http://127.0.0.1:{floor.port}/floor", [choose["bench_linucb"]]),
@@ -94,7 +95,7 @@ def throughput(b: Bench, workers: int) -> dict:
             "reward": (f"http://127.0.0.1:{service.port}/reward", rewards),
         }
         runs: dict[str, list[dict]] = {name: [] for name in targets}
-        warm = WrkSettings(b.wrk.threads, b.wrk.connections, 0.0, b.wrk.warmup_seconds)
+        warm = replace(b.wrk, warmup_seconds=0.0, seconds=b.wrk.warmup_seconds)
         for url, files in targets.values():
             saturate(url, files[0], files[0], warm, b.api_key)
         for r in range(b.rounds):
@@ -127,7 +128,7 @@ def throughput(b: Bench, workers: int) -> dict:
 
 
 def _no_warmup(w: WrkSettings) -> WrkSettings:
-    return WrkSettings(w.threads, w.connections, 0.0, w.seconds)
+    return replace(w, warmup_seconds=0.0)
 
 
 def fixed_rate(b: Bench, floor: Gunicorn, service: Gunicorn, choose, linucb, runs) -> dict:
@@ -207,7 +208,10 @@ def freshness_phase(b: Bench, probe_arms: int = 5, probes_each: int = 400) -> di
     for arm in exp.arms[-probe_arms:]:
         probe_ids = seed.record_decisions(b.client, exp, [arm] * probes_each, b.rng)
         probes[arm] = seed.reward_bodies([(d, arm) for d in probe_ids], b.rng)
-    with UpdateWorker(b.env, b.out) as worker, Gunicorn(PROBE_APP, 2, b.env, b.out) as api:
+    with (
+        UpdateWorker(b.env, b.out) as worker,
+        Gunicorn(PROBE_APP, 2, b.env, b.out, config=b.gunicorn_config) as api,
+    ):
         deadline = time.monotonic() + 120
         while b.client.xlen(keys.stream(exp.name)) > 0 and time.monotonic() < deadline:
             time.sleep(0.1)  # the decisions recorded above
@@ -233,7 +237,8 @@ def cost_growth(b: Bench) -> dict:
     path = configs.write_grid_config(b.out)
     names = [configs.grid_name(p, d) for p in configs.GRID_POLICIES for d in configs.GRID_DIMS]
     exps = b.fresh(path, *names)
-    with Gunicorn(SERVICE_APP, 2, {**b.env, "BANDITD_CONFIG": str(path)}, b.out) as api:
+    env = {**b.env, "BANDITD_CONFIG": str(path)}
+    with Gunicorn(SERVICE_APP, 2, env, b.out, config=b.gunicorn_config) as api:
         endpoint = b.endpoint(api.port, "/choose")
 
         async def run() -> list[dict]:
@@ -253,7 +258,8 @@ def memory_phase(b: Bench) -> dict:
     """Memory of each API process once it holds the 10,000-arm, d = 32 experiment."""
     path = configs.write_memory_config(b.out)
     exps = b.fresh(path, "mem_linucb")
-    with Gunicorn(SERVICE_APP, 2, {**b.env, "BANDITD_CONFIG": str(path)}, b.out) as api:
+    env = {**b.env, "BANDITD_CONFIG": str(path)}
+    with Gunicorn(SERVICE_APP, 2, env, b.out, config=b.gunicorn_config) as api:
         result = asyncio.run(
             growth.memory(api, b.endpoint(api.port, "/choose"), exps["mem_linucb"], b.rng)
         )

@@ -15,6 +15,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).absolute().parent.parent
 VENV_BIN = ROOT / ".venv" / "bin"
+GUNICORN_CONF = ROOT / "gunicorn.conf.py"  # the serving setup of scripts/run.sh
 
 
 def free_port() -> int:
@@ -56,6 +57,20 @@ def memory_kib(pid: int) -> dict[str, int]:
     }
 
 
+def sync_config(out: Path) -> Path:
+    """A gunicorn config file for the serving setup before gunicorn.conf.py: 2 sync workers.
+
+    That is, gunicorn's defaults (``--workers`` comes from the command line), with
+    the control socket off as scripts/run.sh had it. For comparisons only.
+    """
+    path = out / "gunicorn-sync.conf.py"
+    path.write_text(
+        "# scripts/run.sh before gunicorn.conf.py: gunicorn's defaults (sync workers)\n"
+        "control_socket_disable = True\n"
+    )
+    return path
+
+
 def process_env(extra: dict[str, str]) -> dict[str, str]:
     """The environment for a child: ours, ``extra``, and this tree first on the import path."""
     return {**os.environ, **extra, "PYTHONPATH": str(ROOT)}
@@ -73,12 +88,27 @@ def _stop(proc: subprocess.Popen, timeout: float = 15.0) -> None:
 
 
 class Gunicorn:
-    """``gunicorn --bind 127.0.0.1:PORT --workers N APP``: the settings of scripts/run.sh."""
+    """``gunicorn -c gunicorn.conf.py --bind 127.0.0.1:PORT --workers N APP``: as scripts/run.sh.
 
-    def __init__(self, app: str, workers: int, env: dict[str, str], log_dir: Path) -> None:
+    ``config`` replaces gunicorn.conf.py and ``extra`` adds options (they win over
+    the file's): bench/slow_clients.py uses them to compare serving setups.
+    """
+
+    def __init__(
+        self,
+        app: str,
+        workers: int,
+        env: dict[str, str],
+        log_dir: Path,
+        *,
+        config: Path | None = None,
+        extra: list[str] | None = None,
+    ) -> None:
         self.app = app
         self.workers = workers
         self.env = env
+        self.config = config or GUNICORN_CONF
+        self.extra = extra or []
         self.port = free_port()
         self.log_path = log_dir / f"gunicorn-{app.replace(':', '_')}-{workers}w.log"
         self.proc: subprocess.Popen | None = None
@@ -94,13 +124,13 @@ class Gunicorn:
         """Start gunicorn and wait until every worker has booted and the port answers."""
         cmd = [
             str(VENV_BIN / "gunicorn"),
+            "--config",
+            str(self.config),
             "--bind",
             f"127.0.0.1:{self.port}",
             "--workers",
             str(self.workers),
-            # gunicorn 27's control socket defaults to one path per user; concurrent
-            # servers (ours, the e2e tests') would take it from each other
-            "--no-control-socket",
+            *self.extra,
             self.app,
         ]
         with open(self.log_path, "ab") as log:

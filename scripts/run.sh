@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Run banditd for development: the online update worker in the background and
-# gunicorn in front of it. `make run` starts Redis/Postgres and migrates first.
+# gunicorn in front of it (`gunicorn -c gunicorn.conf.py wsgi:app`: the serving
+# setup is in that file). `make run` starts Redis/Postgres and migrates first.
 #
 # Ctrl-C (SIGINT) or SIGTERM stops both and exits 0. If either process fails,
 # the other is stopped and this script exits with the failed one's status.
@@ -76,7 +77,9 @@ echo "banditd: config $BANDITD_CONFIG; Redis $REDIS_URL; worker + gunicorn ($GUN
 "$VENV_BIN/banditd" worker &
 worker_pid=$!
 
-"$VENV_BIN/gunicorn" --bind "0.0.0.0:$PORT" --workers "$GUNICORN_WORKERS" --no-control-socket wsgi:app &
+# gunicorn.conf.py reads PORT and GUNICORN_WORKERS (passed here with their
+# defaults) and holds the rest of the serving setup (worker class, timeouts).
+PORT="$PORT" GUNICORN_WORKERS="$GUNICORN_WORKERS" "$VENV_BIN/gunicorn" -c gunicorn.conf.py wsgi:app &
 web_pid=$!
 
 # Returns as soon as one of the two exits (or a trapped signal arrives, in

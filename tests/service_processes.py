@@ -1,5 +1,7 @@
 """Run the service as real processes for tests: gunicorn and ``banditd worker``.
 
+gunicorn runs with gunicorn.conf.py, as scripts/run.sh starts it.
+
 gunicorn writes an access log with the serving process id (``%(p)s``), so that
 a test can tell which web worker answered each probe request.
 """
@@ -24,6 +26,7 @@ from tests.conftest import API_KEY, TEST_DATABASE_URL, TEST_REDIS_URL, poll
 
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = REPO / ".venv" / "bin"
+GUNICORN_CONF = REPO / "gunicorn.conf.py"
 STREAK = 20  # consecutive answers with the new version before a change counts as seen
 ACCESS_LOG_FORMAT = '%(p)s "%(r)s" %(s)s'
 ACCESS_LINE = re.compile(r'^<(\d+)> "\S+ \S*[?&]probe=(\d+)\S* ')
@@ -196,6 +199,10 @@ def start_service(
         gunicorn = subprocess.Popen(
             [
                 str(VENV_BIN / "gunicorn"),
+                # the serving setup of `make run` (worker class, timeouts, no control socket);
+                # the options after it win over the file's
+                "--config",
+                str(GUNICORN_CONF),
                 "--workers",
                 str(web_workers),
                 "--bind",
@@ -204,9 +211,6 @@ def start_service(
                 str(logs["access"]),
                 "--access-logformat",
                 ACCESS_LOG_FORMAT,
-                # gunicorn >= 27 otherwise binds ~/.gunicorn/gunicorn.ctl, shared with any other
-                # gunicorn of this user (e.g. `make run`), and removes it on exit
-                "--no-control-socket",
                 "wsgi:app",
             ],
             cwd=REPO,
@@ -223,6 +227,10 @@ def start_service(
         env=env,
     )
     svc.http.headers["Authorization"] = f"Bearer {API_KEY}"
+    # A new connection per request, as with the sync workers the service had before: gunicorn
+    # keeps a connection to the process that accepted it, and the tests count on their probes
+    # landing on every web worker.
+    svc.http.headers["Connection"] = "close"
     try:
 
         def healthy():
