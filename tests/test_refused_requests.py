@@ -11,19 +11,9 @@ from pathlib import Path
 
 from app.model_cache import SPARE_PRIOR_ROWS
 from tests.conftest import EXPERIMENTS_TOML, choose, reward, rows
+from tests.test_arm_lifecycle import CATALOGUE_TOML
 from tests.test_config import rewrite
 
-CATALOGUE_TOML = """
-[experiments.jobs]
-policy = "linucb"
-alpha = 0.1
-arms = "dynamic"
-max_arms = 4
-reward = { default = 0.0, window_seconds = 60, min = 0.0, max = 1.0 }
-
-[experiments.jobs.features]
-categorical = { city = ["berlin", "hamburg"] }
-"""
 REQUESTS = 1000
 NEW_ARMS = 1000  # per request: the most the schema allows
 WARM_UP = 200  # requests before the first RSS reading: the cache's working size is reached
