@@ -24,7 +24,7 @@ import redis
 from app.services import database_engine
 from bench import phases, report
 from bench.saturation import WrkSettings
-from bench.stack import ROOT
+from bench.stack import ROOT, sync_config
 from chaos.machine import cpu_model, memory_gib
 
 PHASES = {
@@ -84,6 +84,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", choices=sorted(PHASES), help="run only these phases")
     parser.add_argument("--no-doc", action="store_true", help="do not rewrite docs/BENCHMARKS.md")
     parser.add_argument(
+        "--serving",
+        choices=("config", "sync"),
+        default="config",
+        help="gunicorn.conf.py (default), or the sync workers it replaced (for comparison)",
+    )
+    parser.add_argument(
+        "--new-connections",
+        action="store_true",
+        help='wrk sends "Connection: close": a TCP connection per request, as with sync workers',
+    )
+    parser.add_argument(
         "--from-json", type=Path, help="measure nothing: print and document this results file"
     )
     args = parser.parse_args(argv)
@@ -113,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
             connections=32,
             warmup_seconds=1.0 if quick else 2.0,
             seconds=2.0 if quick else 4.0,
+            new_connections=args.new_connections,
         ),
         rounds=2 if quick else 3,
         fixed_seconds=3.0 if quick else 10.0,
@@ -120,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         freshness_seconds=5.0 if quick else 20.0,
         grid_seconds=0.5 if quick else 2.5,
         grid_requests=50 if quick else 400,
+        gunicorn_config=sync_config(out) if args.serving == "sync" else None,
     )
     started = time.monotonic()
     stamp = datetime.now(timezone.utc)
@@ -127,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
         "meta": {
             "started": stamp.strftime("%Y-%m-%d %H:%M UTC"),
             "command": "make bench" + (" (quick)" if quick else ""),
+            "serving": "sync workers" if args.serving == "sync" else "gunicorn.conf.py",
+            "wrk_new_connections": args.new_connections,
             "machine": machine(),
             "code": code(),
             "load": f"load average at start {load_average()}",
@@ -153,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(report.text(results))
     print(f"\nbench: results in {json_path.relative_to(ROOT)}", end="")
-    if not args.no_doc and not args.only:
+    comparison = args.serving != "config" or args.new_connections  # not what make run runs
+    if not args.no_doc and not args.only and not comparison:
         report.write_markdown(results, TEMPLATE, DOC)
         print(f" and {DOC.relative_to(ROOT)}", end="")
     print(f"; took {results['meta']['seconds']:.0f}s")

@@ -25,6 +25,9 @@ class WrkSettings:
     connections: int = 32
     warmup_seconds: float = 2.0
     seconds: float = 10.0
+    # "Connection: close" on every request: a TCP connection per request even where the
+    # server keeps connections open (gevent does; the sync workers never did)
+    new_connections: bool = False
 
 
 def write_bodies(path: Path, bodies: list[bytes]) -> Path:
@@ -56,6 +59,7 @@ def wrk(url: str, bodies: Path, seconds: float, settings: WrkSettings, api_key: 
         "BENCH_BODIES": str(bodies),
         "BENCH_THREADS": str(settings.threads),
         "BENCH_API_KEY": api_key,
+        "BENCH_CONNECTION_CLOSE": "1" if settings.new_connections else "",
     }
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
     line = next((s for s in out.splitlines() if s.startswith("WRK_JSON ")), None)

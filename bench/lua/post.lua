@@ -24,6 +24,7 @@ function init(args)
   wrk.headers["Content-Type"] = "application/json"
   local key = os.getenv("BENCH_API_KEY")
   if key and key ~= "" then wrk.headers["Authorization"] = "Bearer " .. key end
+  if os.getenv("BENCH_CONNECTION_CLOSE") == "1" then wrk.headers["Connection"] = "close" end
 end
 
 function request()
