@@ -64,7 +64,12 @@ def fence(pipe: redis.client.Pipeline, experiment: str, holder: str) -> None:
     turns into :class:`LeaseLost`.
     """
     owner = keys.owner(experiment)
-    pipe.watch(owner)
-    if pipe.get(owner) != holder.encode():
+    try:
+        pipe.watch(owner)
+        current = pipe.get(owner)
+    except redis.WatchError as exc:
+        # redis-py's word for a connection lost while watching: an outage, not a lost lease
+        raise redis.ConnectionError(str(exc)) from exc
+    if current != holder.encode():
         raise LeaseLost(experiment)
     pipe.multi()

@@ -10,7 +10,7 @@ from app.events import decode
 from app.lease import LeaseLost, Leases
 from app.model_store import ModelStore
 from bandits import arm_prior, update
-from tests.conftest import choose, reward, rows
+from tests.conftest import TEST_REDIS_URL, choose, reward, rows
 
 
 def model_id(app) -> str:
@@ -322,3 +322,19 @@ def test_taking_a_stream_over_removes_the_names_of_dead_workers(
     names = {c["name"] for c in redis_client.xinfo_consumers(stream, GROUP)}
     assert names == {worker.consumer.encode()}
     assert rows(engine, "SELECT count(*) AS n FROM decisions") == [{"n": 2}]  # dead-2's claimed
+
+
+def test_a_connection_lost_while_fencing_is_an_outage_not_a_crash(redis_client):
+    """redis-py reports a connection lost during WATCH as WatchError; the worker must retry."""
+    from app.lease import fence
+    from app.poison import RETRYABLE
+
+    client = redis.Redis.from_url(TEST_REDIS_URL)
+    Leases(client, "me").hold("home_feed")
+    with client.pipeline(transaction=True) as pipe:
+        pipe.watch(keys.owner("home_feed"))
+        redis_client.client_kill_filter(_id=pipe.client_id())
+        with pytest.raises(RETRYABLE) as raised:
+            fence(pipe, "home_feed", "me")
+    assert not isinstance(raised.value, redis.WatchError)
+    client.close()
