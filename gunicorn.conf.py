@@ -8,7 +8,7 @@ Why gevent: a connection that sends its request slowly must hold neither a
 process nor a thread. ``python -m bench.slow_clients`` (connections dribbling
 headers or a body at 1 byte/s for 15 s, 2 processes, probes of /healthz and
 /choose every 50 ms) on 2 cores: with 8 dribblers, the sync workers this
-replaces answered 6-12% of probes within 1 s. gthread holds a pool thread per
+replaces answered 6% of probes within 1 s. gthread holds a pool thread per
 dribbler for as long as it dribbles (gunicorn 27 parses a request on the pool
 thread, on a blocking socket with no read deadline), so it survives as many
 slow clients as it has threads: with 16 threads a process, 100% at 8 and 16
@@ -22,7 +22,7 @@ from gunicorn import util
 from gunicorn.workers.ggevent import GeventWorker
 
 
-class Worker(GeventWorker):
+class GracefulGeventWorker(GeventWorker):
     """gunicorn's gevent worker, ending a connection the way its sync and gthread workers do.
 
     gunicorn 27's gevent worker closes a connection outright after an answer
@@ -48,7 +48,7 @@ workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
 
 # A greenlet per connection (gevent monkey-patches the worker before the app is
 # imported, so redis-py's sockets and the app's threading.Locks cooperate).
-worker_class = Worker
+worker_class = GracefulGeventWorker
 # Connections one process holds at once, slow ones included; past this it stops
 # accepting until one ends. Each costs a greenlet and a file descriptor, so the
 # process needs `ulimit -n` above this (plus its Redis and Postgres sockets).

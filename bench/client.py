@@ -1,7 +1,8 @@
 """A minimal asyncio HTTP/1.1 client for the load generators: one request per connection.
 
-gunicorn's sync workers close the connection after every answer, so every
-request opens its own connection, as wrk's do against them. The client is a bare
+Every request opens its own connection, as a client without a connection pool
+does (and as every client had to with the sync workers that served banditd
+before gunicorn.conf.py). The client is a bare
 ``asyncio.Protocol`` (no streams, no parsing beyond the status line and
 Content-Length) so that generating 1,000 requests/s costs a small share of one core.
 """

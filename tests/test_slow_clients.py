@@ -6,7 +6,7 @@ request one byte a second (4 dribble their headers, 4 send headers at once and
 dribble a body; one the server closes is opened again at once) while probes
 alternate ``GET /healthz`` and ``POST /choose`` every 50 ms on new connections:
 at least 99% of them must answer 200 within 1 s. With the sync workers the
-service had before gunicorn.conf.py, 6-12% did (bench/slow_clients.py
+service had before gunicorn.conf.py, 6% did (bench/slow_clients.py
 ``--setup sync``).
 """
 
