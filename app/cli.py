@@ -13,6 +13,7 @@ from pathlib import Path
 from app import deadletters_cli, evaluate, simulate
 from app.analytics import report
 from app.config import ConfigError
+from app.export import cli as export_cli
 from app.settings import Settings
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
@@ -129,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
             help="list, replay or drop the stream entries the worker could not process",
         )
     )
+    export_cli.add_arguments(
+        commands.add_parser("export", help="an experiment's log as Parquet, partitioned by day")
+    )
     rebuild = commands.add_parser(
         "rebuild",
         help="recompute an experiment's arm parameters from the Postgres log",
@@ -168,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
             return deadletters_cli.run(args, settings)
         elif args.command == "report":
             return report.run(args, settings)
+        elif args.command == "export":
+            return export_cli.run(args, settings)
         elif args.command == "rebuild":
             return run_rebuild(
                 settings,
