@@ -238,15 +238,16 @@ def test_export_of_decisions_made_through_the_api_keeps_every_field(
             request_id=f"request-{hour}",
         ).get_json()
         shown.append((decision, context))
-        assert reward(client, decision["decision_id"], decision["arms"][0]["arm"], 1).status_code
+        answer = reward(client, decision["decision_id"], decision["arms"][0]["arm"], 1)
+        assert answer.status_code == 202
     worker.run(until_idle=True)
-    today = datetime.now(timezone.utc).date()
+    today = datetime.now(timezone.utc).date()  # a day either side: midnight may pass meanwhile
     monkeypatch.setenv("DATABASE_URL", TEST_DATABASE_URL)
     code = main(
         [
             "export",
-            *("--experiment", "home_feed", "--since", str(today), "--until"),
-            *(str(today + timedelta(days=1)), "--out", str(tmp_path)),
+            *("--experiment", "home_feed", "--since", str(today - timedelta(days=1))),
+            *("--until", str(today + timedelta(days=2)), "--out", str(tmp_path)),
         ]
     )
     assert code == 0, capsys.readouterr().err
@@ -266,7 +267,7 @@ def test_export_of_decisions_made_through_the_api_keeps_every_field(
                 d=row["decision_id"],
             )[0]["features"]
         )
-        assert row["date"] == today
+        assert row["date"] == row["decided_at"].date()
     impressions = hive(tmp_path, "impressions").to_table().to_pylist()
     assert sorted((r["decision_id"], r["position"]) for r in impressions) == sorted(
         (d["decision_id"], p) for d, _ in shown for p in range(2)

@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--chunk-mb",
         type=float,
         default=4,
-        help="Postgres output parsed and written at a time (a row group); bounds memory",
+        help="MB of Postgres output parsed at a time (default 4); bounds memory",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
