@@ -18,6 +18,8 @@ STAMP  := $(VENV)/.installed
 PIP    := $(VENV)/bin/pip --quiet --disable-pip-version-check
 
 PORT ?= 8000
+# Debian packages (PACKAGE:COMMAND) whose real programs the tests drive.
+TEST_TOOLS := prometheus:promtool chromium:chromium chromium-driver:chromedriver
 PYTEST_ARGS ?=
 
 # Defaults used only when the variable is not set in the environment. They are
@@ -30,7 +32,7 @@ APP_ENV  := REDIS_URL="$${REDIS_URL:-$(DEFAULT_REDIS_URL)}" \
 TEST_ENV := BANDITD_TEST_REDIS_URL="$${BANDITD_TEST_REDIS_URL:-redis://localhost:6379/15}" \
             BANDITD_TEST_DATABASE_URL="$${BANDITD_TEST_DATABASE_URL:-postgresql://banditd:banditd@localhost:5432/banditd_test}"
 
-.PHONY: help venv services migrate run test stop clean-services status bench chaos
+.PHONY: help venv services test-tools migrate run test stop clean-services status bench chaos
 
 help:
 	@echo "make run       start services, migrate, run worker + gunicorn on :$(PORT) (Ctrl-C stops)"
@@ -68,7 +70,10 @@ run: venv services migrate
 
 # The test suite migrates the test database itself; services.sh makes sure the
 # default one (banditd_test) exists.
-test: venv services
+test-tools:
+	@bash scripts/services.sh tools $(TEST_TOOLS)
+
+test: venv services test-tools
 	$(TEST_ENV) $(PY) -m pytest $(PYTEST_ARGS)
 
 # Its own Redis db (13) and Postgres database (banditd_bench): never dev or test data.

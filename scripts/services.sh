@@ -4,6 +4,9 @@
 #   scripts/services.sh start    install (Debian packages) and start what is missing
 #   scripts/services.sh stop     stop the Redis we started and the local Postgres cluster
 #   scripts/services.sh status   say what is running
+#   scripts/services.sh tools PACKAGE:COMMAND...
+#                                install the Debian packages whose commands are
+#                                missing (the real programs the tests drive)
 #
 # Idempotent: `start` on a box where everything runs only checks and returns.
 #
@@ -309,11 +312,29 @@ pg_status() {
     fi
 }
 
+# --- tools the tests drive ----------------------------------------------
+
+# tools PACKAGE:COMMAND...: install each Debian package whose command is missing.
+tools_install() {
+    local spec package command missing=()
+    for spec in "$@"; do
+        package="${spec%%:*}"
+        command="${spec#*:}"
+        command -v "$command" >/dev/null || missing+=("$package")
+    done
+    if ((${#missing[@]})); then
+        apt_install "${missing[@]}"
+    else
+        log "tools: $* present"
+    fi
+}
+
 # --- main -----------------------------------------------------------------
 
 case "${1:-}" in
     start) redis_start; pg_start ;;
     stop) redis_stop; pg_stop ;;
     status) redis_status; pg_status ;;
-    *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+    tools) shift; tools_install "$@" ;;
+    *) echo "usage: $0 start|stop|status|tools PACKAGE:COMMAND..." >&2; exit 2 ;;
 esac
