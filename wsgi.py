@@ -12,3 +12,5 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 from app import create_app  # noqa: E402  (after the thread settings)
 
 app = create_app()
+# Refresh a model as soon as the worker says it saved one (app/model_push.py).
+app.extensions["banditd"].saves.start()

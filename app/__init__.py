@@ -14,6 +14,7 @@ from app import auth, errors
 from app.api import choose, experiments, health, reward, spec
 from app.choosing import Chooser
 from app.model_cache import ModelCache
+from app.model_push import SaveListener
 from app.rewarding import Rewarder
 from app.services import Services, build_services
 from app.settings import Settings
@@ -29,6 +30,7 @@ class ApiServices(Services):
 
     chooser: Chooser
     rewarder: Rewarder
+    saves: SaveListener  # started by the server (wsgi.py), not by every app a test makes
 
 
 def create_app(
@@ -49,6 +51,7 @@ def create_app(
         **vars(base),
         chooser=Chooser(base.config, cache, base.stream, rng or np.random.default_rng(), clock),
         rewarder=Rewarder(base.stream, clock),
+        saves=SaveListener(base.redis, cache),
     )
     if not settings.api_keys:
         log.warning("BANDITD_API_KEYS is empty: every route but health will answer 401")

@@ -36,6 +36,10 @@ def migrate(settings: Settings, revision: str = "head") -> None:
     command.upgrade(config, revision)
 
 
+# How often a running worker renews its leases (they last 5 s) and closes reward windows.
+HOUSEKEEPING_SECONDS = 0.5
+
+
 def run_worker(settings: Settings) -> None:
     """Run the online update worker until SIGINT/SIGTERM (a second one forces)."""
     from app.services import build_services
@@ -46,6 +50,8 @@ def run_worker(settings: Settings) -> None:
         snapshot_every=settings.snapshot_every,
         snapshot_seconds=settings.snapshot_seconds,
         views_refresh_seconds=settings.views_refresh_seconds,
+        linger_ms=settings.worker_linger_ms,
+        housekeeping_seconds=HOUSEKEEPING_SECONDS,
     )
 
     def stop(signum: int, _frame) -> None:

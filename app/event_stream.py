@@ -237,6 +237,12 @@ class EventStream:
         if not ids:
             return
         pipe = self.redis.pipeline(transaction=True)
-        pipe.xack(keys.stream(experiment), GROUP, *ids)
-        pipe.xdel(keys.stream(experiment), *ids)
+        self.queue_ack(pipe, experiment, ids)
         pipe.execute()
+
+    @staticmethod
+    def queue_ack(pipe: redis.client.Pipeline, experiment: str, entry_ids: list[bytes]) -> None:
+        """Queue the acknowledgement and deletion of ``entry_ids`` on ``pipe`` (a transaction)."""
+        if entry_ids:
+            pipe.xack(keys.stream(experiment), GROUP, *entry_ids)
+            pipe.xdel(keys.stream(experiment), *entry_ids)

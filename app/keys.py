@@ -51,6 +51,11 @@ def generation(experiment: str) -> str:
     return f"bd:{{{experiment}}}:generation"
 
 
+def models_saved() -> str:
+    """Pub/sub channel on which the worker names each experiment whose parameters it saved."""
+    return "bd:models:saved"
+
+
 def owner(experiment: str) -> str:
     """Lease naming the worker that processes the experiment's stream."""
     return f"bd:{{{experiment}}}:owner"

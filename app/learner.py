@@ -9,8 +9,10 @@ redeliveries and are skipped.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
+import redis
 
 from app.events import Event, RewardEvent
 from app.model_store import ArmUpdate, ModelStore
@@ -172,13 +174,21 @@ class Learner:
             for arm, row in place.items()
         }
 
-    def commit(self, learned: Learned | None) -> int:
-        """Save a prepared batch to Redis (fenced on the lease); returns the rewards it learned."""
+    def commit(
+        self,
+        learned: Learned | None,
+        also: Callable[[redis.client.Pipeline], None] | None = None,
+    ) -> int:
+        """Save a prepared batch to Redis (fenced on the lease); returns the rewards it learned.
+
+        ``also`` adds commands to the save's transaction; they are not run when
+        there is nothing to save (``learned`` is None).
+        """
         if learned is None:
             return 0
         try:
             self.store.save(
-                learned.experiment, learned.updates, learned.last_id, holder=self.holder
+                learned.experiment, learned.updates, learned.last_id, holder=self.holder, also=also
             )
         except Exception:
             self.forget(learned.experiment)  # our copies ran ahead of Redis: reload them

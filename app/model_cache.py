@@ -115,6 +115,19 @@ class ModelCache:
                     self._load(experiment, table, unseen)
             return table
 
+    def invalidate(self, experiment: str) -> None:
+        """Have the next ``table`` of ``experiment`` look for newer parameters at once."""
+        with self._lock:
+            for (name, _), table in self._tables.items():
+                if name == experiment:
+                    table.checked_at = float("-inf")
+
+    def invalidate_all(self) -> None:
+        """``invalidate`` every experiment."""
+        with self._lock:
+            for table in self._tables.values():
+                table.checked_at = float("-inf")
+
     def rows_held(self) -> int:
         """Rows (allocated, spare ones included) of every table held: what the cache costs."""
         with self._lock:

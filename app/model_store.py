@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import redis
@@ -128,12 +129,17 @@ class ModelStore:
         applied_through: bytes,
         *,
         holder: str | None = None,
+        also: Callable[[redis.client.Pipeline], None] | None = None,
     ) -> None:
-        """Save arms and the learning watermark in one transaction.
+        """Save arms and the learning watermark in one transaction, and announce it.
 
         With ``holder``, save only while that worker holds the experiment's
         lease, and raise :class:`LeaseLost` otherwise: a worker that stalled
         past its lease must not overwrite what the new holder learned since.
+        ``also`` queues more commands into the same transaction (the worker's
+        acknowledgement of the entries learned: one round trip for both). A
+        save that changed arms is published on :func:`keys.models_saved`, so
+        API processes refresh at once instead of at their next periodic check.
         """
         with self.redis.pipeline(transaction=True) as pipe:
             if holder is not None:
@@ -153,7 +159,11 @@ class ModelStore:
                 pipe.hset(keys.arm(experiment, u.model_id, u.arm), mapping=fields)
                 pipe.hset(keys.arm_versions(experiment, u.model_id), u.arm, u.version)
             pipe.set(keys.applied(experiment), applied_through)
-            pipe.incr(keys.generation(experiment))
+            if updates:
+                pipe.incr(keys.generation(experiment))
+                pipe.publish(keys.models_saved(), experiment)
+            if also is not None:
+                also(pipe)
             try:
                 pipe.execute()
             except redis.WatchError as exc:

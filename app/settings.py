@@ -128,6 +128,11 @@ class Settings:
     views_refresh_seconds:
         How often a worker refreshes the analysts' materialised views
         (``BANDITD_VIEWS_REFRESH_SECONDS``; 0: never).
+    worker_linger_ms:
+        How long the worker waits, once a new entry arrives, for more to join
+        its batch (``BANDITD_WORKER_LINGER_MS``; 0: read at once). Part of
+        the delay between a reward and the answers that use it; in exchange a
+        batch's fixed cost is shared under steady traffic.
     """
 
     config_path: str = DEFAULT_CONFIG_PATH
@@ -141,6 +146,7 @@ class Settings:
     snapshot_seconds: float = 300.0
     ready_max_lag_seconds: float = 30.0
     views_refresh_seconds: float = 300.0
+    worker_linger_ms: float = 40.0
 
     def __post_init__(self) -> None:
         self.parsed_api_keys()  # a malformed BANDITD_API_KEYS stops the process at start
@@ -167,4 +173,5 @@ class Settings:
             snapshot_seconds=float(env.get("BANDITD_SNAPSHOT_SECONDS", "300")),
             ready_max_lag_seconds=float(env.get("BANDITD_READY_MAX_LAG_SECONDS", "30")),
             views_refresh_seconds=float(env.get("BANDITD_VIEWS_REFRESH_SECONDS", "300")),
+            worker_linger_ms=float(env.get("BANDITD_WORKER_LINGER_MS", "40")),
         )

@@ -44,6 +44,7 @@ from app.event_stream import EventStream
 from app.events import decode
 from app.learner import Learned, Learner
 from app.lease import LeaseLost, Leases
+from app.metrics import worker as worker_metrics
 from app.model_store import ModelStore
 from app.poison import RETRYABLE, PoisonedBatch, poison_of, stream_vanished
 from app.quarantine import Quarantine
@@ -81,6 +82,8 @@ class Worker:
         snapshot_every: int = 50_000,
         snapshot_seconds: float = 300.0,
         views_refresh_seconds: float = REFRESH_SECONDS,
+        linger_ms: float = 0.0,
+        housekeeping_seconds: float = 0.0,
     ) -> None:
         self.stream = stream
         self.event_log = event_log
@@ -101,6 +104,14 @@ class Worker:
         self.views = ViewRefresher(event_log.engine, views_refresh_seconds)
         self.batch_size = batch_size
         self.block_ms = block_ms
+        # Under steady traffic, wait this long after the first new entry so that a
+        # batch gathers several (like Kafka's linger.ms): a batch's fixed cost (the
+        # read, the Postgres transaction, the save) is then shared by many events.
+        self.linger_ms = linger_ms
+        # In ``run``, renew leases and close reward windows at most this often
+        # instead of on every pass (leases last seconds, windows minutes).
+        self.housekeeping_seconds = housekeeping_seconds
+        self._housekept_at = float("-inf")
         self.max_backoff = max_backoff
         self.clock = clock
         self.owned: set[str] = set()
@@ -111,6 +122,7 @@ class Worker:
         self._read_ahead: dict[str, Future] = {}  # per stream: the next batch, being read
         self._recovering: set[str] = set()  # streams whose pending entries are read first
         self._last_read: dict[str, bytes] = {}  # per stream: the last entry id read
+        self._backlogged = False  # the last pass read a full batch of some stream
 
     @classmethod
     def from_services(cls, services: Services, **options) -> "Worker":
@@ -138,23 +150,22 @@ class Worker:
         while not self.stop_requested:
             try:
                 budget = None if max_events is None else max_events - processed
-                done = self._pass(budget, read_ahead=max_events is None)
+                done = self._pass(budget, read_ahead=max_events is None, steady=True)
                 backoff = 0.0
                 processed += done
                 if max_events is not None and processed >= max_events:
                     self._settle_all()
                     break
-                if done == 0:
+                if done == 0 or not self._backlogged:
+                    # every stream is read to its end: finish, then wait for the next entry
                     self._settle_all()
                     if self._recovering & self.owned:
                         continue  # a batch to read again: not idle
                     if until_idle:
-                        break
-                    if self.owned:
-                        last_read = {e: self._last_read.get(e) for e in sorted(self.owned)}
-                        self.stream.wait_for_any(last_read, self.block_ms)
-                    else:  # a standby: try for a lease again shortly, do not spin on Redis
-                        time.sleep(self.block_ms / 1000)
+                        if done == 0:
+                            break
+                        continue
+                    self._wait_for_entries()
             except RETRYABLE as exc:
                 self._abandon_writes()
                 backoff = min(max(backoff * 2, 0.1), self.max_backoff)
@@ -164,6 +175,7 @@ class Worker:
                 # Stalled past the lease: another worker owns the stream now. Our
                 # unacknowledged entries are theirs to claim; nothing of ours was saved.
                 log.warning("lost the lease of %s while learning; leaving it", exc)
+                worker_metrics.lease_changed(str(exc), "lost")
                 self._abandon_writes(str(exc))
                 self.owned.discard(str(exc))
                 self.learner.forget(str(exc))
@@ -181,6 +193,15 @@ class Worker:
         self._drop_read_ahead()
         return processed
 
+    def _wait_for_entries(self) -> None:
+        """Block until an owned stream has a new entry, then linger for more to arrive."""
+        if not self.owned:  # a standby: try for a lease again shortly, do not spin on Redis
+            time.sleep(self.block_ms / 1000)
+            return
+        last_read = {e: self._last_read.get(e) for e in sorted(self.owned)}
+        if self.stream.wait_for_any(last_read, self.block_ms) and self.linger_ms > 0:
+            time.sleep(self.linger_ms / 1000)
+
     def step(self, budget: int | None = None) -> int:
         """One pass over the owned streams, reading at most ``budget`` entries; returns how many.
 
@@ -197,24 +218,36 @@ class Worker:
             raise
         return done
 
-    def _pass(self, budget: int | None, *, read_ahead: bool = False) -> int:
+    def _pass(self, budget: int | None, *, read_ahead: bool = False, steady: bool = False) -> int:
         """``step`` without waiting for the last batch's Postgres write.
 
         With ``read_ahead``, a full batch starts the read of the stream's next
-        one, which the next pass picks up.
+        one, which the next pass picks up. With ``steady`` (``run``), leases are
+        renewed and windows closed only every ``housekeeping_seconds``.
         """
         config = self.config.current()
         self.views.tick()
-        # renewing a lease touches the key that a read ahead WATCHes: let them finish first
-        wait(list(self._read_ahead.values()))
         removed = self.retired.with_work(config.experiments)
-        self._refresh_leases(sorted(config.experiments) + removed)
+        experiments = sorted(config.experiments) + removed
+        now = time.monotonic()
+        housekeeping = (
+            not steady
+            or now - self._housekept_at >= self.housekeeping_seconds
+            or not self.owned.issuperset(experiments)  # a stream to take over, or to let go
+        )
+        if housekeeping:
+            self._housekept_at = now
+            # renewing a lease touches the key that a read ahead WATCHes: let them finish first
+            wait(list(self._read_ahead.values()))
+            self._refresh_leases(experiments)
         now_ms = int(self.clock() * 1000)
         done = 0
+        self._backlogged = False
         for experiment in sorted(self.owned):
             if experiment in config.experiments:
                 self.stream.announce_config(config.experiments[experiment], now_ms)
-            self.stream.close_windows(experiment, now_ms)
+            if housekeeping:
+                self.stream.close_windows(experiment, now_ms)
             count = self.batch_size if budget is None else min(self.batch_size, budget - done)
             if count <= 0:
                 break
@@ -255,11 +288,13 @@ class Worker:
                 self.owned.add(experiment)
                 self._recovering.add(experiment)
                 log.info("processing stream of %s", experiment)
+                worker_metrics.lease_changed(experiment, "acquired")
             elif not held and experiment in self.owned:
                 self._abandon_writes(experiment)
                 self.owned.discard(experiment)
                 self.learner.forget(experiment)
                 log.info("lost the lease of %s", experiment)
+                worker_metrics.lease_changed(experiment, "lost")
         for experiment in self.owned - set(experiments):
             self._abandon_writes(experiment)
             self.leases.release(experiment)
@@ -288,6 +323,7 @@ class Worker:
             self._recovering.add(experiment)
             raise
         entry_ids = [entry_id for entry_id, _ in entries]
+        worker_metrics.prepared(experiment, events)
         self._in_flight[experiment] = InFlight(write, learned, entry_ids)
         return len(entries)
 
@@ -315,6 +351,8 @@ class Worker:
             raise
         if entries:
             self._last_read[experiment] = entries[-1][0]
+        if len(entries) == count:  # a full batch: more may be waiting
+            self._backlogged = True
         if read_ahead and len(entries) == self.batch_size:  # a backlog: more is waiting
             self._read_ahead[experiment] = self._reader.submit(
                 self.stream.read_new, experiment, self.consumer, self.batch_size
@@ -330,15 +368,22 @@ class Worker:
         batch = self._in_flight.pop(experiment, None)
         if batch is None:
             return
+
+        def acknowledge(pipe) -> None:
+            self.stream.queue_ack(pipe, experiment, batch.entry_ids)
+
         try:
             with poison_of(experiment):
                 batch.write.result()
-            learned = self.learner.commit(batch.learned)
+            # saved and acknowledged in one transaction when there is something to save
+            learned = self.learner.commit(batch.learned, also=acknowledge)
         except BaseException:
             self._recovering.add(experiment)
             self.learner.forget(experiment)  # it holds what was prepared after this batch
             raise
-        self.stream.ack(experiment, batch.entry_ids)
+        if batch.learned is None:
+            self.stream.ack(experiment, batch.entry_ids)
+        worker_metrics.acknowledged(experiment, batch.entry_ids)
         self.snapshots.after_learning(experiment, learned)
 
     def _settle_all(self) -> None:
@@ -359,6 +404,7 @@ class Worker:
         learned = self.learner.commit(batch.learned)
         self.quarantine.set_aside(experiment, batch)
         self.stream.ack(experiment, batch.good_ids)
+        worker_metrics.sorted_out(experiment, entries, batch.good_ids)
         self.snapshots.after_learning(experiment, learned)
         return len(entries)
 

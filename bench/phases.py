@@ -43,6 +43,8 @@ class Bench:
     grid_seconds: float
     grid_requests: int
     gunicorn_config: Path | None = None  # None: gunicorn.conf.py, as scripts/run.sh
+    steady_seconds: float = 10.0  # per offered rate in the steady-load phase
+    steady_backlog: int = 20_000  # decisions the steady-load phase's drain reference drains
 
     def endpoint(self, port: int, path: str, method: str = "POST") -> Endpoint:
         """An endpoint of a server started by the bench, with the bench API key."""

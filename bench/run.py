@@ -22,7 +22,7 @@ import numpy as np
 import redis
 
 from app.services import database_engine
-from bench import phases, report
+from bench import phases, report, steady
 from bench.saturation import WrkSettings
 from bench.stack import ROOT, sync_config
 from chaos.machine import cpu_model, memory_gib
@@ -30,6 +30,7 @@ from chaos.machine import cpu_model, memory_gib
 PHASES = {
     "throughput_2w": lambda b: phases.throughput(b, 2),
     "throughput_4w": lambda b: phases.throughput(b, 4),
+    "steady_load": steady.steady_load,
     "worker_drain": phases.worker_drain,
     "freshness": phases.freshness_phase,
     "cost_growth": phases.cost_growth,
@@ -133,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         grid_seconds=0.5 if quick else 2.5,
         grid_requests=50 if quick else 400,
         gunicorn_config=sync_config(out) if args.serving == "sync" else None,
+        steady_seconds=4.0 if quick else 10.0,
+        steady_backlog=40_000 if quick else 100_000,
     )
     started = time.monotonic()
     stamp = datetime.now(timezone.utc)

@@ -1,0 +1,67 @@
+"""Hear the worker's saves, so an API process refreshes a model at once.
+
+The worker publishes the name of each experiment whose parameters it saved
+(:meth:`ModelStore.save`). Each API process listens on a background thread
+(a greenlet under gevent) and marks that experiment's cached tables stale; the
+next /choose then fetches the arms that changed. A message lost while the
+connection is down costs nothing but time: the cache's periodic check
+(``BANDITD_MODEL_REFRESH_SECONDS``) still finds the change.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import redis
+
+from app import keys
+from app.model_cache import ModelCache
+
+log = logging.getLogger(__name__)
+
+RETRY_SECONDS = 1.0  # between reconnection attempts while Redis is away
+
+
+class SaveListener:
+    """A daemon thread that invalidates ``cache`` entries named on the saves channel."""
+
+    def __init__(self, client: redis.Redis, cache: ModelCache) -> None:
+        self.client = client
+        self.cache = cache
+        self.heard = 0  # messages handled: lets a test or an operator see it is alive
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="model-saves", daemon=True)
+
+    def start(self) -> "SaveListener":
+        """Start listening; returns self."""
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop listening (within about a second)."""
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._listen()
+            except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+                log.info("model saves channel unavailable (%s); periodic checks only", exc)
+                # every table may have missed a save meanwhile: check them all now
+                self.cache.invalidate_all()
+                self._stop.wait(RETRY_SECONDS)
+
+    def _listen(self) -> None:
+        pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        try:
+            pubsub.subscribe(keys.models_saved())
+            while not self._stop.is_set():
+                message = pubsub.get_message(timeout=1.0)
+                if message is None:
+                    continue
+                data = message["data"]
+                self.cache.invalidate(data.decode() if isinstance(data, bytes) else str(data))
+                self.heard += 1
+        finally:
+            pubsub.close()

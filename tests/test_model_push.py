@@ -1,0 +1,84 @@
+"""Freshness by push: a save the worker publishes makes an API process refresh at once."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import redis
+
+from app import create_app, keys
+from tests.conftest import choose, poll, reward
+
+
+@pytest.fixture
+def pushed_app(settings):
+    """An app whose periodic model check is an hour away: only a push can refresh it."""
+    app = create_app(
+        dataclasses.replace(settings, model_refresh_seconds=3600.0),
+        rng=np.random.default_rng(7),
+    )
+    listener = app.extensions["banditd"].saves.start()
+    yield app
+    listener.stop()
+
+
+def _subscribed(client: redis.Redis) -> bool:
+    return client.pubsub_numsub(keys.models_saved())[0][1] > 0
+
+
+def _teach_kitchen(client, worker) -> None:
+    for _ in range(30):
+        decision = choose(client, context={"city": "berlin"}, k=3).get_json()
+        for slot in decision["arms"]:
+            reward(
+                client, decision["decision_id"], slot["arm"], float(slot["arm"] == "job_kitchen")
+            )
+    worker.run(until_idle=True)
+
+
+def test_a_published_save_refreshes_the_api_model_at_once(pushed_app, worker, redis_client):
+    client = pushed_app.test_client()
+    poll(lambda: _subscribed(redis_client))
+    choose(client, context={"city": "berlin"})  # caches the prior; the next check is in an hour
+
+    _teach_kitchen(client, worker)
+
+    def picks_kitchen() -> bool:
+        picks = [
+            choose(client, context={"city": "berlin"}).get_json()["arms"][0]["arm"]
+            for _ in range(20)
+        ]
+        return picks == ["job_kitchen"] * 20
+
+    poll(picks_kitchen, timeout=5.0)
+
+
+def test_without_the_push_the_hour_long_check_keeps_the_old_model(settings, worker):
+    """The control: the same app with no listener still scores with the prior."""
+    app = create_app(
+        dataclasses.replace(settings, model_refresh_seconds=3600.0),
+        rng=np.random.default_rng(7),
+    )
+    client = app.test_client()
+    choose(client, context={"city": "berlin"})
+    _teach_kitchen(client, worker)
+    picks = [
+        choose(client, context={"city": "berlin"}).get_json()["arms"][0]["arm"] for _ in range(20)
+    ]
+    assert picks != ["job_kitchen"] * 20
+
+
+def test_a_save_that_changes_no_arm_is_not_published(pushed_app, worker, redis_client):
+    """Decisions alone move the watermark but change no arm: API processes are left alone."""
+    client = pushed_app.test_client()
+    poll(lambda: _subscribed(redis_client))
+    choose(client, context={"city": "berlin"})
+    generation = redis_client.get(keys.generation("home_feed"))
+    for _ in range(5):
+        choose(client, context={"city": "berlin"})
+    assert worker.run(until_idle=True) >= 5
+    # the publish and the generation's increment go together (ModelStore.save)
+    assert redis_client.get(keys.applied("home_feed")) is not None
+    assert redis_client.get(keys.generation("home_feed")) == generation
