@@ -16,7 +16,11 @@ dribblers, 47% at 32, 5% at 200. gevent gives each connection a greenlet of a
 few KB: 100% at 8, 16, 32 and 200 dribblers, p99 under 11 ms.
 """
 
+import importlib.util
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
 from gunicorn import util
 from gunicorn.workers.ggevent import GeventWorker
@@ -122,3 +126,70 @@ def post_worker_init(worker):
         import psycopg2.extensions
 
         psycopg2.extensions.set_wait_callback(wait_for_postgres)
+
+
+# -- metrics and logs ----------------------------------------------------------
+#
+# BANDITD_METRICS=0 turns /metrics off; otherwise every web process writes its
+# figures to files in PROMETHEUS_MULTIPROC_DIR, and /metrics (served by any
+# one of them) sums the files, so totals count every process, dead ones too
+# (prometheus-client's multiprocess mode). The directory must hold no files of
+# an earlier run: an operator's PROMETHEUS_MULTIPROC_DIR is emptied at start,
+# and without one a fresh temporary directory is made and removed at exit.
+METRICS = os.environ.get("BANDITD_METRICS", "1").strip() not in ("0", "false", "no")
+_made_metrics_dir = []  # the directory on_starting made, removed by on_exit
+
+
+def on_starting(server):
+    """Prepare the metrics directory (before any web process starts); JSON logs if asked."""
+    if METRICS:
+        directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if directory:
+            path = Path(directory)
+            path.mkdir(parents=True, exist_ok=True)
+            for stale in path.glob("*.db"):
+                stale.unlink()
+        else:
+            directory = tempfile.mkdtemp(prefix="banditd-metrics-")
+            _made_metrics_dir.append(directory)
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory  # the web processes inherit it
+    if os.environ.get("BANDITD_LOG_FORMAT", "text").strip().lower() == "json":
+        # gunicorn's own lines (start, worker boot and exit) as JSON too
+        formatter = _logs().formatter("json")
+        for handler in server.log.error_log.handlers:
+            handler.setFormatter(formatter)
+
+
+def post_fork(server, worker):
+    """Log banditd's lines (and request lines) as BANDITD_LOG_FORMAT/LEVEL say, from the start.
+
+    Runs in the new web process before gevent patches it and the app is
+    imported, so it loads app/logs.py by path rather than importing the app.
+    """
+    _logs().configure_logging(
+        os.environ.get("BANDITD_LOG_FORMAT", "text").strip().lower(),
+        os.environ.get("BANDITD_LOG_LEVEL", "INFO").strip().upper(),
+    )
+
+
+def child_exit(server, worker):
+    """A web process ended: drop its live gauges (its counters keep counting in the totals)."""
+    if METRICS and os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    """Remove the metrics directory this run made."""
+    for directory in _made_metrics_dir:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _logs():
+    """app/logs.py, loaded by path: importing the ``app`` package would load the whole app."""
+    path = Path(__file__).resolve().parent / "app" / "logs.py"
+    spec = importlib.util.spec_from_file_location("banditd_logs", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

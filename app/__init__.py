@@ -13,6 +13,7 @@ from flask import Flask
 from app import auth, errors
 from app.api import choose, experiments, health, reward, spec
 from app.choosing import Chooser
+from app.metrics import api as metrics_api
 from app.model_cache import ModelCache
 from app.model_push import SaveListener
 from app.rewarding import Rewarder
@@ -46,7 +47,11 @@ def create_app(
     """
     settings = settings or Settings.from_env()
     base = build_services(settings)
-    cache = ModelCache(base.store, refresh_seconds=settings.model_refresh_seconds)
+    families = metrics_api.api_families(settings)
+    cache = ModelCache(
+        metrics_api.observed_store(base.store, families),
+        refresh_seconds=settings.model_refresh_seconds,
+    )
     services = ApiServices(
         **vars(base),
         chooser=Chooser(base.config, cache, base.stream, rng or np.random.default_rng(), clock),
@@ -60,6 +65,7 @@ def create_app(
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.extensions["banditd"] = services
     errors.register(app)
+    metrics_api.install(app, families)  # before auth: a refused request is timed and counted
     auth.register(app)
     for blueprint in (choose.bp, reward.bp, health.bp, experiments.bp, spec.bp):
         app.register_blueprint(blueprint)

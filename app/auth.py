@@ -18,7 +18,9 @@ from app.errors import ApiError
 from app.settings import ApiKey
 from app.validation import json_body
 
-PUBLIC_ENDPOINTS = frozenset({"health.healthz", "health.readyz", "spec.openapi_document"})
+PUBLIC_ENDPOINTS = frozenset(
+    {"health.healthz", "health.readyz", "spec.openapi_document", "metrics.metrics_page"}
+)
 
 # The action each protected endpoint performs; a scoped key may use no other endpoint.
 ACTIONS = {

@@ -14,6 +14,8 @@ from app import deadletters_cli, evaluate, simulate
 from app.analytics import report
 from app.config import ConfigError
 from app.export import cli as export_cli
+from app.logs import configure_logging
+from app.metrics import worker_server
 from app.settings import Settings
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
@@ -45,8 +47,9 @@ def run_worker(settings: Settings) -> None:
     from app.services import build_services
     from app.worker import Worker
 
+    services = build_services(settings)
     worker = Worker.from_services(
-        build_services(settings),
+        services,
         snapshot_every=settings.snapshot_every,
         snapshot_seconds=settings.snapshot_seconds,
         views_refresh_seconds=settings.views_refresh_seconds,
@@ -69,6 +72,7 @@ def run_worker(settings: Settings) -> None:
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
     log.info("worker %s started; config %s", worker.consumer, settings.config_path)
+    worker_server.serve_for(worker, services, settings)  # BANDITD_WORKER_METRICS_PORT
     try:
         worker.run()
     finally:
@@ -160,11 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     settings = Settings.from_env()
+    configure_logging(settings.log_format, settings.log_level)  # BANDITD_LOG_FORMAT, _LEVEL
     try:
         if args.command == "migrate":
             migrate(settings)

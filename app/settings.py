@@ -133,6 +133,18 @@ class Settings:
         its batch (``BANDITD_WORKER_LINGER_MS``; 0: read at once). Part of
         the delay between a reward and the answers that use it; in exchange a
         batch's fixed cost is shared under steady traffic.
+    metrics_enabled:
+        Whether the API serves ``GET /metrics`` and ``banditd worker`` its
+        metrics server (``BANDITD_METRICS``; ``0`` turns both off).
+    worker_metrics_port:
+        Where ``banditd worker`` serves its Prometheus metrics
+        (``BANDITD_WORKER_METRICS_PORT``, default 9465; 0: not at all).
+    metrics_multiproc_dir:
+        ``PROMETHEUS_MULTIPROC_DIR``: where every API process of a gunicorn
+        writes its metrics for ``/metrics`` to sum (gunicorn.conf.py sets it).
+    log_format, log_level:
+        ``text`` or ``json`` lines (``BANDITD_LOG_FORMAT``), and the least
+        severe level logged (``BANDITD_LOG_LEVEL``, default ``INFO``).
     """
 
     config_path: str = DEFAULT_CONFIG_PATH
@@ -147,6 +159,11 @@ class Settings:
     ready_max_lag_seconds: float = 30.0
     views_refresh_seconds: float = 300.0
     worker_linger_ms: float = 40.0
+    metrics_enabled: bool = True
+    worker_metrics_port: int = 9465
+    metrics_multiproc_dir: str | None = None
+    log_format: str = "text"
+    log_level: str = "INFO"
 
     def __post_init__(self) -> None:
         self.parsed_api_keys()  # a malformed BANDITD_API_KEYS stops the process at start
@@ -174,4 +191,28 @@ class Settings:
             ready_max_lag_seconds=float(env.get("BANDITD_READY_MAX_LAG_SECONDS", "30")),
             views_refresh_seconds=float(env.get("BANDITD_VIEWS_REFRESH_SECONDS", "300")),
             worker_linger_ms=float(env.get("BANDITD_WORKER_LINGER_MS", "40")),
+            metrics_enabled=env.get("BANDITD_METRICS", "1").strip() not in ("0", "false", "no"),
+            worker_metrics_port=int(env.get("BANDITD_WORKER_METRICS_PORT", "9465")),
+            metrics_multiproc_dir=env.get("PROMETHEUS_MULTIPROC_DIR") or None,
+            log_format=_log_format(env.get("BANDITD_LOG_FORMAT", "text")),
+            log_level=_log_level(env.get("BANDITD_LOG_LEVEL", "INFO")),
         )
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _log_format(text: str) -> str:
+    """``BANDITD_LOG_FORMAT`` checked: ``text`` or ``json``."""
+    value = text.strip().lower()
+    if value not in ("text", "json"):
+        raise ValueError(f"BANDITD_LOG_FORMAT must be 'text' or 'json', not {text!r}")
+    return value
+
+
+def _log_level(text: str) -> str:
+    """``BANDITD_LOG_LEVEL`` checked: one of ``LOG_LEVELS`` (any case)."""
+    value = text.strip().upper()
+    if value not in LOG_LEVELS:
+        raise ValueError(f"BANDITD_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, not {text!r}")
+    return value

@@ -1,0 +1,89 @@
+"""Log lines as text (the default) or JSON, and one line per answered request.
+
+``BANDITD_LOG_FORMAT=json`` makes every line one JSON object (python-json-logger)
+with ``time`` (ISO 8601, UTC), ``level``, ``logger`` and ``message``, plus the fields a line
+carries: a request line adds ``method``, ``route``, ``status``,
+``duration_ms``, ``experiment``, ``decision_id`` and, for an error,
+``error_code``. ``BANDITD_LOG_LEVEL`` sets the least severe level logged;
+request lines are ``INFO``, so ``WARNING`` leaves them out.
+
+This module imports nothing from ``app``: gunicorn.conf.py loads it by path in
+each web process before gevent patches it, so it must not pull in the app.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+from pythonjsonlogger.json import JsonFormatter
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+JSON_FIELDS = ("levelname", "name", "message")
+JSON_NAMES = {"levelname": "level", "name": "logger"}
+REQUEST_LOGGER = "banditd.request"
+
+_HANDLER_MARK = "_banditd_handler"
+
+
+def formatter(log_format: str) -> logging.Formatter:
+    """The formatter of ``log_format`` (``text`` or ``json``)."""
+    if log_format == "json":
+        # timestamp: ISO 8601 in UTC with microseconds, under "time"
+        return JsonFormatter(list(JSON_FIELDS), rename_fields=JSON_NAMES, timestamp="time")
+    return logging.Formatter(TEXT_FORMAT)
+
+
+def configure_logging(log_format: str = "text", level: str = "INFO") -> None:
+    """Send every log line to stderr in ``log_format`` from ``level`` up.
+
+    Replaces the handler an earlier call installed (and only that one), so a
+    process can call it again.
+    """
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, _HANDLER_MARK, False):
+            root.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter(log_format))
+    setattr(handler, _HANDLER_MARK, True)
+    root.addHandler(handler)
+    root.setLevel(level)
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+
+
+def log_request(
+    method: str,
+    route: str,
+    status: int,
+    seconds: float,
+    experiment: str | None,
+    decision_id: str | None,
+    error_code: str | None = None,
+) -> None:
+    """Log one answered request at INFO (a no-op when INFO is not logged)."""
+    log = logging.getLogger(REQUEST_LOGGER)
+    if not log.isEnabledFor(logging.INFO):
+        return
+    fields: dict[str, Any] = {
+        "method": method,
+        "route": route,
+        "status": status,
+        "duration_ms": round(seconds * 1000, 3),
+        "experiment": experiment,
+        "decision_id": decision_id,
+    }
+    if error_code is not None:
+        fields["error_code"] = error_code
+    log.info(
+        "%s %s %d %.1f ms experiment=%s decision_id=%s%s",
+        method,
+        route,
+        status,
+        seconds * 1000,
+        experiment or "-",
+        decision_id or "-",
+        f" error={error_code}" if error_code else "",
+        extra=fields,
+    )

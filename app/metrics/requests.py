@@ -1,0 +1,158 @@
+"""What each answered request counts for: metrics and the request log line.
+
+One ``after_request`` hook works out the route, status, experiment, decision id
+and error code of an answer once, then counts it (when metrics are on) and
+logs it (``app.logs.log_request``).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import orjson
+from flask import Flask, Response, g, request
+
+from app.choosing import experiment_of
+from app.config_source import ConfigSource
+from app.logs import log_request
+from app.metrics.families import UNKNOWN, ApiFamilies
+from app.metrics.propensity import MinimumWindow
+
+UNMATCHED = "unmatched"  # the route label of a path no route matches (404/405)
+ANSWERS_READ = frozenset({"/choose", "/reward"})  # routes whose success body says what counts
+
+
+@dataclass(slots=True)
+class Answer:
+    """The facts of one answered request that the metrics and the log line use."""
+
+    method: str
+    route: str
+    status: int
+    seconds: float
+    experiment: str | None  # as the request named it
+    decision_id: str | None
+    error_code: str | None
+    propensities: list[float]  # of a /choose answer's arms
+    reward_status: str | None  # of a /reward answer: accepted or already_recorded
+
+
+def register(app: Flask, config: ConfigSource, families: ApiFamilies | None) -> None:
+    """Time every request; count and log every answer (count only if ``families``)."""
+    recorder = Recorder(config, families) if families is not None else None
+
+    @app.before_request
+    def start_clock() -> None:
+        g.banditd_started = time.perf_counter()
+
+    @app.after_request
+    def observe(response: Response) -> Response:
+        answer = answer_of(response)
+        if recorder is not None:
+            recorder.record(answer)
+        log_request(
+            answer.method,
+            answer.route,
+            answer.status,
+            answer.seconds,
+            answer.experiment,
+            answer.decision_id,
+            answer.error_code,
+        )
+        return response
+
+
+def answer_of(response: Response) -> Answer:
+    """The facts of the current request and its ``response``."""
+    started = g.get("banditd_started")
+    seconds = time.perf_counter() - started if started is not None else 0.0
+    rule = request.url_rule
+    route = rule.rule if rule is not None else UNMATCHED
+    status = response.status_code
+    body = g.get("banditd_body")  # the parsed request body, if the request had one read
+    experiment = decision_id = error_code = None
+    propensities: list[float] = []
+    reward_status = None
+    if isinstance(body, dict):
+        name = body.get("experiment")
+        experiment = name if isinstance(name, str) else None
+        sent_id = body.get("decision_id")
+        if isinstance(sent_id, str):
+            decision_id = sent_id
+            experiment = experiment_of(sent_id)
+    if status >= 400 or route in ANSWERS_READ:
+        parsed = _json(response)
+        if not isinstance(parsed, dict):
+            pass
+        elif status >= 400:
+            error = parsed.get("error")
+            error_code = error.get("code") if isinstance(error, dict) else None
+        elif route == "/choose" and status == 200:
+            decision_id = parsed.get("decision_id")
+            propensities = [a["propensity"] for a in parsed.get("arms", ())]
+        elif route == "/reward" and status == 202:
+            reward_status = parsed.get("status")
+    return Answer(
+        request.method,
+        route,
+        status,
+        seconds,
+        experiment,
+        decision_id,
+        error_code,
+        propensities,
+        reward_status,
+    )
+
+
+def _json(response: Response):
+    if response.mimetype != "application/json" or response.direct_passthrough:
+        return None
+    try:
+        return orjson.loads(response.get_data())
+    except orjson.JSONDecodeError:
+        return None
+
+
+class Recorder:
+    """Counts answers into an API process's metric families."""
+
+    def __init__(self, config: ConfigSource, families: ApiFamilies) -> None:
+        self.config = config
+        self.families = families
+        self.minimums: dict[str, MinimumWindow] = {}
+        self._rejected: bool | None = None
+
+    def label(self, experiment: str | None) -> str:
+        """``experiment`` if the config names it, else ``unknown``: labels stay bounded."""
+        if experiment is not None and experiment in self.config.current().experiments:
+            return experiment
+        return UNKNOWN
+
+    def record(self, answer: Answer) -> None:
+        """Count one answer."""
+        f = self.families
+        f.duration.labels(answer.route).observe(answer.seconds)
+        f.responses.labels(answer.route, str(answer.status)).inc()
+        if answer.error_code is not None:
+            f.errors.labels(answer.route, answer.error_code).inc()
+        elif answer.status == 200 and answer.route == "/choose":
+            experiment = self.label(answer.experiment)
+            f.decisions.labels(experiment).inc()
+            self._propensities(experiment, answer.propensities)
+        elif answer.status == 202 and answer.route == "/reward":
+            if answer.reward_status == "accepted":
+                f.rewards.labels(self.label(answer.experiment)).inc()
+        rejected = self.config.last_error is not None
+        if rejected != self._rejected:  # a gauge write only when it changes
+            f.config_rejected.set(1 if rejected else 0)
+            self._rejected = rejected
+
+    def _propensities(self, experiment: str, propensities: list[float]) -> None:
+        window = self.minimums.get(experiment)
+        if window is None:
+            window = self.minimums[experiment] = MinimumWindow()
+        changed = window.add(min(propensities, default=1.0), time.monotonic())
+        if changed is not None:
+            self.families.propensity_min.labels(experiment).set(changed)
