@@ -83,6 +83,54 @@ def targets(results: dict) -> list[dict]:
                 "ms",
             )
         )
+    out += _steady_targets(results.get("steady_load"))
+    return out
+
+
+def _steady_targets(steady: dict | None) -> list[dict]:
+    """Issue 11's targets measured by the steady-load phase."""
+    if not steady:
+        return []
+    by_rate = {r["offered_events_per_s"]: r for r in steady["rates"]}
+    out = []
+    if 500 in by_rate:
+        out.append(
+            _target(
+                "worker CPU/event at 500 events/s ÷ draining a backlog",
+                by_rate[500]["worker_cpu_vs_backlog"],
+                2.0,
+                "<=",
+                "x",
+            )
+        )
+        out.append(
+            _target(
+                "worker CPU/event at 500 events/s",
+                by_rate[500]["worker_cpu_us_per_event"],
+                60.0,
+                "<=",
+                "µs",
+            )
+        )
+    if 2000 in by_rate:
+        out.append(
+            _target(
+                "worker CPU/event at 2,000 events/s",
+                by_rate[2000]["worker_cpu_us_per_event"],
+                40.0,
+                "<=",
+                "µs",
+            )
+        )
+    out.append(
+        _target(
+            "Redis command time per /choose",
+            steady["redis_per_choose"]["redis_command_us_per_request"],
+            15.0,
+            "<=",
+            "µs",
+        )
+    )
     return out
 
 
@@ -113,9 +161,11 @@ def tables(results: dict) -> list[Table]:
                     t["target"],
                     t["goal"],
                     _f(t["measured"], 3 if t["goal"].endswith("x") else 1),
-                    "yes"
-                    if t["met"]
-                    else ("–" if t["measured"] is None else "NO") + f" ({t['missed_by']})",
+                    (
+                        "yes"
+                        if t["met"]
+                        else ("–" if t["measured"] is None else "NO") + f" ({t['missed_by']})"
+                    ),
                 ]
                 for t in targets(results)
             ],
@@ -230,6 +280,8 @@ def tables(results: dict) -> list[Table]:
                 ],
             )
         )
+    if "steady_load" in results:
+        out.append(_steady_table(results["steady_load"]))
     if "cost_growth" in results:
         rows = results["cost_growth"]["rows"]
         dims = sorted({r["d"] for r in rows})
@@ -275,6 +327,53 @@ def tables(results: dict) -> list[Table]:
             )
         )
     return out
+
+
+def _steady_table(steady: dict) -> Table:
+    """Per-event CPU of each part under steady traffic, with the worker's backlog reference."""
+    backlog = steady["backlog"]
+    rows = [
+        [
+            _f(r["offered_events_per_s"], 0),
+            _f(r["worker_cpu_us_per_event"]),
+            _f(r["worker_cpu_vs_backlog"], 2),
+            _f(r["redis_cpu_us_per_event"]),
+            _f(r["api_cpu_us_per_request"], 0),
+            _f(r["choose_p99_ms"]),
+            _f(r["errors"], 0),
+        ]
+        for r in steady["rates"]
+    ]
+    rows.append(
+        [
+            f"backlog of {backlog['backlog']:,}",
+            _f(backlog["worker_cpu_us_per_event"]),
+            "1",
+            "",
+            "",
+            f"{_f(backlog['events_per_s'], 0)} events/s",
+            "",
+        ]
+    )
+    choose, reward = steady["redis_per_choose"], steady["redis_per_reward"]
+    return (
+        f"Steady traffic, worker and {steady['api_workers']} API processes running "
+        "(half /choose, half /reward); Redis per request alone at 500/s: "
+        f"/choose {_f(choose['redis_command_us_per_request'])} µs in commands "
+        f"({_f(choose['redis_cpu_us_per_request'])} µs process CPU), "
+        f"/reward {_f(reward['redis_command_us_per_request'])} µs "
+        f"({_f(reward['redis_cpu_us_per_request'])} µs)",
+        [
+            "events/s",
+            "worker CPU µs/event",
+            "÷ backlog",
+            "Redis CPU µs/event",
+            "API CPU µs/request",
+            "/choose p99 ms",
+            "errors",
+        ],
+        rows,
+    )
 
 
 def notes(results: dict) -> list[str]:

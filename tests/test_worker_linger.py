@@ -1,0 +1,78 @@
+"""The running worker under steady traffic: entries arriving close together share one batch."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from app import keys
+from app.services import build_services
+from app.worker import Worker
+from tests.conftest import choose, poll, reward
+
+
+def _running(settings, clock, **options):
+    worker = Worker.from_services(build_services(settings), clock=clock, block_ms=50, **options)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    return worker, thread
+
+
+@pytest.fixture
+def decisions(client):
+    """Ten decisions whose entries the worker drains before the rewards arrive."""
+    return [choose(client, context={"city": "berlin"}).get_json() for _ in range(10)]
+
+
+def _saves_for_rewards(client, redis_client, settings, clock, decisions, linger_ms) -> int:
+    """Start a running worker, send ten rewards a few ms apart; saves it needed to learn them."""
+    worker, thread = _running(settings, clock, linger_ms=linger_ms, housekeeping_seconds=0.5)
+    try:
+        poll(lambda: redis_client.xlen(keys.stream("home_feed")) == 0)
+        before = int(redis_client.get(keys.generation("home_feed")) or 0)
+        for d in decisions:
+            reward(client, d["decision_id"], d["arms"][0]["arm"], 1.0)
+        poll(lambda: redis_client.xlen(keys.stream("home_feed")) == 0)
+        return int(redis_client.get(keys.generation("home_feed"))) - before
+    finally:
+        worker.request_stop()
+        thread.join(10)
+        worker.close()
+
+
+def test_rewards_arriving_within_the_linger_are_learned_in_one_save(
+    client, redis_client, settings, clock, decisions
+):
+    saves = _saves_for_rewards(client, redis_client, settings, clock, decisions, linger_ms=500)
+    assert saves == 1
+
+
+def test_without_linger_the_same_rewards_take_several_saves(
+    client, redis_client, settings, clock, decisions
+):
+    """The control: read at once, the worker saves every few rewards."""
+    saves = _saves_for_rewards(client, redis_client, settings, clock, decisions, linger_ms=0)
+    assert saves > 1
+
+
+def test_a_running_worker_renews_its_lease_between_housekeeping_passes(
+    client, redis_client, settings, clock
+):
+    """Leases last 5 s and are no longer renewed on every pass: the idle worker still renews."""
+    worker, thread = _running(settings, clock, linger_ms=10, housekeeping_seconds=0.2)
+    try:
+        holder = poll(lambda: redis_client.get(keys.owner("home_feed")))
+        # Time must pass to show a renewal: without one, the 5 s lease would have
+        # at most 3.5 s left after 1.5 s; renewed every 0.2 s it has over 4.7 s.
+        time.sleep(1.5)
+        assert redis_client.pttl(keys.owner("home_feed")) > 4000
+        assert thread.is_alive()
+        choose(client, context={"city": "berlin"})
+        poll(lambda: redis_client.xlen(keys.stream("home_feed")) == 0)
+        assert redis_client.get(keys.owner("home_feed")) == holder
+    finally:
+        worker.request_stop()
+        thread.join(10)
+        worker.close()
