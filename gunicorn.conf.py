@@ -22,7 +22,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from gunicorn import util
+from gunicorn import glogging, util
 from gunicorn.workers.ggevent import GeventWorker
 
 
@@ -141,7 +141,7 @@ _made_metrics_dir = []  # the directory on_starting made, removed by on_exit
 
 
 def on_starting(server):
-    """Prepare the metrics directory (before any web process starts); JSON logs if asked."""
+    """Prepare the metrics directory (before any web process starts)."""
     if METRICS:
         directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
         if directory:
@@ -153,11 +153,6 @@ def on_starting(server):
             directory = tempfile.mkdtemp(prefix="banditd-metrics-")
             _made_metrics_dir.append(directory)
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory  # the web processes inherit it
-    if os.environ.get("BANDITD_LOG_FORMAT", "text").strip().lower() == "json":
-        # gunicorn's own lines (start, worker boot and exit) as JSON too
-        formatter = _logs().formatter("json")
-        for handler in server.log.error_log.handlers:
-            handler.setFormatter(formatter)
 
 
 def post_fork(server, worker):
@@ -170,6 +165,20 @@ def post_fork(server, worker):
         os.environ.get("BANDITD_LOG_FORMAT", "text").strip().lower(),
         os.environ.get("BANDITD_LOG_LEVEL", "INFO").strip().upper(),
     )
+
+
+class BanditdLogger(glogging.Logger):
+    """gunicorn's logger, its own lines (start, worker boot and exit) as JSON too when asked."""
+
+    def setup(self, cfg):
+        super().setup(cfg)
+        if os.environ.get("BANDITD_LOG_FORMAT", "text").strip().lower() == "json":
+            formatter = _logs().formatter("json")
+            for handler in self.error_log.handlers:
+                handler.setFormatter(formatter)
+
+
+logger_class = BanditdLogger
 
 
 def child_exit(server, worker):

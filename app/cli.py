@@ -17,6 +17,7 @@ from app.export import cli as export_cli
 from app.logs import configure_logging
 from app.metrics import worker_server
 from app.settings import Settings
+from app.status import cli as status_cli
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -143,6 +144,13 @@ def main(argv: list[str] | None = None) -> int:
     export_cli.add_arguments(
         commands.add_parser("export", help="an experiment's log as Parquet, partitioned by day")
     )
+    status_cli.add_arguments(
+        commands.add_parser(
+            "status",
+            help="each experiment's config version, lease, backlog, learning and log; "
+            "exit 1 if something is wrong",
+        )
+    )
     rebuild = commands.add_parser(
         "rebuild",
         help="recompute an experiment's arm parameters from the Postgres log",
@@ -181,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
             return report.run(args, settings)
         elif args.command == "export":
             return export_cli.run(args, settings)
+        elif args.command == "status":
+            return status_cli.run(args, settings)
         elif args.command == "rebuild":
             return run_rebuild(
                 settings,
