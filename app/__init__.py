@@ -10,7 +10,7 @@ from typing import Callable
 import numpy as np
 from flask import Flask
 
-from app import auth, errors
+from app import auth, console, errors
 from app.api import choose, experiments, health, reward, spec
 from app.choosing import Chooser
 from app.metrics import api as metrics_api
@@ -68,5 +68,7 @@ def create_app(
     metrics_api.install(app, families)  # before auth: a refused request is timed and counted
     auth.register(app)
     for blueprint in (choose.bp, reward.bp, health.bp, experiments.bp, spec.bp):
+        app.register_blueprint(blueprint)
+    for blueprint in console.BLUEPRINTS:
         app.register_blueprint(blueprint)
     return app

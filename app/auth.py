@@ -1,5 +1,7 @@
 """Bearer-token authentication and key scopes for every route but health and the spec.
 
+The console (app/console) also accepts HTTP Basic with the key as the password.
+
 A missing or unknown key is a 401; a known key used outside its scope (see
 app/settings.py ``parse_api_keys``) is a 403. Keys are compared by their
 SHA-256 in constant time, and never logged or echoed.
@@ -11,7 +13,7 @@ import hashlib
 import hmac
 from typing import Sequence
 
-from flask import Flask, request
+from flask import Flask, Response, g, request
 
 from app.choosing import experiment_of
 from app.errors import ApiError
@@ -28,6 +30,12 @@ ACTIONS = {
     "reward.reward": "reward",
     "experiments.list_experiments": "read",
 }
+
+# The console's pages, static files and data (app/console) also take HTTP Basic with the key
+# as the password, since a browser cannot send a Bearer header; they all need ``read``: on
+# the experiment the URL names, else (the index, static files) on any experiment.
+CONSOLE_BLUEPRINTS = frozenset({"console", "console_data"})
+BASIC_CHALLENGE = 'Basic realm="banditd console", charset="UTF-8"'
 
 
 def match_key(presented: str, keys: Sequence[ApiKey]) -> ApiKey | None:
@@ -48,13 +56,21 @@ def register(app: Flask) -> None:
     def require_key() -> None:
         if request.endpoint in PUBLIC_ENDPOINTS or request.endpoint is None:
             return
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise ApiError(401, "unauthorized", "send an API key as 'Authorization: Bearer <key>'")
-        key = match_key(token.strip(), keys)
+        console = request.blueprint in CONSOLE_BLUEPRINTS
+        token = _presented_key(console)
+        if token is None:
+            how = "as the password of HTTP Basic or " if console else ""
+            raise ApiError(
+                401, "unauthorized", f"send an API key {how}as 'Authorization: Bearer <key>'"
+            )
+        key = match_key(token, keys)
         if key is None:
             raise ApiError(401, "unauthorized", "the API key is not valid")
+        g.api_key = key
         if key.grants is None:
+            return
+        if console:
+            _require_console_read(key)
             return
         action = ACTIONS.get(request.endpoint)
         if action is None:
@@ -62,6 +78,34 @@ def register(app: Flask) -> None:
         if not key.allows(action, _experiment(action)):
             target = "every experiment" if action == "read" else "this experiment"
             raise ApiError(403, "forbidden", f"this API key may not {action} for {target}")
+
+    @app.after_request
+    def ask_browsers_to_sign_in(response: Response) -> Response:
+        if response.status_code == 401 and request.blueprint in CONSOLE_BLUEPRINTS:
+            response.headers["WWW-Authenticate"] = BASIC_CHALLENGE
+            response.headers.add("WWW-Authenticate", "Bearer")
+        return response
+
+
+def _presented_key(console: bool) -> str | None:
+    """The key the request presents: a Bearer token, or on the console a Basic password."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    if console and scheme.lower() == "basic":
+        credentials = request.authorization
+        return credentials.password if credentials and credentials.password else None
+    return None
+
+
+def _require_console_read(key: ApiKey) -> None:
+    """403 unless a scoped ``key`` may read the experiment a console URL names (or any one)."""
+    name = (request.view_args or {}).get("name")
+    if name is None:
+        if not any(action == "read" for _, action in key.grants or ()):
+            raise ApiError(403, "forbidden", "this API key may not read any experiment")
+    elif not key.allows("read", name):
+        raise ApiError(403, "forbidden", "this API key may not read this experiment")
 
 
 def _experiment(action: str) -> str | None:

@@ -1,0 +1,144 @@
+"""The what-if panel: what a proposed ``policy``, ``alpha``, ``epsilon`` or ``v`` would earn.
+
+The code of ``banditd evaluate`` (:mod:`app.evaluate`: the target built from
+the config with overrides, IPS, SNIPS and doubly robust with their intervals
+and effective sample size), on a bounded sample: the experiment's newest
+``sample`` top-slot impressions whose reward is final, under the current
+model. The target's parameters are the live model's, frozen now
+(``banditd evaluate --params live``): they have learned from the sample's own
+rewards, so both estimates lean optimistic; the current settings are scored
+the same way on the same sample, and it is the difference between the two
+that the page puts first. The page never writes the config: it shows the
+TOML lines to put there.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Mapping
+
+import numpy as np
+import sqlalchemy
+from sqlalchemy.engine import Connection
+
+from app.config import ConfigError, Experiment
+from app.evaluate import estimate, parameters_live, target_experiment
+from app.evaluation_log import Window
+from app.settings import Settings
+
+PROPOSABLE = ("policy", "alpha", "epsilon", "v")
+DEFAULT_SAMPLE = 5000
+MAX_SAMPLE = 20000
+LEVEL = 0.95
+SEED = 0
+
+# Newest first from decisions' (experiment, decided_at) index; a decision's top-slot outcome
+# is one index probe each, so the cost is the sample's, not the log's.
+SAMPLE = sqlalchemy.text("""
+    SELECT d.features, o.candidates, o.arm, o.propensity, o.propensity_estimated, o.reward,
+           o.config_version
+    FROM decisions d
+    JOIN outcomes o ON o.decision_id = d.decision_id AND o.position = 0
+    WHERE d.experiment = :experiment AND d.model_id = :model_id AND o.reward IS NOT NULL
+    ORDER BY d.decided_at DESC
+    LIMIT :limit
+""")
+
+
+def read_sample(conn: Connection, experiment: Experiment, size: int) -> Window:
+    """The newest ``size`` settled top-slot impressions of the experiment's current model."""
+    rows = conn.execute(
+        SAMPLE,
+        {"experiment": experiment.name, "model_id": experiment.model_id, "limit": size},
+    ).all()
+    dim = experiment.features.dim
+    return Window(
+        features=np.array([r.features for r in rows], dtype=np.float64).reshape(len(rows), dim),
+        arms=[r.arm for r in rows],
+        propensities=np.array([r.propensity for r in rows], dtype=np.float64),
+        estimated=np.array([r.propensity_estimated for r in rows], dtype=bool),
+        rewards=np.array([r.reward for r in rows], dtype=np.float64),
+        config_versions=sorted({r.config_version for r in rows}),
+        candidates=[r.candidates for r in rows],
+    )
+
+
+def proposal(experiment: Experiment, changes: Mapping[str, str]) -> Experiment:
+    """The experiment with the proposed ``changes``; raises ConfigError as the config file would."""
+    return target_experiment(experiment, [f"{k}={v}" for k, v in changes.items()])
+
+
+def toml_lines(experiment: Experiment, target: Experiment) -> list[str]:
+    """The lines to put in the experiment's table of the config file to deploy ``target``."""
+    lines = [f"[experiments.{experiment.name}]"]
+    for key in PROPOSABLE:
+        new = target.settings.get(key)
+        if new != experiment.settings.get(key):
+            lines.append(f"{key} = {json.dumps(new)}")
+    return lines
+
+
+def what_if(
+    conn: Connection,
+    settings: Settings,
+    experiment: Experiment,
+    target: Experiment,
+    sample: int,
+) -> dict[str, Any]:
+    """Off-policy estimates of the current settings and of ``target`` on the same sample."""
+    window = read_sample(conn, experiment, sample)
+    answer: dict[str, Any] = {
+        "experiment": experiment.name,
+        "sample": len(window.arms),
+        "sample_limit": sample,
+        "level": LEVEL,
+        "params": "live",
+        "current": _settings_of(experiment),
+        "proposed": _settings_of(target),
+        "toml": toml_lines(experiment, target),
+    }
+    if not window.arms:
+        return answer | {"logged": None, "estimates": None, "warnings": ["no settled decisions"]}
+    arms = list(target.arms) or sorted(set(window.arms))
+    state, learned = parameters_live(settings, target, arms)
+    base_arms = list(experiment.arms) or arms
+    base_state, _ = parameters_live(settings, experiment, base_arms)
+    current, _ = estimate(window, experiment, base_arms, base_state, level=LEVEL, seed=SEED)
+    proposed, weights = estimate(window, target, arms, state, level=LEVEL, seed=SEED)
+    rewards = window.rewards
+    se = float(rewards.std(ddof=1) / np.sqrt(rewards.size)) if rewards.size > 1 else None
+    return answer | {
+        "logged": {"mean": float(rewards.mean()), "se": se},
+        "estimates": {"current": current, "proposed": proposed},
+        "mean_weight": weights["mean"],
+        "learned": learned,
+        "warnings": _warnings(proposed, weights, learned),
+    }
+
+
+def _settings_of(experiment: Experiment) -> dict[str, Any]:
+    return {key: experiment.settings.get(key) for key in PROPOSABLE}
+
+
+def _warnings(
+    estimates: list[dict[str, Any]], weights: dict[str, float], learned: int
+) -> list[str]:
+    found = []
+    if not learned:
+        found.append(
+            "the live model of these settings has learned from no reward yet, so every arm ties "
+            "and the settings differ only by chance"
+        )
+    ess = min(e["ess"] for e in estimates)
+    if ess < 100:
+        found.append(f"effective sample size {ess:.0f} < 100: the intervals may be too narrow")
+    mean_w, se_w = weights["mean"], weights["se"]
+    if np.isfinite(se_w) and abs(mean_w - 1.0) > 3 * se_w + 0.01:
+        found.append(
+            f"mean importance weight {mean_w:.3f}, not 1: the proposal favours arms the log "
+            "rarely shows there, so IPS and DR lean low; trust SNIPS more"
+        )
+    return found
+
+
+__all__ = ["ConfigError", "DEFAULT_SAMPLE", "MAX_SAMPLE", "PROPOSABLE", "proposal", "what_if"]
