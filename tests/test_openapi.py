@@ -9,7 +9,7 @@ from app import openapi
 from app.errors import ApiError
 from app.validation import RequestValidator
 
-PUBLIC_PATHS = {"/healthz", "/readyz", "/openapi.json"}
+PUBLIC_PATHS = {"/healthz", "/readyz", "/metrics", "/openapi.json"}
 
 
 def test_document_is_valid_openapi_3_1():
