@@ -10,7 +10,11 @@
 #   PORT [8000], BANDITD_CONFIG [examples/experiments.toml],
 #   BANDITD_API_KEYS [dev-key-change-me], REDIS_URL [redis://localhost:6379/0],
 #   DATABASE_URL [postgresql://banditd:banditd@localhost:5432/banditd],
-#   GUNICORN_WORKERS [2], STOP_TIMEOUT [20] seconds before stragglers get SIGKILL.
+#   GUNICORN_WORKERS [2], STOP_TIMEOUT [20] seconds before stragglers get SIGKILL,
+#   BANDITD_WORKER_METRICS_PORT [9465] (the worker's /metrics; the API's is
+#   http://localhost:$PORT/metrics), BANDITD_METRICS [1], BANDITD_LOG_FORMAT
+#   [text], BANDITD_LOG_LEVEL [INFO]. gunicorn.conf.py sets up the metrics
+#   directory of gunicorn's processes (PROMETHEUS_MULTIPROC_DIR).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -73,6 +77,9 @@ trap 'on_signal INT' INT
 trap 'on_signal TERM' TERM
 
 echo "banditd: config $BANDITD_CONFIG; Redis $REDIS_URL; worker + gunicorn ($GUNICORN_WORKERS workers) on http://0.0.0.0:$PORT"
+if [[ ${BANDITD_METRICS:-1} != 0 ]]; then
+    echo "banditd: metrics on http://localhost:$PORT/metrics (API) and http://localhost:${BANDITD_WORKER_METRICS_PORT:-9465}/metrics (worker)"
+fi
 
 "$VENV_BIN/banditd" worker &
 worker_pid=$!
