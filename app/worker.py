@@ -64,6 +64,16 @@ class InFlight:
     entry_ids: list[bytes]
 
 
+def _finished(function: Callable, *args) -> Future:
+    """``function(*args)`` run now, its result or exception held in a Future like a submitted one."""
+    future: Future = Future()
+    try:
+        future.set_result(function(*args))
+    except BaseException as exc:  # raised where the Future is read, as from the writer thread
+        future.set_exception(exc)
+    return future
+
+
 class Worker:
     """Moves events from the Redis streams into Postgres and the model."""
 
@@ -317,7 +327,10 @@ class Worker:
                 rows = encode(events)
                 learned = self.learner.prepare(experiment, events)
             self._settle(experiment)  # the batch before: at most one in flight per stream
-            write = self._writer.submit(self.event_log.write_encoded, rows)
+            if len(entries) < count:  # the stream's end: nothing to overlap the write with
+                write = _finished(self.event_log.write_encoded, rows)
+            else:
+                write = self._writer.submit(self.event_log.write_encoded, rows)
         except BaseException:
             # this batch was delivered to us and is not in flight: read it again
             self._recovering.add(experiment)
