@@ -27,6 +27,7 @@ NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123
 MAX_NAME_LENGTH = 128
 
 DYNAMIC = "dynamic"
+AUTO_FORGETTING = 0.0  # forgetting = "auto" as a number (decisions carry it to the worker)
 DEFAULT_MAX_ARMS = 10_000
 
 EXPERIMENT_KEYS = {
@@ -39,6 +40,8 @@ EXPERIMENT_KEYS = {
     "alpha",
     "epsilon",
     "v",
+    "gamma_scale",
+    "gamma_exponent",
     "ridge",
     "propensity_draws",
     "arms",
@@ -80,7 +83,7 @@ class Experiment:
     dynamic: bool = False
     max_arms: int = DEFAULT_MAX_ARMS
     position_weights: tuple[float, ...] = ()
-    forgetting: float = 1.0
+    forgetting: float = 1.0  # AUTO_FORGETTING for forgetting = "auto"
     holdout: float = 0.0  # share of decisions made without the bandit
     holdout_policy: str = "random"
 
@@ -160,6 +163,8 @@ def _experiment(name: str, table: Any) -> Experiment:
         draws=int(
             _number(table, "propensity_draws", 1000, where, low=10, high=100_000, integer=True)
         ),
+        gamma_scale=_number(table, "gamma_scale", 10.0, where, low=0.0),
+        gamma_exponent=_number(table, "gamma_exponent", 0.5, where, low=0.0, high=1.0),
     )
     ridge = _number(table, "ridge", 1.0, where, low=0.0, strict=True)
     dynamic = table.get("arms") == DYNAMIC
@@ -170,7 +175,7 @@ def _experiment(name: str, table: Any) -> Experiment:
     reward = _reward(table.get("reward", {}), where)
     features = _features(table.get("features", {}), where)
     position_weights = _position_weights(table.get("position_weights", []), where)
-    forgetting = _number(table, "forgetting", 1.0, where, low=0.5, high=1.0)
+    forgetting = _forgetting(table, where, features)
     holdout = _number(table, "holdout", 0.0, where, low=0.0, high=0.5)
     holdout_policy = table.get("holdout_policy", "random")
     if holdout_policy not in HOLDOUT_POLICIES:
@@ -189,7 +194,7 @@ def _experiment(name: str, table: Any) -> Experiment:
         "arms": DYNAMIC if dynamic else list(arms),
         "max_arms": max_arms,
         "position_weights": list(position_weights),
-        "forgetting": forgetting,
+        "forgetting": "auto" if forgetting == AUTO_FORGETTING else forgetting,
         "reward": {
             "default": reward.default,
             "window_seconds": reward.window_seconds,
@@ -202,6 +207,9 @@ def _experiment(name: str, table: Any) -> Experiment:
             "intercept": features.intercept,
         },
     }
+    if policy == "squarecb" or {"gamma_scale", "gamma_exponent"} & set(table):
+        # absent otherwise, so that the versions of existing configs stay
+        settings |= {"gamma_scale": params.gamma_scale, "gamma_exponent": params.gamma_exponent}
     if holdout > 0:  # absent otherwise, so that the versions of existing configs stay
         settings |= {"holdout": holdout, "holdout_policy": holdout_policy}
     model_basis = {"columns": features.columns, "ridge": ridge}
@@ -259,6 +267,26 @@ def _position_weights(value: Any, where: str) -> tuple[float, ...]:
         _number({"weight": w}, "weight", 1.0, where, low=0.0, high=1.0, strict=True) for w in value
     )
     return weights
+
+
+def _forgetting(table: Mapping[str, Any], where: str, features: FeatureSpec) -> float:
+    """The configured discount in [0.5, 1], or AUTO_FORGETTING for ``"auto"``."""
+    if isinstance(table.get("forgetting"), str):
+        if table["forgetting"] != "auto":
+            raise ConfigError(
+                f'{where}.forgetting must be a number in [0.5, 1] or "auto", '
+                f"got {table['forgetting']!r}"
+            )
+        if not features.intercept:
+            raise ConfigError(
+                f'{where}.forgetting = "auto" needs the intercept (features.intercept = true): '
+                "it compares each arm's recent mean reward with its model's"
+            )
+        return AUTO_FORGETTING
+    try:
+        return _number(table, "forgetting", 1.0, where, low=0.5, high=1.0)
+    except ConfigError as exc:
+        raise ConfigError(f'{exc} (or "auto")') from None
 
 
 def _reward(value: Any, where: str) -> RewardRule:

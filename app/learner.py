@@ -15,8 +15,10 @@ import numpy as np
 import redis
 
 from app.events import Event, RewardEvent
+from app.config import AUTO_FORGETTING
 from app.model_store import ArmUpdate, ModelStore
 from bandits import LearningState, rescale, update
+from bandits.auto_forgetting import AUTO
 from bandits.batch_learning import update_many
 
 
@@ -44,8 +46,9 @@ def learn_reward(
         features,
         reward,
         success=rescale(reward, reward_min, reward_max),
-        discount=forgetting,
+        discount=AUTO if forgetting == AUTO_FORGETTING else forgetting,
         ridge=ridge,
+        reward_range=(reward_min, reward_max),
     )
 
 
@@ -53,11 +56,25 @@ def learn_rewards(state: LearningState, arms: list[int], events: list[RewardEven
     """Learn many rewards in order, ``events[i]`` into arm ``arms[i]`` of ``state``.
 
     Bit for bit what :func:`learn_reward` gives one reward at a time (what a
-    rebuild does), only vectorised across arms.
+    rebuild does), only vectorised across arms (one at a time if any has forgetting "auto").
     """
     features = np.array([e.features for e in events])
     if not np.isfinite(features).all():
         raise ValueError("a reward's features are not finite numbers")
+    if any(e.forgetting == AUTO_FORGETTING for e in events):
+        for arm, e in zip(arms, events):
+            one = e.features if e.weight == 1.0 else e.features * e.weight
+            update(
+                state,
+                arm,
+                one,
+                e.reward,
+                success=rescale(e.reward, e.reward_min, e.reward_max),
+                discount=AUTO if e.forgetting == AUTO_FORGETTING else e.forgetting,
+                ridge=e.ridge,
+                reward_range=(e.reward_min, e.reward_max),
+            )
+        return
     weights = np.array([e.weight for e in events])
     update_many(
         state,

@@ -39,7 +39,8 @@ SELECT r.stream_ms, r.stream_seq, r.decision_id, r.arm, r.reward, d.model_id, d.
        (c.settings->>'ridge')::float8 AS ridge,
        (c.settings->'reward'->>'min')::float8 AS reward_min,
        (c.settings->'reward'->>'max')::float8 AS reward_max,
-       coalesce((c.settings->>'forgetting')::float8, 1.0) AS forgetting,
+       CASE WHEN c.settings->>'forgetting' = 'auto' THEN 0.0  -- app.config.AUTO_FORGETTING
+            ELSE coalesce((c.settings->>'forgetting')::float8, 1.0) END AS forgetting,
        c.settings->'position_weights' AS position_weights,
        i.position
 FROM rewards r

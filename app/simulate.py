@@ -31,6 +31,7 @@ import numpy as np
 
 from app.settings import Settings
 from bandits import POLICIES, PolicyParams
+from bandits.auto_forgetting import AUTO
 from bandits.simulation.agents import banditd_factory
 from bandits.simulation.environments import ENVIRONMENTS, Environment
 from bandits.simulation.runner import RunResult, markdown_table
@@ -40,7 +41,14 @@ from bandits.simulation.suite import SIZES, run_suite
 from app.simulate_tables import coverage_table, propensity_table, ratio_table, targets_table
 
 DEFAULT_HTTP_POLICIES = ("linucb:alpha=0.3", "lin_ts:v=0.1")
-KNOBS = {"alpha": "alpha", "epsilon": "epsilon", "v": "v", "draws": "draws"}
+KNOBS = {
+    "alpha": "alpha",
+    "epsilon": "epsilon",
+    "v": "v",
+    "draws": "draws",
+    "gamma_scale": "gamma_scale",
+    "gamma_exponent": "gamma_exponent",
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -77,24 +85,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 @dataclass(frozen=True)
 class PolicySpec:
-    """A banditd policy and its knobs, as given on the command line."""
+    """A banditd policy, its knobs and its forgetting, as given on the command line."""
 
     policy: str
     params: PolicyParams
+    forgetting: float | str = 1.0  # or "auto"
 
     @classmethod
     def parse(cls, text: str) -> PolicySpec:
-        """Parse ``policy[:knob=value,...]``, e.g. ``linucb:alpha=0.3``."""
+        """Parse ``policy[:knob=value,...]``, e.g. ``linucb:alpha=0.3,forgetting=auto``."""
         name, _, rest = text.partition(":")
         if name not in POLICIES:
             raise ValueError(f"unknown policy {name!r}; expected one of {sorted(POLICIES)}")
         knobs: dict[str, Any] = {}
+        forgetting = 1.0
         for item in filter(None, rest.split(",")):
             key, sep, value = item.partition("=")
+            if sep and key == "forgetting":
+                forgetting = AUTO if value == AUTO else float(value)
+                if not (forgetting == AUTO or 0.5 <= forgetting <= 1.0):
+                    raise ValueError(f"{text!r}: forgetting must be in [0.5, 1] or auto")
+                continue
             if not sep or key not in KNOBS:
-                raise ValueError(f"{text!r}: knobs are {sorted(KNOBS)}, as knob=value")
+                raise ValueError(
+                    f"{text!r}: knobs are {sorted([*KNOBS, 'forgetting'])}, as knob=value"
+                )
             knobs[KNOBS[key]] = int(value) if key == "draws" else float(value)
-        return cls(name, PolicyParams(**knobs))
+        return cls(name, PolicyParams(**knobs), forgetting)
 
     @property
     def label(self) -> str:
@@ -104,14 +121,26 @@ class PolicySpec:
             "linucb": f"α={p.alpha:g}",
             "lin_ts": f"v={p.v:g}",
             "epsilon_greedy": f"ε={p.epsilon:g}",
+            "squarecb": f"γ₀={p.gamma_scale:g}·t^{p.gamma_exponent:g}",
         }.get(self.policy, "")
+        if self.forgetting != 1.0:
+            knobs += " γ=" + ("auto" if self.forgetting == AUTO else f"{self.forgetting:g}")
         return f"{self.policy} {knobs}".strip()
 
     @property
     def slug(self) -> str:
         """Experiment-name-safe and a bare TOML key, e.g. ``linucb_a0p3_e0_v1``."""
         p = self.params
-        return f"{self.policy}_a{p.alpha:g}_e{p.epsilon:g}_v{p.v:g}".replace(".", "p")
+        slug = f"{self.policy}_a{p.alpha:g}_e{p.epsilon:g}_v{p.v:g}"
+        if self.policy == "squarecb":
+            slug += f"_g{p.gamma_scale:g}_x{p.gamma_exponent:g}"
+        if self.forgetting != 1.0:
+            slug += "_fauto" if self.forgetting == AUTO else f"_f{self.forgetting:g}"
+        return slug.replace(".", "p")
+
+
+def _toml_forgetting(value: float) -> str:
+    return '"auto"' if value == AUTO else repr(value)
 
 
 def experiment_name(prefix: str, env: Environment, spec: PolicySpec, seed: int) -> str:
@@ -137,6 +166,19 @@ def experiments_toml(prefix: str, envs: list[Environment], specs, seeds) -> str:
                     f"epsilon = {p.epsilon!r}",
                     f"v = {p.v!r}",
                     f"propensity_draws = {p.draws}",
+                    *(
+                        [
+                            f"gamma_scale = {p.gamma_scale!r}",
+                            f"gamma_exponent = {p.gamma_exponent!r}",
+                        ]
+                        if spec.policy == "squarecb"
+                        else []
+                    ),
+                    *(
+                        [f"forgetting = {_toml_forgetting(spec.forgetting)}"]
+                        if spec.forgetting != 1.0
+                        else []
+                    ),
                     f"arms = [{arms}]",
                     "reward = { default = 0.0, window_seconds = 3600, min = 0.0, max = 1.0 }",
                     f"features = {{ numeric = [{numeric}] }}",
@@ -240,7 +282,7 @@ def compare_through_service(
             sync = run_agent(
                 env,
                 f"{spec.label} in-process, sync",
-                banditd_factory(spec.policy, spec.params),
+                banditd_factory(spec.policy, spec.params, discount=spec.forgetting),
                 rounds[env.name],
                 seeds,
             )

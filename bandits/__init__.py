@@ -14,6 +14,7 @@ Policies, by registered name:
 - ``lin_ts``: :mod:`bandits.lin_ts`, Agrawal & Goyal (2013).
 - ``beta_ts``: :mod:`bandits.beta_ts`, Beta-Bernoulli Thompson sampling.
 - ``epsilon_greedy``: :mod:`bandits.epsilon_greedy`.
+- ``squarecb``: :mod:`bandits.squarecb`, Foster & Rakhlin (2020), inverse-gap weighting.
 - ``random``: :mod:`bandits.uniform`.
 """
 
@@ -23,7 +24,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from . import beta_ts, epsilon_greedy, lin_ts, linucb, uniform
+from . import beta_ts, epsilon_greedy, lin_ts, linucb, squarecb, uniform
 from .features import FeatureError, FeatureSpec
 from .learning import rescale, update
 from .policy import PolicyParams, Selection
@@ -49,6 +50,7 @@ POLICIES: dict[str, Callable[..., Selection]] = {
     "lin_ts": lin_ts.select,
     "beta_ts": beta_ts.select,
     "epsilon_greedy": epsilon_greedy.select,
+    "squarecb": squarecb.select,
     "random": uniform.select,
 }
 

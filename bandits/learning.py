@@ -53,6 +53,7 @@ import math
 
 import numpy as np
 
+from .auto_forgetting import AUTO, auto_discounts
 from .state import LearningState
 
 __all__ = ["update", "rescale"]
@@ -65,8 +66,9 @@ def update(
     reward: float,
     *,
     success: float | None = None,
-    discount: float = 1.0,
+    discount: float | str = 1.0,
     ridge: float = 1.0,
+    reward_range: tuple[float, float] = (0.0, 1.0),
 ) -> None:
     """Learn one reward of one arm, in place.
 
@@ -89,14 +91,18 @@ def update(
         The reward rescaled to [0, 1], added to ``successes[arm]`` (and
         ``1 - success`` to ``failures[arm]``). Defaults to
         ``clip(reward, 0, 1)``; see :func:`rescale`.
-    discount : float, default 1.0
+    discount : float or "auto", default 1.0
         Forgetting factor ``gamma`` in (0, 1]: the arm's statistics are
         multiplied by it before this reward is added, with the ridge prior
         restored on one coordinate (module docstring). 1.0 forgets nothing and
-        is exactly the undiscounted update.
+        is exactly the undiscounted update. ``"auto"`` lets the arm choose
+        (:mod:`bandits.auto_forgetting`).
     ridge : float, default 1.0
         The ridge prior ``lambda`` the state was built with; used only when
         ``discount < 1``, to restore the prior.
+    reward_range : (float, float), default (0, 1)
+        The rewards' ``(min, max)``, which ``success`` rescales from; used
+        only with ``AUTO``.
 
     Raises
     ------
@@ -134,12 +140,16 @@ def update(
         success = min(max(float(reward), 0.0), 1.0)
     elif not 0.0 <= success <= 1.0:
         raise ValueError(f"success must be in [0, 1], got {success!r}")
-    if not 0.0 < discount <= 1.0:
-        raise ValueError(f"discount must be in (0, 1], got {discount!r}")
-    if discount < 1.0:
+    auto = isinstance(discount, str) and discount == AUTO
+    if not (auto or 0.0 < discount <= 1.0):
+        raise ValueError(f'discount must be in (0, 1] or "auto", got {discount!r}')
+    if auto or discount < 1.0:
         if not (math.isfinite(ridge) and ridge > 0):
             raise ValueError(f"ridge must be a positive finite number, got {ridge!r}")
-        _discount(state, arm, discount, ridge)
+        counts = None
+        if auto:
+            discount, counts = auto_discounts(state, arm, ridge, *reward_range)
+        _discount(state, arm, discount, ridge, counts)
 
     A_inv = state.A_inv[arm]  # views: writing through them updates the state
     u = A_inv @ x  # A_inv is symmetric, so x^T A_inv = u^T
@@ -153,14 +163,19 @@ def update(
     state.failures[arm] += 1.0 - success
 
 
-def _discount(state: LearningState, arm: int, gamma: float, ridge: float) -> None:
-    """Scale one arm's statistics by ``gamma`` and restore the prior on one coordinate."""
+def _discount(
+    state: LearningState, arm: int, gamma: float, ridge: float, counts: float | None = None
+) -> None:
+    """Scale one arm's statistics by ``gamma`` (its Beta counts by ``counts`` if given)
+    and restore the prior on one coordinate."""
     dim = state.theta.shape[1]
+    state.successes[arm] *= gamma if counts is None else counts
+    state.failures[arm] *= gamma if counts is None else counts
+    if gamma == 1.0:
+        return
     state.A[arm] *= gamma
     state.A_inv[arm] /= gamma
     state.b[arm] *= gamma
-    state.successes[arm] *= gamma
-    state.failures[arm] *= gamma
     if dim == 0:
         return
     j = int(state.n[arm]) % dim

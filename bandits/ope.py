@@ -3,8 +3,9 @@
 A :class:`BanditLog` holds, for each logged decision, the context ``x_i``,
 the arm ``a_i`` shown in slot 0, the logging policy's propensity ``mu_i`` of
 that arm and the reward ``r_i``. A target policy is given by its action
-probabilities ``pi(a | x_i)`` (:func:`bandits.targets.target_probabilities`,
-re-exported here, computes them with the same scoring as the policies). With
+probabilities ``pi(a | x_i)`` (:func:`target_probabilities` computes them with
+the same scoring as the policies: :mod:`bandits.targets`, and
+:mod:`bandits.squarecb` for ``squarecb``). With
 weights ``w_i = pi(a_i | x_i) / mu_i``:
 
 - IPS: ``mean(w_i r_i)``; unbiased when ``mu_i > 0`` wherever ``pi > 0``.
@@ -40,7 +41,10 @@ from scipy import special
 
 from .learning import update
 from .state import LearningState, prior
-from .targets import beta_top_probabilities, gaussian_top_probabilities, target_probabilities
+from . import squarecb, targets
+from .policy import PolicyParams
+from .state import ScoringState
+from .targets import beta_top_probabilities, gaussian_top_probabilities
 
 __all__ = [
     "BanditLog",
@@ -278,3 +282,30 @@ def replay(
             ridge=ridge,
         )
     return state
+
+
+def target_probabilities(
+    policy: str,
+    state: ScoringState,
+    features: np.ndarray,
+    params: PolicyParams,
+    rng: np.random.Generator,
+    *,
+    exact: bool = False,
+    candidates: np.ndarray | None = None,
+) -> np.ndarray:
+    """Slot-0 probability of every arm at every context, for a frozen ``state``.
+
+    :func:`bandits.targets.target_probabilities` (same arguments and result),
+    plus ``squarecb``, whose probabilities are exact
+    (:func:`bandits.squarecb.slot0_probabilities`).
+    """
+    if policy != "squarecb":
+        return targets.target_probabilities(
+            policy, state, features, params, rng, exact=exact, candidates=candidates
+        )
+    n, k = features.shape[0], state.n_arms
+    allowed = np.ones((n, k), dtype=bool) if candidates is None else np.asarray(candidates, bool)
+    if allowed.shape != (n, k):
+        raise ValueError(f"candidates must have shape ({n}, {k}), got {allowed.shape}")
+    return squarecb.slot0_probabilities(state, features, params, allowed)

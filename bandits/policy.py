@@ -26,6 +26,9 @@ With ``C`` candidates, slot ``j`` has ``C - j`` remaining candidates.
 - Deterministic scores (``linucb``, ``epsilon_greedy``, ``random``): exact,
   ``(1 - epsilon) * [arm among the G tied best remaining] / G + epsilon / (C - j)``.
   ``estimated`` is False.
+- Inverse-gap weighting (``squarecb``): the slot's arm is drawn from the
+  weights of :func:`bandits.squarecb.inverse_gap_probabilities` over the
+  remaining candidates, mixed with the floor; exact, ``estimated`` is False.
 - Sampled scores (``lin_ts``, ``beta_ts``): the greedy part is the probability
   that the arm scores highest among the candidates not yet placed. ``lin_ts``
   computes it by one-dimensional quadrature (:func:`bandits.lin_ts.top_probability`;
@@ -72,6 +75,11 @@ class PolicyParams:
     draws : int, default 1000
         Monte Carlo draws for ``beta_ts`` propensities (and ``lin_ts``'s
         fallback); sets their ``0.5 / draws`` floor (>= 1).
+    gamma_scale : float, default 10.0
+        ``squarecb`` greediness scale (>= 0): ``gamma = gamma_scale * t **
+        gamma_exponent`` after ``t`` learned rewards (Vowpal Wabbit's default).
+    gamma_exponent : float, default 0.5
+        ``squarecb`` exponent of ``t`` in ``gamma``, in [0, 1].
 
     Raises
     ------
@@ -83,6 +91,8 @@ class PolicyParams:
     epsilon: float = 0.0
     v: float = 1.0
     draws: int = 1000
+    gamma_scale: float = 10.0
+    gamma_exponent: float = 0.5
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.alpha) and self.alpha >= 0):
@@ -94,6 +104,10 @@ class PolicyParams:
         integer = isinstance(self.draws, (int, np.integer)) and not isinstance(self.draws, bool)
         if not integer or self.draws < 1:
             raise ValueError(f"draws must be an int >= 1, got {self.draws!r}")
+        if not (math.isfinite(self.gamma_scale) and self.gamma_scale >= 0):
+            raise ValueError(f"gamma_scale must be a finite number >= 0, got {self.gamma_scale!r}")
+        if not 0.0 <= self.gamma_exponent <= 1.0:
+            raise ValueError(f"gamma_exponent must be in [0, 1], got {self.gamma_exponent!r}")
 
 
 @dataclass(frozen=True)

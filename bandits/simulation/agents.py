@@ -63,7 +63,8 @@ class BanditdAgent:
     ridge : float, default 1.0
         Ridge prior.
     discount : float, default 1.0
-        Forgetting factor passed to :func:`bandits.update` (1.0: none).
+        Forgetting factor passed to :func:`bandits.update` (1.0: none; or
+        ``"auto"``).
     delay : int, default 0
         Apply each reward only after this many further rounds, as a model of
         the service's asynchronous learning (0: the synchronous baseline).
@@ -82,12 +83,12 @@ class BanditdAgent:
     rng: np.random.Generator
     params: PolicyParams = field(default_factory=PolicyParams)
     ridge: float = 1.0
-    discount: float = 1.0
+    discount: float | str = 1.0
     delay: int = 0
     pending: bool = False
 
     def __post_init__(self) -> None:
-        if self.pending and self.discount < 1.0:
+        if self.pending and self.discount != 1.0:
             raise ValueError("pending updates are not defined with forgetting")
         self.state = prior(self.n_arms, self.dim + 1, self.ridge)
         self._queue: deque[tuple[int, np.ndarray, float, float]] = deque()
@@ -130,7 +131,7 @@ def banditd_factory(
     params: PolicyParams | None = None,
     *,
     ridge: float = 1.0,
-    discount: float = 1.0,
+    discount: float | str = 1.0,
     delay: int = 0,
     pending: bool = False,
 ) -> AgentFactory:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from ..auto_forgetting import AUTO
 from ..policy import PolicyParams
 from .agents import AgentFactory, banditd_factory
 from .environments import ENVIRONMENTS, Environment
@@ -52,7 +53,7 @@ class Entry:
         banditd's policy name (None for peers).
     params : PolicyParams, optional
         banditd's knobs (None for peers).
-    discount : float
+    discount : float or "auto"
         banditd's forgetting factor (1.0: none).
     """
 
@@ -61,7 +62,7 @@ class Entry:
     build: Callable[[], AgentFactory]
     policy: str | None = None
     params: PolicyParams | None = None
-    discount: float = 1.0
+    discount: float | str = 1.0
 
     @property
     def stationary(self) -> bool:
@@ -69,11 +70,11 @@ class Entry:
         return self.discount == 1.0
 
 
-def _banditd(policy: str, label: str, discount: float = 1.0, **knobs: float) -> Entry:
+def _banditd(policy: str, label: str, discount: float | str = 1.0, **knobs: float) -> Entry:
     params = PolicyParams(**knobs)
     name = f"banditd {policy}{' ' + label if label else ''}"
-    if discount < 1.0:
-        name += f" γ={discount:g}"
+    if discount != 1.0:
+        name += " γ=auto" if discount == AUTO else f" γ={discount:g}"
     return Entry(
         name,
         "banditd",
@@ -129,8 +130,10 @@ def lineup(env_name: str, *, peers: bool = True, installed: dict[str, bool] | No
         _banditd("linucb", "α=1", alpha=1.0),
         _banditd("lin_ts", "v=0.1", v=0.1),
         _banditd("lin_ts", "v=0.3", v=0.3),
+        _banditd("squarecb", "γ₀=10", gamma_scale=10.0),
+        _banditd("squarecb", "γ₀=100", gamma_scale=100.0),
     ]
-    forgetting = [0.99] if env_name != "drifting" else [0.99, 0.995]
+    forgetting = [0.99, AUTO] if env_name != "drifting" else [0.99, 0.995, 0.999, AUTO]
     for gamma in forgetting:
         entries.append(_banditd("linucb", "α=0.3", gamma, alpha=0.3))
         entries.append(_banditd("lin_ts", "v=0.1", gamma, v=0.1))
