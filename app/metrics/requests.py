@@ -65,12 +65,15 @@ def register(app: Flask, config: ConfigSource, families: ApiFamilies | None) -> 
 
 def answer_of(response: Response) -> Answer:
     """The facts of the current request and its ``response``."""
-    started = g.get("banditd_started")
-    seconds = time.perf_counter() - started if started is not None else 0.0
-    rule = request.url_rule
+    now = time.perf_counter()
+    req = request._get_current_object()  # one context lookup instead of one per attribute
+    app_globals = vars(g._get_current_object())
+    started = app_globals.get("banditd_started")
+    seconds = now - started if started is not None else 0.0
+    rule = req.url_rule
     route = rule.rule if rule is not None else UNMATCHED
     status = response.status_code
-    body = g.get("banditd_body")  # the parsed request body, if the request had one read
+    body = app_globals.get("banditd_body")  # the parsed request body, if one was read
     experiment = decision_id = error_code = None
     propensities: list[float] = []
     reward_status = None
@@ -94,7 +97,7 @@ def answer_of(response: Response) -> Answer:
         elif route == "/reward" and status == 202:
             reward_status = parsed.get("status")
     return Answer(
-        request.method,
+        req.method,
         route,
         status,
         seconds,
@@ -123,6 +126,16 @@ class Recorder:
         self.families = families
         self.minimums: dict[str, MinimumWindow] = {}
         self._rejected: bool | None = None
+        # labelled children by label values: prometheus-client's labels() costs a lock
+        # and a few conversions per call, on every request
+        self._children: dict[tuple, object] = {}
+
+    def _child(self, family, *values: str):
+        key = (family, values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = family.labels(*values)
+        return child
 
     def label(self, experiment: str | None) -> str:
         """``experiment`` if the config names it, else ``unknown``: labels stay bounded."""
@@ -133,17 +146,18 @@ class Recorder:
     def record(self, answer: Answer) -> None:
         """Count one answer."""
         f = self.families
-        f.duration.labels(answer.route).observe(answer.seconds)
-        f.responses.labels(answer.route, str(answer.status)).inc()
+        child = self._child
+        child(f.duration, answer.route).observe(answer.seconds)
+        child(f.responses, answer.route, str(answer.status)).inc()
         if answer.error_code is not None:
-            f.errors.labels(answer.route, answer.error_code).inc()
+            child(f.errors, answer.route, answer.error_code).inc()
         elif answer.status == 200 and answer.route == "/choose":
             experiment = self.label(answer.experiment)
-            f.decisions.labels(experiment).inc()
+            child(f.decisions, experiment).inc()
             self._propensities(experiment, answer.propensities)
         elif answer.status == 202 and answer.route == "/reward":
             if answer.reward_status == "accepted":
-                f.rewards.labels(self.label(answer.experiment)).inc()
+                child(f.rewards, self.label(answer.experiment)).inc()
         rejected = self.config.last_error is not None
         if rejected != self._rejected:  # a gauge write only when it changes
             f.config_rejected.set(1 if rejected else 0)
@@ -155,4 +169,4 @@ class Recorder:
             window = self.minimums[experiment] = MinimumWindow()
         changed = window.add(min(propensities, default=1.0), time.monotonic())
         if changed is not None:
-            self.families.propensity_min.labels(experiment).set(changed)
+            self._child(self.families.propensity_min, experiment).set(changed)

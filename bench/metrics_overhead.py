@@ -1,0 +1,222 @@
+"""What the metrics cost: /choose saturation with and without them, and GET /metrics latency.
+
+Three gunicorns (2 processes each, gunicorn.conf.py) serve the bench's K = 50,
+d = 32 LinUCB experiment side by side: ``metrics`` (the defaults: metrics on,
+request lines logged at INFO), ``no_metrics`` (``BANDITD_METRICS=0``) and
+``no_metrics_no_request_log`` (also ``BANDITD_LOG_LEVEL=WARNING``). wrk
+saturates /choose on each in turn, for several interleaved rounds, so a change
+in the box's load hits all three alike; the ratio uses the totals.
+
+Then a gunicorn serving 100 experiments answers /choose for each of them (so
+every labelled series exists in both processes) and GET /metrics is timed,
+sequentially, while idle and while wrk keeps /choose busy.
+
+Run from the repository root, against a migrated database it may empty::
+
+    REDIS_URL=... DATABASE_URL=... .venv/bin/python -m bench.metrics_overhead [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import redis
+import requests
+
+from app.services import database_engine
+from bench import configs, seed
+from bench.saturation import WrkSettings, saturate, write_bodies, wrk
+from bench.stack import ROOT, Gunicorn, cpu_seconds
+
+API_KEY = "bench-metrics-key"
+OUT = ROOT / "bench" / "out" / "metrics_overhead"
+SETUPS = {
+    "metrics": {},
+    "no_metrics": {"BANDITD_METRICS": "0"},
+    "no_metrics_no_request_log": {"BANDITD_METRICS": "0", "BANDITD_LOG_LEVEL": "WARNING"},
+}
+MANY = 100  # experiments for the /metrics latency
+
+
+def base_env(config: Path) -> dict[str, str]:
+    """The service environment: the bench's stores, ``config``, the bench key."""
+    return {
+        "REDIS_URL": os.environ["REDIS_URL"],
+        "DATABASE_URL": os.environ["DATABASE_URL"],
+        "BANDITD_CONFIG": str(config),
+        "BANDITD_API_KEYS": API_KEY,
+        "BANDITD_WORKER_METRICS_PORT": "0",
+    }
+
+
+def saturation(rounds: int, settings: WrkSettings, rng: np.random.Generator) -> dict:
+    """/choose req/s of each setup, interleaved in ``rounds``."""
+    exps = configs.experiments(configs.MAIN_CONFIG)
+    linucb = exps["bench_linucb"]
+    seed.seed_arms(redis.Redis.from_url(os.environ["REDIS_URL"]), linucb, rng)
+    bodies = write_bodies(OUT / "choose.txt", configs.choose_bodies(linucb, rng))
+    env = base_env(configs.MAIN_CONFIG)
+    servers = {
+        name: Gunicorn("wsgi:app", 2, {**env, **extra}, OUT) for name, extra in SETUPS.items()
+    }
+    runs: dict[str, list[dict]] = {name: [] for name in SETUPS}
+    try:
+        for server in servers.values():
+            server.start()
+        warm = replace(settings, warmup_seconds=0.0, seconds=settings.warmup_seconds)
+        for server in servers.values():
+            saturate(f"http://127.0.0.1:{server.port}/choose", bodies, bodies, warm, API_KEY)
+        measure = replace(settings, warmup_seconds=0.0)
+        for _ in range(rounds):
+            for name, server in servers.items():
+                url = f"http://127.0.0.1:{server.port}/choose"
+                pids = server.worker_pids()
+                cpu = cpu_seconds(pids)
+                run = saturate(url, bodies, bodies, measure, API_KEY)
+                run["cpu_seconds"] = cpu_seconds(pids) - cpu
+                runs[name].append(run)
+    finally:
+        for server in servers.values():
+            server.stop()
+    result = {}
+    for name, rs in runs.items():
+        total = sum(r["requests"] for r in rs) / (sum(r["duration_us"] for r in rs) / 1e6)
+        requests_done = sum(r["requests"] for r in rs)
+        result[name] = {
+            "rps": round(total, 1),
+            "rps_per_round": [r["rps"] for r in rs],
+            "errors": sum(r["errors"] for r in rs),
+            # CPU of the 2 gunicorn processes per answered request: less sensitive than req/s
+            # to what else runs on the box
+            "cpu_us_per_request": round(1e6 * sum(r["cpu_seconds"] for r in rs) / requests_done, 1),
+        }
+    base = result["no_metrics"]["rps"]
+    result["metrics_cost_pct"] = round(100 * (1 - result["metrics"]["rps"] / base), 2)
+    quiet = result["no_metrics_no_request_log"]["rps"]
+    result["request_log_cost_pct"] = round(100 * (1 - base / quiet), 2)
+    cpu = {name: result[name]["cpu_us_per_request"] for name in SETUPS}
+    result["metrics_cpu_cost_pct"] = round(100 * (cpu["metrics"] / cpu["no_metrics"] - 1), 2)
+    result["request_log_cpu_cost_pct"] = round(
+        100 * (cpu["no_metrics"] / cpu["no_metrics_no_request_log"] - 1), 2
+    )
+    return result
+
+
+def many_experiments_config(path: Path) -> Path:
+    """A config of ``MANY`` small LinUCB experiments (5 arms, d = 8)."""
+    path.write_text(
+        "".join(configs.experiment_toml(f"exp{i:03d}", "linucb", 5, 8) for i in range(MANY))
+    )
+    return path
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def time_scrapes(url: str, count: int) -> dict:
+    """``count`` sequential GET /metrics, in ms: p50, p99, max, and the body size."""
+    took = []
+    size = 0
+    with requests.Session() as http:
+        for _ in range(count):
+            started = time.perf_counter()
+            r = http.get(url, timeout=10)
+            took.append((time.perf_counter() - started) * 1000)
+            r.raise_for_status()
+            size = len(r.content)
+    return {
+        "scrapes": count,
+        "p50_ms": round(percentile(took, 0.5), 2),
+        "p99_ms": round(percentile(took, 0.99), 2),
+        "max_ms": round(max(took), 2),
+        "bytes": size,
+        "lines": None,
+    }
+
+
+def metrics_latency(scrapes: int, load_seconds: float, rng: np.random.Generator) -> dict:
+    """GET /metrics timings with ``MANY`` experiments, idle and under /choose load."""
+    config = many_experiments_config(OUT / "many.toml")
+    exps = configs.experiments(config)
+    server = Gunicorn("wsgi:app", 2, base_env(config), OUT)
+    try:
+        server.start()
+        base = f"http://127.0.0.1:{server.port}"
+        with requests.Session() as http:
+            http.headers["Authorization"] = f"Bearer {API_KEY}"
+            for _ in range(3):  # reach both processes: a new connection each time
+                for exp in exps.values():
+                    body = {"experiment": exp.name, "context": configs.context(exp, rng)}
+                    r = http.post(base + "/choose", json=body, headers={"Connection": "close"})
+                    r.raise_for_status()
+        page = requests.get(base + "/metrics", timeout=10).text
+        series = sum(1 for line in page.splitlines() if line and not line.startswith("#"))
+        idle = time_scrapes(base + "/metrics", scrapes)
+        idle["lines"] = series
+        bodies = write_bodies(
+            OUT / "many.txt",
+            [b for exp in list(exps.values())[:20] for b in configs.choose_bodies(exp, rng, 4)],
+        )
+        loaded: dict = {}
+
+        def scrape_under_load() -> None:
+            time.sleep(1.0)
+            loaded.update(time_scrapes(base + "/metrics", scrapes))
+
+        scraper = threading.Thread(target=scrape_under_load)
+        scraper.start()
+        load = wrk(
+            base + "/choose",
+            bodies,
+            load_seconds,
+            WrkSettings(threads=1, connections=8),
+            API_KEY,
+        )
+        scraper.join()
+        loaded["choose_rps_meanwhile"] = load["rps"]
+        loaded["lines"] = series
+    finally:
+        server.stop()
+    return {"experiments": MANY, "idle": idle, "under_choose_load": loaded}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=8.0, help="wrk per round and setup")
+    parser.add_argument("--scrapes", type=int, default=200)
+    parser.add_argument("--output", type=Path, default=OUT / "metrics_overhead.json")
+    args = parser.parse_args()
+    OUT.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(12)
+    client = redis.Redis.from_url(os.environ["REDIS_URL"])
+    engine = database_engine(os.environ["DATABASE_URL"])
+    seed.reset(client, engine)
+    settings = WrkSettings(seconds=args.seconds)
+    result = {
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "load_average_before": os.getloadavg(),
+        "wrk": vars(settings),
+        "rounds": args.rounds,
+        "saturation": saturation(args.rounds, settings, rng),
+    }
+    seed.reset(client, engine)
+    result["metrics_page"] = metrics_latency(args.scrapes, 8.0, rng)
+    result["load_average_after"] = os.getloadavg()
+    seed.reset(client, engine)
+    engine.dispose()
+    args.output.write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
