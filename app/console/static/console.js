@@ -68,7 +68,7 @@
         fmt.pct(lift.lift_relative) + " · 95%: " + fmt.interval(lift.ci_low, lift.ci_high), "lift", tone),
       card("Decisions today", fmt.int(t.policy.decisions + t.holdout.decisions),
         "bandit " + fmt.int(t.policy.decisions) + " · holdout " + fmt.int(t.holdout.decisions) +
-        " · reward " + fmt.mean(t.policy.mean), "decisions_today"));
+        " · bandit's reward today " + fmt.mean(t.policy.mean), "decisions_today"));
     const v = document.getElementById("verdict");
     const span = "Over the last " + days + " days";
     if (lift.lift == null) {
@@ -140,9 +140,25 @@
 
   function chartWidth(node) { return Math.max(320, node.clientWidth); }
 
+  // From the first day with decisions in the period (an experiment younger than the period
+  // does not get weeks of empty axis) to the end of today.
+  function firstDay(daily) {
+    const has = (g, i) => g.decisions[i] != null;
+    const i = daily.days.findIndex((d, i) => has(daily.policy, i) || has(daily.holdout, i));
+    return i < 0 ? 0 : i;
+  }
+
   function xRange(daily) {
-    const first = daySeconds(daily.days[0]);
+    const first = daySeconds(daily.days[firstDay(daily)]);
     return [first, daySeconds(daily.days[daily.days.length - 1]) + 86400];
+  }
+
+  function noteShortHistory(daily) {
+    if (daily.days.length - firstDay(daily) > 1) return;
+    for (const id of ["chart-reward", "chart-shares"]) {
+      document.getElementById(id).before(el("p", { class: "hint" },
+        "All decisions so far are from today: the charts gain a point per day."));
+    }
   }
 
   function renderReward(daily, markers) {
@@ -292,6 +308,7 @@
       const markers = history.versions.map((v) => ({ t: Date.parse(v.in_force_from) / 1000, label: changeLabel(v) }));
       renderReward(daily, markers);
       renderShares(daily, markers);
+      noteShortHistory(daily);
       renderArms(arms);
       renderVersions(history);
       root.dataset.loaded = "true";
