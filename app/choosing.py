@@ -129,11 +129,8 @@ class Chooser:
             default_reward=exp.reward.default,
             reward_min=exp.reward.min,
             reward_max=exp.reward.max,
-            ridge=exp.ridge,
             response=response,
             max_arms=exp.max_arms if exp.dynamic else None,
-            weights=[exp.position_weight(i.position) for i in impressions],
-            forgetting=exp.forgetting,
         )
         if earlier is ARM_LIMIT_REACHED:
             raise ApiError(

@@ -17,7 +17,8 @@ import redis
 from app import keys
 from app.config import Experiment
 from app.lease import LeaseLost, fence
-from app.events import ConfigEvent, DecisionEvent, decision_entry, encode_config, learning_carry
+from app.events import ConfigEvent, DecisionEvent, decision_entry, encode_config
+from app.learning_settings import queue_publish
 
 GROUP = "workers"
 LATE_GRACE_MS = 3_600_000  # how long after its window a decision still answers 409, not 404
@@ -50,32 +51,21 @@ class EventStream:
         default_reward: float,
         reward_min: float,
         reward_max: float,
-        ridge: float,
         response: bytes,
         max_arms: int | None = None,
-        weights: list[float] | None = None,
-        forgetting: float = 1.0,
     ) -> bytes | object | None:
         """Append a decision and open its reward window.
 
         Returns None when recorded, the stored response of an earlier decision
         with the same request id, or ``ARM_LIMIT_REACHED`` when ``max_arms`` is
         given (a dynamic catalogue) and a shown arm would be one too many; in
-        the last two cases nothing is recorded. ``weights`` (the position
-        weights of the shown slots) and ``forgetting`` apply when the
-        decision's rewards are learned.
+        the last two cases nothing is recorded. The decision's rewards are
+        learned under the settings of its config version, which
+        :meth:`announce_config` stored.
         """
         exp = event.experiment
         ttl_ms = max(deadline_ms - event.decided_ms, 0) + LATE_GRACE_MS
         record, features = decision_entry(event)
-        carry = learning_carry(
-            model_id=event.model_id,
-            ridge=ridge,
-            reward_min=reward_min,
-            reward_max=reward_max,
-            weights=weights or [1.0] * len(event.impressions),
-            forgetting=forgetting,
-        )
         result = self._record_decision(
             keys=[
                 keys.decision(exp, event.decision_id),
@@ -96,7 +86,7 @@ class EventStream:
                 repr(float(reward_min)),
                 repr(float(reward_max)),
                 features,
-                carry,
+                event.config_version,  # copied into each reward: what to learn it under
                 record,
             ],
         )
@@ -121,7 +111,11 @@ class EventStream:
         return status, detail
 
     def announce_config(self, experiment: Experiment, now_ms: int) -> None:
-        """Append the experiment's config version, once per version and process."""
+        """Store the version's learning settings and append the version, once per process.
+
+        Both before the first decision under the version: its rewards are
+        learned under those settings.
+        """
         key = (experiment.name, experiment.version)
         if key in self._announced:
             return
@@ -131,7 +125,10 @@ class EventStream:
             settings=experiment.settings,
             seen_ms=now_ms,
         )
-        self.redis.xadd(keys.stream(experiment.name), encode_config(event))
+        pipe = self.redis.pipeline(transaction=True)
+        queue_publish(pipe, experiment)
+        pipe.xadd(keys.stream(experiment.name), encode_config(event))
+        pipe.execute()
         self._announced.add(key)
 
     # -- worker side ------------------------------------------------------------

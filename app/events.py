@@ -3,9 +3,14 @@
 The API appends them, the worker reads them. On the wire each is a Redis stream
 entry of a few byte-string fields: a decision is its JSON record ``d`` and its
 features ``x``; a reward names its decision, arm, value, kind, time and slot,
-and copies the decision's features ``x`` and learning carry ``c``. The
-functions below and the Lua scripts in ``app/lua/`` are the only places that
-know the field names.
+and copies the decision's features ``x`` and ``c``, its config version. What
+a config version fixes for learning (model, ridge, reward range, position
+weights, forgetting) is stored once per version (app/learning_settings.py),
+not with every decision. The functions below and the Lua scripts in
+``app/lua/`` are the only places that know the field names.
+
+Records of the previous release are still read: a decision record with its
+``model``, and a ``c`` holding the learning settings themselves (JSON).
 """
 
 from __future__ import annotations
@@ -13,9 +18,15 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import orjson
+
+from app.config import slot_weight
+
+if TYPE_CHECKING:
+    from app.learning_settings import LearningSettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +101,6 @@ def decision_entry(event: DecisionEvent) -> tuple[bytes, bytes]:
         "ts": event.decided_ms,
         "cv": event.config_version,
         "policy": event.policy,
-        "model": event.model_id,
         "req": event.request_id,
         "ctx": event.context,
         "shown": [[i.arm, i.position, i.score, i.propensity] for i in event.impressions],
@@ -99,32 +109,6 @@ def decision_entry(event: DecisionEvent) -> tuple[bytes, bytes]:
         "unit": event.unit_id,
     }
     return orjson.dumps(record), event.features.astype(np.float64).tobytes()
-
-
-def learning_carry(
-    *,
-    model_id: str,
-    ridge: float,
-    reward_min: float,
-    reward_max: float,
-    weights: list[float],
-    forgetting: float,
-) -> bytes:
-    """What a decision's rewards carry to the worker besides the features (field ``c``).
-
-    Stored once with the decision and copied verbatim into each of its reward
-    entries; ``weights`` has one position weight per shown slot.
-    """
-    return orjson.dumps(
-        {
-            "model": model_id,
-            "lam": ridge,
-            "lo": reward_min,
-            "hi": reward_max,
-            "w": weights,
-            "g": forgetting,
-        }
-    )
 
 
 def encode_config(event: ConfigEvent) -> dict[str, bytes | str]:
@@ -139,22 +123,40 @@ def encode_config(event: ConfigEvent) -> dict[str, bytes | str]:
 
 @functools.lru_cache(maxsize=256)
 def _carry(data: bytes) -> dict:
-    # one carry per config and slate size, shared by thousands of rewards: parse it once
+    # the previous release's per-decision settings, shared by thousands of rewards: parse once
     return orjson.loads(data)
 
 
-def decode(experiment: str, fields: dict[bytes, bytes]) -> Event:
-    """Turn one stream entry back into its event; ValueError if it is not one."""
+def _settings(versions: LearningSettings | None, experiment: str, config_version: str) -> dict:
+    if versions is None:
+        raise ValueError(
+            f"config version {config_version!r}: decoding needs the learning settings store"
+        )
+    return versions.of(experiment, config_version)
+
+
+def decode(
+    experiment: str, fields: dict[bytes, bytes], versions: LearningSettings | None = None
+) -> Event:
+    """Turn one stream entry back into its event; ValueError if it is not one.
+
+    ``versions`` supplies what a config version fixes for learning; only
+    entries of the previous release (which carry it themselves) and config
+    events decode without it.
+    """
     kind = fields.get(b"t")
     if kind == b"decision":
         d = orjson.loads(fields[b"d"])
+        model_id = d.get("model")  # in records of the previous release
+        if model_id is None:
+            model_id = _settings(versions, experiment, d["cv"])["model"]
         return DecisionEvent(
             decision_id=d["id"],
             experiment=experiment,
             decided_ms=d["ts"],
             config_version=d["cv"],
             policy=d["policy"],
-            model_id=d["model"],
+            model_id=model_id,
             request_id=d["req"],
             context=d["ctx"],
             features=np.frombuffer(fields[b"x"], dtype=np.float64),
@@ -164,7 +166,13 @@ def decode(experiment: str, fields: dict[bytes, bytes]) -> Event:
             unit_id=d.get("unit"),  # absent from records of earlier releases
         )
     if kind == b"reward":
-        c = _carry(fields[b"c"])
+        raw, slot = fields[b"c"], int(fields[b"slot"])
+        if raw[:1] == b"{":  # the previous release: the settings themselves, per shown slot
+            c = _carry(raw)
+            weight = c["w"][slot]
+        else:
+            c = _settings(versions, experiment, raw.decode())
+            weight = slot_weight(c["pw"], slot)
         event = RewardEvent(
             decision_id=fields[b"id"].decode(),
             experiment=experiment,
@@ -177,7 +185,7 @@ def decode(experiment: str, fields: dict[bytes, bytes]) -> Event:
             ridge=float(c["lam"]),
             reward_min=float(c["lo"]),
             reward_max=float(c["hi"]),
-            weight=float(c["w"][int(fields[b"slot"])]),
+            weight=float(weight),
             forgetting=float(c["g"]),
         )
         _check_learnable(event)
@@ -190,6 +198,13 @@ def decode(experiment: str, fields: dict[bytes, bytes]) -> Event:
             seen_ms=int(fields[b"ts"]),
         )
     raise ValueError(f"unknown event type {kind!r}")
+
+
+def reward_kind(fields: dict[bytes, bytes]) -> str | None:
+    """A reward entry's kind (explicit, default or late) without decoding it; else None."""
+    if fields.get(b"t") != b"reward":
+        return None
+    return fields.get(b"kind", b"").decode(errors="replace")
 
 
 REWARD_KINDS = frozenset({"explicit", "default", "late"})

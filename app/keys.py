@@ -51,6 +51,11 @@ def generation(experiment: str) -> str:
     return f"bd:{{{experiment}}}:generation"
 
 
+def learning_settings(experiment: str) -> str:
+    """Hash of config version to the learning settings it fixes (app/learning_settings.py)."""
+    return f"bd:{{{experiment}}}:learning"
+
+
 def models_saved() -> str:
     """Pub/sub channel on which the worker names each experiment whose parameters it saved."""
     return "bd:models:saved"

@@ -24,6 +24,7 @@ from app.event_log import EventLog
 from app.event_stream import Entry
 from app.events import DecisionEvent, Event, RewardEvent, decode
 from app.learner import Learned, Learner, merged
+from app.learning_settings import LearningSettings
 from app.poison import PoisonedBatch, is_poison, isolate
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ def sort_batch(
     event_log: EventLog,
     learner: Learner,
     dead_decisions: set[str],
+    versions: LearningSettings | None = None,
 ) -> Sorted:
     """Log the good entries of ``entries``, learn them in memory, and name the poisoned ones."""
     fields_of = dict(entries)
@@ -57,7 +59,7 @@ def sort_batch(
     events: list[tuple[bytes, Event]] = []
     for entry_id, fields in entries:
         try:
-            events.append((entry_id, decode(experiment, fields)))
+            events.append((entry_id, decode(experiment, fields, versions)))
         except Exception as exc:
             if not is_poison(exc):
                 raise
@@ -131,11 +133,13 @@ class Quarantine:
         event_log: EventLog,
         learner: Learner,
         clock: Callable[[], float],
+        versions: LearningSettings | None = None,
     ) -> None:
         self.deadletters = deadletters
         self.event_log = event_log
         self.learner = learner
         self.clock = clock
+        self.versions = versions
         self._dead: dict[str, set[str]] = {}  # per stream: dead-lettered decisions
 
     def forget(self, experiment: str) -> None:
@@ -160,6 +164,7 @@ class Quarantine:
             event_log=self.event_log,
             learner=self.learner,
             dead_decisions=self._dead_of(experiment),
+            versions=self.versions,
         )
 
     def set_aside(self, experiment: str, batch: Sorted) -> None:

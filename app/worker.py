@@ -43,6 +43,7 @@ from app.event_log import EventLog, encode
 from app.event_stream import EventStream
 from app.events import decode
 from app.learner import Learned, Learner
+from app.learning_settings import LearningSettings
 from app.lease import LeaseLost, Leases
 from app.metrics import worker as worker_metrics
 from app.model_store import ModelStore
@@ -65,7 +66,7 @@ class InFlight:
 
 
 def _finished(function: Callable, *args) -> Future:
-    """``function(*args)`` run now, its result or exception held in a Future like a submitted one."""
+    """``function(*args)`` run now, its outcome held in a Future as if it had been submitted."""
     future: Future = Future()
     try:
         future.set_result(function(*args))
@@ -101,7 +102,11 @@ class Worker:
         self.consumer = f"{socket.gethostname()}-{os.getpid()}"
         self.leases = leases or Leases(stream.redis, self.consumer)
         self.learner = Learner(store, holder=self.consumer)
-        self.quarantine = Quarantine(DeadLetters(stream.redis), event_log, self.learner, clock)
+        # what each config version's rewards are learned under
+        self.versions = LearningSettings(stream.redis, lambda name: config.current().get(name))
+        self.quarantine = Quarantine(
+            DeadLetters(stream.redis), event_log, self.learner, clock, self.versions
+        )
         self.retired = RetiredStreams(stream.redis, check_seconds=min(1.0, block_ms / 100))
         # model snapshots in Postgres bound the replay of `banditd rebuild`
         self.snapshots = Snapshotter(
@@ -322,7 +327,10 @@ class Worker:
             return self._sort_out(experiment, entries)
         try:
             with poison_of(experiment):
-                events = [(entry_id, decode(experiment, fields)) for entry_id, fields in entries]
+                events = [
+                    (entry_id, decode(experiment, fields, self.versions))
+                    for entry_id, fields in entries
+                ]
                 self.quarantine.check(experiment, events)
                 rows = encode(events)
                 learned = self.learner.prepare(experiment, events)

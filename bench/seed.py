@@ -98,6 +98,7 @@ def record_decisions(
     features = [exp.features.encode(c) for c in contexts]
     ids = []
     window_ms = int(exp.reward.window_seconds * 1000)
+    stream.announce_config(exp, int(time.time() * 1000))  # its learning settings, as /choose does
     for i, arm in enumerate(arms):
         now_ms = int(time.time() * 1000)
         decision_id = new_decision_id(exp.name, now_ms)
@@ -120,7 +121,6 @@ def record_decisions(
             default_reward=exp.reward.default,
             reward_min=exp.reward.min,
             reward_max=exp.reward.max,
-            ridge=exp.ridge,
             response=b"",
         )
         ids.append(decision_id)

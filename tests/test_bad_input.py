@@ -14,6 +14,7 @@ import pytest
 
 from app import create_app, keys
 from app.events import RewardEvent, decode
+from app.learning_settings import LearningSettings
 from app.validation import MAX_DEPTH
 from tests.conftest import AUTH, FakeClock, choose, reward, rows
 
@@ -42,7 +43,10 @@ def error_of(response, status: int, code: str, field: str | None = None) -> dict
 
 
 def stream_entries(redis_client, experiment: str = "home_feed") -> list:
-    return [decode(experiment, f) for _, f in redis_client.xrange(keys.stream(experiment))]
+    return [
+        decode(experiment, f, LearningSettings(redis_client))
+        for _, f in redis_client.xrange(keys.stream(experiment))
+    ]
 
 
 def nested(levels: int, inner="x"):

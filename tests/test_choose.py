@@ -2,12 +2,14 @@
 
 from app import keys
 from app.events import DecisionEvent, decode
+from app.learning_settings import LearningSettings
 from tests.conftest import AUTH, choose
 
 
 def stream_events(redis_client, experiment="home_feed"):
     return [
-        decode(experiment, fields) for _, fields in redis_client.xrange(keys.stream(experiment))
+        decode(experiment, fields, LearningSettings(redis_client))
+        for _, fields in redis_client.xrange(keys.stream(experiment))
     ]
 
 

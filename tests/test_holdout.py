@@ -11,6 +11,7 @@ import pytest
 from app import keys
 from app.config import ConfigError, config_from_text
 from app.events import decode
+from app.learning_settings import LearningSettings
 from tests.conftest import EXPERIMENTS_TOML, choose, reward, rows
 from tests.test_config import rewrite
 
@@ -25,7 +26,10 @@ def with_holdout(share: float, policy: str | None = None) -> str:
 
 def logged_decisions(redis_client) -> dict[str, object]:
     """Decision id -> decoded decision event, from the stream (before the worker runs)."""
-    events = (decode("home_feed", f) for _, f in redis_client.xrange(keys.stream("home_feed")))
+    events = (
+        decode("home_feed", f, LearningSettings(redis_client))
+        for _, f in redis_client.xrange(keys.stream("home_feed"))
+    )
     return {e.decision_id: e for e in events if hasattr(e, "impressions")}
 
 

@@ -260,7 +260,9 @@ def test_verify_ignores_rewards_logged_after_the_live_watermark(
     decide_and_reward(client, np.random.default_rng(9), 10, rewarded=1.0)
     # As when the worker has written a batch to the log and not yet saved what it learned:
     pending = redis_client.xrange(keys.stream("jobs"))
-    worker.event_log.write([(entry_id, decode("jobs", fields)) for entry_id, fields in pending])
+    worker.event_log.write(
+        [(entry_id, decode("jobs", fields, worker.versions)) for entry_id, fields in pending]
+    )
     assert rows(engine, learned)[0]["n"] == before + 20
 
     checked = verify(redis_client, engine, "jobs")

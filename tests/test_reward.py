@@ -4,11 +4,15 @@ import pytest
 
 from app import create_app, keys
 from app.events import RewardEvent, decode
+from app.learning_settings import LearningSettings
 from tests.conftest import FakeClock, choose, reward, rows
 
 
 def rewards_in_stream(redis_client, experiment="home_feed"):
-    events = [decode(experiment, f) for _, f in redis_client.xrange(keys.stream(experiment))]
+    events = [
+        decode(experiment, f, LearningSettings(redis_client))
+        for _, f in redis_client.xrange(keys.stream(experiment))
+    ]
     return [e for e in events if isinstance(e, RewardEvent)]
 
 

@@ -122,7 +122,9 @@ def test_redelivered_entries_change_nothing(app, client, worker, redis_client, e
     before, version = store.load_learning("home_feed", model_id(app), arm, 4, 1.0)
 
     # The same entries again, as after a crash between learning and acknowledging.
-    events = [(entry_id, decode("home_feed", fields)) for entry_id, fields in entries]
+    events = [
+        (entry_id, decode("home_feed", fields, worker.versions)) for entry_id, fields in entries
+    ]
     worker.event_log.write(events)
     worker.learner.forget("home_feed")
     worker.learner.learn("home_feed", events)
@@ -181,7 +183,9 @@ def test_worker_that_lost_its_lease_saves_no_parameters(app, client, worker, red
     decision = choose(client, context={"hour": 3}).get_json()
     reward(client, decision["decision_id"], decision["arms"][0]["arm"], 1.0)
     entries = redis_client.xrange(keys.stream("home_feed"))
-    events = [(entry_id, decode("home_feed", fields)) for entry_id, fields in entries]
+    events = [
+        (entry_id, decode("home_feed", fields, worker.versions)) for entry_id, fields in entries
+    ]
 
     # The lease expired while this worker stalled, and another worker took the stream.
     redis_client.delete(keys.owner("home_feed"))

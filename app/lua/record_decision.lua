@@ -3,7 +3,8 @@
 -- KEYS: decision hash, pending zset, stream, request key, arm registry set
 -- ARGV: has_request, response, ttl_ms, deadline_ms, decision_id, max_arms (0: no
 --       registry), shown arm ids joined by ',', default reward, reward min,
---       reward max, features, learning carry, decision record (JSON)
+--       reward max, features, config version (its rewards are learned under its
+--       settings), decision record (JSON)
 -- Returns false when recorded, the earlier response, or {'arm_limit'} when a
 -- dynamic catalogue would grow past max_arms (then nothing is recorded).
 if ARGV[1] == '1' then

@@ -21,7 +21,7 @@ from typing import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from app.events import Event, RewardEvent, decode
+from app.events import Event, RewardEvent, reward_kind
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -115,7 +115,9 @@ def sorted_out(experiment: str, entries: list, good_ids: list[bytes]) -> None:
     kinds: Tally = Tally()
     for entry_id, fields in entries:
         if entry_id in good:
-            kinds += _kinds([decode(experiment, fields)])
+            kind = reward_kind(fields)
+            if kind is not None:
+                kinds[kind] += 1
     _count(experiment, kinds, len(good))
 
 
