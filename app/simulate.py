@@ -33,6 +33,7 @@ from app.settings import Settings
 from bandits import POLICIES, PolicyParams
 from bandits.auto_forgetting import AUTO
 from bandits.simulation.agents import banditd_factory
+from bandits.simulation import ope_study
 from bandits.simulation.environments import ENVIRONMENTS, Environment
 from bandits.simulation.runner import RunResult, markdown_table
 from bandits.simulation.runner import run as run_agent
@@ -70,7 +71,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         help="with --url: POLICY[:knob=value,...] to compare (repeatable; default: "
         + ", ".join(DEFAULT_HTTP_POLICIES)
-        + ")",
+        + "); knobs alpha, epsilon, v, draws, gamma_scale, gamma_exponent, forgetting "
+        "(a number or auto); with --study ope: the logging policy",
     )
     parser.add_argument("--prefix", default="sim_", help="with --url: experiment name prefix")
     parser.add_argument(
@@ -323,7 +325,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     results: list[RunResult] = []
     if args.study == "ope":
-        text = coverage_table(args.seeds or 200)
+        logging = None
+        if args.policy:  # the first --policy logs the decisions
+            logging = ope_study.Target(specs[0].label, specs[0].policy, specs[0].params)
+        text = coverage_table(args.seeds or 200, logging)
     elif args.study == "propensity":
         text = propensity_table()
     elif args.url:

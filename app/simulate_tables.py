@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from bandits import PolicyParams
 from bandits.simulation import ope_study
 from bandits.simulation.runner import RunResult
 
@@ -36,12 +37,15 @@ def _sd(values: np.ndarray) -> float:
     return float(values.std(ddof=1)) if values.size > 1 else 0.0
 
 
-def coverage_table(seeds: int) -> str:
-    """Markdown table of the OPE coverage check."""
-    cov = ope_study.coverage(range(seeds), n=1000)
+def coverage_table(seeds: int, logging: ope_study.Target | None = None) -> str:
+    """Markdown table of the OPE coverage check, logged by ``logging`` (default lin_ts v=0.5)."""
+    logging = logging or ope_study.LOGGING
+    targets = (*ope_study.TARGETS, ope_study.Target("squarecb γ₀=10", "squarecb", PolicyParams()))
+    cov = ope_study.coverage(range(seeds), n=1000, logging=logging, targets=targets)
+    how = "by quadrature" if logging.policy == "lin_ts" else "as bandits.select reports them"
     lines = [
         f"Coverage of 95% intervals over {seeds} seeds of 1,000 logged decisions "
-        "(logging: lin_ts v=0.5 ε=0.05, propensities by quadrature):",
+        f"(logging: {logging.name}, propensities {how}):",
         "",
         "| target | true value | IPS | SNIPS | DR | mean width IPS / SNIPS / DR | mean ESS |",
         "|---|---|---|---|---|---|---|",

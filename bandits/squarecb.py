@@ -137,15 +137,16 @@ def select_from_predictions(
     positions = np.empty(k, dtype=np.intp)
     propensities = np.empty(k)
     for j in range(k):  # a loop over slots, not arms: each step is vectorised over arms
-        p = inverse_gap_probabilities(predictions[left], greediness)
+        p = inverse_gap_probabilities(predictions if j == 0 else predictions[left], greediness)
         if epsilon > 0.0:
             p = (1.0 - epsilon) * p + epsilon / left.size
-        i = min(
-            int(np.searchsorted(np.cumsum(p), rng.random() * p.sum(), side="right")), p.size - 1
-        )
+        cumulative = np.cumsum(p)
+        draw = rng.random() * cumulative[-1]
+        i = min(int(np.searchsorted(cumulative, draw, side="right")), p.size - 1)
         positions[j] = left[i]
         propensities[j] = p[i]
-        left = np.delete(left, i)
+        if j + 1 < k:
+            left = np.delete(left, i)
     return Selection(cand[positions], predictions[positions], propensities, False)
 
 

@@ -30,6 +30,8 @@ class Size:
     seeds: tuple[int, ...]
 
 
+SQUARECB_SCALES = (10.0, 30.0, 1000.0)  # gamma_scale: VW's default, and two greedier
+
 SIZES = {
     "quick": Size({"synthetic": 2000, "digits": 1000, "drifting": 2000}, (0, 1)),
     "full": Size({"synthetic": 20000, "digits": 10000, "drifting": 20000}, tuple(range(8))),
@@ -102,6 +104,14 @@ def _peers(env_name: str) -> list[Entry]:
             Entry(f"MABWiser LinTS α={v:g}", "mabwiser", lambda a=v: mabwiser_factory("lints", a))
         )
     entries.append(Entry("VW squarecb", "vw", lambda: vw_factory("--squarecb")))
+    for g in SQUARECB_SCALES[1:]:  # VW's default is 10, the first
+        entries.append(
+            Entry(
+                f"VW squarecb γ₀={g:g}",
+                "vw",
+                lambda g=g: vw_factory(f"--squarecb --gamma_scale {g:g}"),
+            )
+        )
     entries.append(Entry("VW ε-greedy ε=0.05", "vw", lambda: vw_factory("--epsilon 0.05")))
     return entries
 
@@ -130,13 +140,13 @@ def lineup(env_name: str, *, peers: bool = True, installed: dict[str, bool] | No
         _banditd("linucb", "α=1", alpha=1.0),
         _banditd("lin_ts", "v=0.1", v=0.1),
         _banditd("lin_ts", "v=0.3", v=0.3),
-        _banditd("squarecb", "γ₀=10", gamma_scale=10.0),
-        _banditd("squarecb", "γ₀=100", gamma_scale=100.0),
+        *(_banditd("squarecb", f"γ₀={g:g}", gamma_scale=g) for g in SQUARECB_SCALES),
     ]
     forgetting = [0.99, AUTO] if env_name != "drifting" else [0.99, 0.995, 0.999, AUTO]
     for gamma in forgetting:
         entries.append(_banditd("linucb", "α=0.3", gamma, alpha=0.3))
         entries.append(_banditd("lin_ts", "v=0.1", gamma, v=0.1))
+    entries.append(_banditd("squarecb", "γ₀=30", AUTO, gamma_scale=30.0))
     if env_name == "drifting":
         entries.append(_banditd("beta_ts", "", 0.99))
     if peers:
