@@ -32,14 +32,15 @@ MAX_SAMPLE = 20000
 LEVEL = 0.95
 SEED = 0
 
-# Newest first from decisions' (experiment, decided_at) index; a decision's top-slot outcome
-# is one index probe each, so the cost is the sample's, not the log's.
+# What banditd evaluate reads (app/evaluation_log.py: the impression_rewards view and the
+# decisions), newest first from decisions' (experiment, decided_at) index: each decision's
+# top-slot outcome is one index probe per table, so the cost is the sample's, not the log's.
 SAMPLE = sqlalchemy.text("""
-    SELECT d.features, o.candidates, o.arm, o.propensity, o.propensity_estimated, o.reward,
-           o.config_version
+    SELECT d.features, d.candidates, i.arm, i.propensity, i.propensity_estimated, i.reward,
+           i.config_version
     FROM decisions d
-    JOIN outcomes o ON o.decision_id = d.decision_id AND o.position = 0
-    WHERE d.experiment = :experiment AND d.model_id = :model_id AND o.reward IS NOT NULL
+    JOIN impression_rewards i ON i.decision_id = d.decision_id AND i.position = 0
+    WHERE d.experiment = :experiment AND d.model_id = :model_id AND i.reward_kind IS NOT NULL
     ORDER BY d.decided_at DESC
     LIMIT :limit
 """)
