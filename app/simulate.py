@@ -39,7 +39,13 @@ from bandits.simulation.runner import RunResult, markdown_table
 from bandits.simulation.runner import run as run_agent
 from bandits.simulation.suite import SIZES, run_suite
 
-from app.simulate_tables import coverage_table, propensity_table, ratio_table, targets_table
+from app.simulate_tables import (
+    coverage_table,
+    exploration_table,
+    propensity_table,
+    ratio_table,
+    targets_table,
+)
 
 DEFAULT_HTTP_POLICIES = ("linucb:alpha=0.3", "lin_ts:v=0.1")
 KNOBS = {
@@ -352,7 +358,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             text += f"\n\n{transport.retries} request(s) were retried after a timeout."
     else:
         results = run_suite(env_names, rounds, seeds, peers=not args.no_peers, progress=progress)
-        text = markdown_table(results) + "\n\n" + targets_table([per_seed(r) for r in results])
+        summaries = [per_seed(r) for r in results]
+        text = markdown_table(results) + "\n\n" + targets_table(summaries)
+        text += "\n\n" + exploration_table(summaries)
     text += f"\n\n({time.perf_counter() - started:.0f} s)\n"
     print(text)
     if args.output:

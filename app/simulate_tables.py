@@ -117,3 +117,54 @@ def targets_table(results: list[dict[str, Any]]) -> str:
             for peer in sorted(peers, key=lambda r: -r["second_half"]):
                 row(env, "second_half", best, peer)
     return "\n".join(lines)
+
+
+def exploration_table(results: list[dict[str, Any]]) -> str:
+    """Markdown: the targets of issue 18, paired by seed.
+
+    Per environment: banditd's best ``squarecb`` against Vowpal Wabbit's best
+    ``--squarecb`` and against banditd's best stationary LinUCB / linear TS
+    (mean reward); and each policy with ``forgetting = "auto"`` against the same
+    policy without forgetting and with its best fixed factor (the second half on
+    ``drifting``, the whole run elsewhere). A ratio is of the means over seeds;
+    a difference is A minus B per seed, mean ± sd.
+    """
+    lines = [
+        "| environment | measure | A | B | A / B | difference per seed, mean ± sd | seeds won |",
+        "|---|---|---|---|---|---|---|",
+    ]
+
+    def row(env: str, measure: str, ours: dict, theirs: dict) -> None:
+        a = np.array(ours["per_seed"][measure])
+        b = np.array(theirs["per_seed"][measure])
+        d = a - b
+        lines.append(
+            f"| {env} | {measure.replace('_', ' ')} | {ours['agent']} ({a.mean():.4f}) "
+            f"| {theirs['agent']} ({b.mean():.4f}) | {a.mean() / b.mean():.3f} "
+            f"| {d.mean():+.4f} ± {_sd(d):.4f} | {int((d > 0).sum())} of {d.size} |"
+        )
+
+    def best(rows: list[dict], measure: str = "mean_reward") -> dict | None:
+        return max(rows, key=lambda r: r[measure]) if rows else None
+
+    for env in dict.fromkeys(r["environment"] for r in results):
+        here = [r for r in results if r["environment"] == env]
+        named = {r["agent"]: r for r in here}
+        stationary = [r for r in here if "γ=" not in r["agent"]]
+        squarecb = best([r for r in stationary if r["agent"].startswith("banditd squarecb")])
+        vw = best([r for r in here if r["agent"].startswith("VW squarecb")])
+        linear = best(
+            [r for r in stationary if r["agent"].startswith(("banditd linucb", "banditd lin_ts"))]
+        )
+        for other in (vw, linear):
+            if squarecb and other:
+                row(env, "mean_reward", squarecb, other)
+        measure = "second_half" if env == "drifting" else "mean_reward"
+        for auto in [r for r in here if r["agent"].endswith(" γ=auto")]:
+            base = auto["agent"].removesuffix(" γ=auto")
+            if base in named:
+                row(env, measure, auto, named[base])
+            fixed = best([r for n, r in named.items() if n.startswith(base + " γ=0")], measure)
+            if fixed:
+                row(env, measure, auto, fixed)
+    return "\n".join(lines)
