@@ -36,6 +36,7 @@ from bandits.simulation.agents import banditd_factory
 from bandits.simulation import ope_study
 from bandits.simulation.environments import ENVIRONMENTS, Environment
 from bandits.simulation.runner import RunResult, markdown_table
+from bandits.simulation.peers import available
 from bandits.simulation.runner import run as run_agent
 from bandits.simulation.suite import SIZES, run_suite
 
@@ -70,6 +71,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rounds", type=int, help="rounds per seed (overrides the suite)")
     parser.add_argument("--seeds", type=int, help="number of seeds (overrides the suite)")
     parser.add_argument("--no-peers", action="store_true", help="banditd's policies only")
+    parser.add_argument(
+        "--peers",
+        help="comma-separated peer libraries to run (vw, mabwiser; default: every installed one)",
+    )
     parser.add_argument("--url", help="play through the banditd service at this URL")
     parser.add_argument("--api-key", help="bearer key for --url (default: BANDITD_API_KEYS' first)")
     parser.add_argument(
@@ -357,7 +362,18 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         if transport.retries:
             text += f"\n\n{transport.retries} request(s) were retried after a timeout."
     else:
-        results = run_suite(env_names, rounds, seeds, peers=not args.no_peers, progress=progress)
+        installed = None
+        if args.peers:
+            wanted = set(args.peers.split(","))
+            installed = {name: name in wanted and ok for name, ok in available().items()}
+        results = run_suite(
+            env_names,
+            rounds,
+            seeds,
+            peers=not args.no_peers,
+            progress=progress,
+            installed=installed,
+        )
         summaries = [per_seed(r) for r in results]
         text = markdown_table(results) + "\n\n" + targets_table(summaries)
         text += "\n\n" + exploration_table(summaries)

@@ -164,6 +164,7 @@ def run_suite(
     *,
     peers: bool = True,
     progress: Callable[[RunResult], None] | None = None,
+    installed: dict[str, bool] | None = None,
 ) -> list[RunResult]:
     """Run the lineup of every environment in ``env_names``.
 
@@ -178,6 +179,8 @@ def run_suite(
         Include the installed peers.
     progress : callable, optional
         Called with each result as soon as it is ready.
+    installed : dict, optional
+        Library -> use it; defaults to every importable peer library.
 
     Returns
     -------
@@ -187,7 +190,7 @@ def run_suite(
     results = []
     for env_name in env_names:
         env: Environment = ENVIRONMENTS[env_name]()
-        for entry in lineup(env_name, peers=peers):
+        for entry in lineup(env_name, peers=peers, installed=installed):
             result = run(env, entry.name, entry.build(), rounds[env_name], seeds)
             results.append(result)
             if progress is not None:
