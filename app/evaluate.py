@@ -54,7 +54,15 @@ from bandits.ope import (
     target_probabilities,
 )
 
-OVERRIDABLE = {"policy", "alpha", "epsilon", "v", "propensity_draws"}
+OVERRIDABLE = {
+    "policy",
+    "alpha",
+    "epsilon",
+    "v",
+    "propensity_draws",
+    "gamma_scale",
+    "gamma_exponent",
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -241,6 +249,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             "epsilon": target.params.epsilon,
             "v": target.params.v,
             "propensity_draws": target.params.draws,
+            "gamma_scale": target.params.gamma_scale,
+            "gamma_exponent": target.params.gamma_exponent,
         },
         "params": args.params,
         "params_rewards": learned,
@@ -274,7 +284,12 @@ def render(report: dict[str, Any]) -> str:
         f"± {report['logged_mean_reward_se']:.4f} (se), "
         f"config versions {', '.join(report['logged_config_versions'])}",
         f"target: policy={t['policy']} alpha={t['alpha']:g} epsilon={t['epsilon']:g} "
-        f"v={t['v']:g} propensity_draws={t['propensity_draws']}",
+        f"v={t['v']:g} propensity_draws={t['propensity_draws']}"
+        + (
+            f" gamma_scale={t['gamma_scale']:g} gamma_exponent={t['gamma_exponent']:g}"
+            if t["policy"] == "squarecb"
+            else ""
+        ),
         f"target parameters: {source}",
         "",
         f"{'estimator':<10} {'value':>8}   {int(report['level'] * 100)}% interval"

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from app.config import ConfigError, parse_config
+from app.evaluate import target_experiment
 from app.rebuild import verify
 from bandits import PolicyParams, prior, select, update
 from bandits.ope import target_probabilities
@@ -149,6 +150,15 @@ def test_squarecb_config_defaults_to_vowpal_wabbits_schedule_and_keeps_other_ver
     assert tuned.model_id == exp.model_id  # exploration knobs keep the learned model
     other = parse_config(config("", "linucb")).get("e")
     assert "gamma_scale" not in other.settings  # existing configs keep their versions
+
+
+def test_evaluate_can_target_squarecb_with_its_own_gamma():
+    exp = parse_config(config("", "linucb")).get("e")
+    target = target_experiment(exp, ["policy=squarecb", "gamma_scale=30", "gamma_exponent=0.4"])
+    assert target.policy == "squarecb"
+    assert (target.params.gamma_scale, target.params.gamma_exponent) == (30.0, 0.4)
+    with pytest.raises(ConfigError, match="gamma_exponent must be <= 1.0"):
+        target_experiment(exp, ["policy=squarecb", "gamma_exponent=2"])
 
 
 SQUARECB_TOML = """
