@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -71,12 +72,13 @@ def _reward_files(b: Bench, exp, tag: str, per_file: int, files: int) -> list[Pa
     ]
 
 
-def throughput(b: Bench, workers: int) -> dict:
+def throughput(b: Bench, workers: int, *, update_worker: bool = False) -> dict:
     """Saturation req/s of the floor, /choose (linucb, lin_ts) and /reward, interleaved in rounds.
 
     Both servers run side by side; each round measures every endpoint once, so
     a change in the box's background load hits all of them alike. The ratio to
-    the floor is computed from the totals over the rounds.
+    the floor is computed from the totals over the rounds. With
+    ``update_worker``, ``banditd worker`` runs throughout, as under `make run`.
     """
     exps = b.fresh(configs.MAIN_CONFIG, *configs.MAIN_EXPERIMENTS)
     linucb = exps["bench_linucb"]
@@ -89,6 +91,7 @@ def throughput(b: Bench, workers: int) -> dict:
     with (
         Gunicorn(FLOOR_APP, workers, {}, b.out, config=b.gunicorn_config) as floor,
         Gunicorn(SERVICE_APP, workers, b.env, b.out, config=b.gunicorn_config) as service,
+        UpdateWorker(b.env, b.out) if update_worker else nullcontext() as worker,
     ):
         targets = {
             "floor": (f"http://127.0.0.1:{floor.port}/floor", [choose["bench_linucb"]]),
@@ -107,10 +110,22 @@ def throughput(b: Bench, workers: int) -> dict:
                 run = saturate(url, body, body, _no_warmup(b.wrk), b.api_key)
                 run["stream_entries_added"] = b.client.xlen(stream) - before
                 runs[name].append(run)
-        fixed = fixed_rate(b, floor, service, choose, linucb, runs) if workers == 2 else None
+        fixed = (
+            fixed_rate(b, floor, service, choose, linucb, runs)
+            if workers == 2 and not update_worker
+            else None
+        )
+        if update_worker and not worker.alive():
+            raise RuntimeError(f"the worker stopped during the load; see {worker.log_path}")
     for path in b.out.glob("reward-*.txt"):  # tens of MB of single-use bodies
         path.unlink()
-    result = {"workers": workers, "wrk": vars(b.wrk), "rounds": b.rounds, "endpoints": {}}
+    result = {
+        "workers": workers,
+        "update_worker": update_worker,
+        "wrk": vars(b.wrk),
+        "rounds": b.rounds,
+        "endpoints": {},
+    }
     for name, rs in runs.items():
         requests = sum(r["requests"] for r in rs)
         seconds = sum(r["duration_us"] for r in rs) / 1e6

@@ -83,6 +83,28 @@ def targets(results: dict) -> list[dict]:
                 "ms",
             )
         )
+    with_worker = results.get("throughput_4w_worker", {}).get("endpoints", {})
+    for name, goal in (("choose_linucb", 0.6), ("choose_lin_ts", 0.5), ("reward", 0.7)):
+        if name in with_worker:
+            out.append(
+                _target(
+                    f"{ENDPOINTS[name]} saturation / floor, 4 workers, worker running",
+                    with_worker[name]["ratio_to_floor"],
+                    goal,
+                    ">=",
+                    "x",
+                )
+            )
+    if "freshness" in results:
+        out.append(
+            _target(
+                "freshness p99 (every API process), issue 11",
+                results["freshness"]["api_all_processes_ms"]["p99"],
+                100.0,
+                "<=",
+                "ms",
+            )
+        )
     out += _steady_targets(results.get("steady_load"))
     return out
 
@@ -154,7 +176,7 @@ def tables(results: dict) -> list[Table]:
     """Every table of the report, in order."""
     out: list[Table] = [
         (
-            "Targets (issue 6)",
+            "Targets (issues 6 and 11)",
             ["target", "goal", "measured", "met"],
             [
                 [
@@ -171,13 +193,15 @@ def tables(results: dict) -> list[Table]:
             ],
         )
     ]
-    for key in ("throughput_2w", "throughput_4w"):
+    for key in ("throughput_4w_worker", "throughput_2w", "throughput_4w"):
         tp = results.get(key)
         if not tp:
             continue
         out.append(
             (
-                f"Saturation, {tp['workers']} gunicorn workers (wrk -t{tp['wrk']['threads']} "
+                f"Saturation, {tp['workers']} gunicorn workers, "
+                + ("`banditd worker` running" if tp.get("update_worker") else "no worker")
+                + f" (wrk -t{tp['wrk']['threads']} "
                 f"-c{tp['wrk']['connections']}, {tp['rounds']} interleaved rounds of "
                 f"{tp['wrk']['seconds']:g} s)",
                 ["endpoint", "req/s", "ratio to floor", "per round", "errors"],

@@ -30,6 +30,7 @@ from chaos.machine import cpu_model, memory_gib
 PHASES = {
     "throughput_2w": lambda b: phases.throughput(b, 2),
     "throughput_4w": lambda b: phases.throughput(b, 4),
+    "throughput_4w_worker": lambda b: phases.throughput(b, 4, update_worker=True),
     "steady_load": steady.steady_load,
     "worker_drain": phases.worker_drain,
     "freshness": phases.freshness_phase,
