@@ -4,8 +4,10 @@ Three gunicorns (2 processes each, gunicorn.conf.py) serve the bench's K = 50,
 d = 32 LinUCB experiment side by side: ``metrics`` (the defaults: metrics on,
 request lines logged at INFO), ``no_metrics`` (``BANDITD_METRICS=0``) and
 ``no_metrics_no_request_log`` (also ``BANDITD_LOG_LEVEL=WARNING``). wrk
-saturates /choose on each in turn, for several interleaved rounds, so a change
-in the box's load hits all three alike; the ratio uses the totals.
+saturates /choose on each in turn, for several interleaved rounds (each round
+starting with the next setup), so a change in the box's load hits all three
+alike; the costs are given from the totals and as the median of the rounds'
+ratios, in req/s and in CPU time of the gunicorn processes per request.
 
 Then a gunicorn serving 100 experiments answers /choose for each of them (so
 every labelled series exists in both processes) and GET /metrics is timed,
@@ -24,6 +26,7 @@ import os
 import threading
 import time
 from dataclasses import replace
+from statistics import median
 from pathlib import Path
 
 import numpy as np
@@ -74,8 +77,10 @@ def saturation(rounds: int, settings: WrkSettings, rng: np.random.Generator) -> 
         for server in servers.values():
             saturate(f"http://127.0.0.1:{server.port}/choose", bodies, bodies, warm, API_KEY)
         measure = replace(settings, warmup_seconds=0.0)
-        for _ in range(rounds):
-            for name, server in servers.items():
+        order = list(servers.items())
+        for r in range(rounds):
+            # each round starts with the next setup: none always runs first or last
+            for name, server in order[r % len(order) :] + order[: r % len(order)]:
                 url = f"http://127.0.0.1:{server.port}/choose"
                 pids = server.worker_pids()
                 cpu = cpu_seconds(pids)
@@ -101,6 +106,21 @@ def saturation(rounds: int, settings: WrkSettings, rng: np.random.Generator) -> 
     result["metrics_cost_pct"] = round(100 * (1 - result["metrics"]["rps"] / base), 2)
     quiet = result["no_metrics_no_request_log"]["rps"]
     result["request_log_cost_pct"] = round(100 * (1 - base / quiet), 2)
+    # the same ratios round by round (the setups of one round ran back to back, so they
+    # share the box's background load best), and their median
+    for name, first, second in (
+        ("metrics", "metrics", "no_metrics"),
+        ("request_log", "no_metrics", "no_metrics_no_request_log"),
+    ):
+        rps = [a["rps"] / b["rps"] for a, b in zip(runs[second], runs[first])]
+        cpu_ratio = [
+            (a["cpu_seconds"] / a["requests"]) / (b["cpu_seconds"] / b["requests"])
+            for a, b in zip(runs[first], runs[second])
+        ]
+        result[f"{name}_cost_pct_per_round"] = [round(100 * (1 - 1 / r), 2) for r in rps]
+        result[f"{name}_cost_pct_median"] = round(100 * (1 - 1 / median(rps)), 2)
+        result[f"{name}_cpu_cost_pct_per_round"] = [round(100 * (r - 1), 2) for r in cpu_ratio]
+        result[f"{name}_cpu_cost_pct_median"] = round(100 * (median(cpu_ratio) - 1), 2)
     cpu = {name: result[name]["cpu_us_per_request"] for name in SETUPS}
     result["metrics_cpu_cost_pct"] = round(100 * (cpu["metrics"] / cpu["no_metrics"] - 1), 2)
     result["request_log_cpu_cost_pct"] = round(

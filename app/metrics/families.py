@@ -76,7 +76,8 @@ class ApiFamilies:
             ),
             redis_seconds=Histogram(
                 "banditd_redis_roundtrip_seconds",
-                "Round trip of the API's model check (one Redis GET), per process.",
+                "Round trip of the API's model check (one Redis GET) as the process sees it:"
+                " under gevent it includes waiting for the process's other requests.",
                 buckets=REDIS_BUCKETS,
                 registry=r,
             ),
