@@ -62,6 +62,9 @@ ROUTES = (
     "/experiments/synthetic_0/config-history",
     "/experiments/synthetic_0/what-if?epsilon=0.2",
     "/experiments/synthetic_0/what-if?alpha=2&epsilon=0.05",
+    "/experiments/synthetic_0/what-if?policy=lin_ts",
+    "/experiments/synthetic_0/what-if?policy=beta_ts",
+    "/experiments/synthetic_0/what-if?epsilon=0.2&sample=20000",
     "/ui/",
     "/ui/experiments/synthetic_0",
 )

@@ -381,7 +381,7 @@ def test_what_if_answers_for_two_settings(stack, browser, screenshots):
             "alpha": "0.5",
             "epsilon": "0.02",
             "v": "1.0",
-            "sample": "5000",
+            "sample": "3000",
         }
         answer = svc.http.get(
             svc.url("/experiments/synthetic_0/what-if"), params={**query, **params}, timeout=10
@@ -390,7 +390,7 @@ def test_what_if_answers_for_two_settings(stack, browser, screenshots):
         return answer.json()
 
     def agree(seen: dict, answer: dict) -> None:
-        assert answer["sample"] == 5000  # the live decisions and the seeded ones settled before
+        assert answer["sample"] == 3000  # the live decisions and the seeded ones settled before
         assert set(seen["shown"]) == {"ips", "snips", "dr"}
         for side in ("current", "proposed"):
             for e in answer["estimates"][side]:

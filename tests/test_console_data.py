@@ -243,6 +243,18 @@ def test_what_if_estimates_a_proposal_and_gives_toml_that_deploys_it(console, co
     assert (deployed.policy, deployed.params.alpha, deployed.params.epsilon) == ("linucb", 2.0, 0.3)
 
 
+@pytest.mark.parametrize("policy", ["lin_ts", "beta_ts", "epsilon_greedy", "random"])
+def test_what_if_scores_every_policy_with_bounded_work(console, policy):
+    body = get(console, f"/experiments/synthetic_0/what-if?policy={policy}&sample=5000")
+    assert body["toml"] == ["[experiments.synthetic_0]", f'policy = "{policy}"']
+    assert [e["estimator"] for e in body["estimates"]["proposed"]] == ["ips", "snips", "dr"]
+    if policy == "lin_ts":  # Monte Carlo: 200 draws x 8 arms a decision, 1,000,000 at most
+        assert body["sample"] == 1_000_000 // (200 * 8)
+        assert any("Monte Carlo" in w for w in body["warnings"])
+    else:
+        assert body["sample"] == 5000
+
+
 def test_what_if_of_the_current_settings_changes_nothing(console):
     body = get(console, "/experiments/synthetic_0/what-if?sample=500")
     assert body["toml"] == ["[experiments.synthetic_0]"]

@@ -13,7 +13,7 @@ from flask import Blueprint, current_app, g, render_template, request, url_for
 
 from app.console.data import experiment_named, settings_of, summary_of
 from app.console.params import check_known, period_from
-from app.console.whatif import PROPOSABLE
+from app.console.whatif import DEFAULT_SAMPLE, MAX_SAMPLE, PROPOSABLE
 from bandits import POLICIES
 
 bp = Blueprint(
@@ -57,5 +57,7 @@ def experiment(name: str) -> str:
         settings=settings_of(found),
         config_version=found.version,
         proposable=PROPOSABLE,
+        default_sample=DEFAULT_SAMPLE,
+        max_sample=MAX_SAMPLE,
         policies=sorted(POLICIES),
     )

@@ -27,10 +27,16 @@ from app.evaluation_log import Window
 from app.settings import Settings
 
 PROPOSABLE = ("policy", "alpha", "epsilon", "v")
-DEFAULT_SAMPLE = 5000
+DEFAULT_SAMPLE = 3000
 MAX_SAMPLE = 20000
 LEVEL = 0.95
 SEED = 0
+# lin_ts target probabilities are Monte Carlo (about 0.1 us a normal draw here): at most
+# MC_DRAWS draws a decision and MC_WORK draws an answer, so that a what-if holds its web
+# process (the scoring is CPU) for a fraction of a second. beta_ts uses the quadrature,
+# cheap because its probabilities do not depend on the context.
+MC_DRAWS = 200
+MC_WORK = 1_000_000
 
 # What banditd evaluate reads (app/evaluation_log.py: the impression_rewards view and the
 # decisions), newest first from decisions' (experiment, decided_at) index: each decision's
@@ -87,11 +93,12 @@ def what_if(
     sample: int,
 ) -> dict[str, Any]:
     """Off-policy estimates of the current settings and of ``target`` on the same sample."""
-    window = read_sample(conn, experiment, sample)
+    limit = affordable_sample((experiment, target), sample)
+    window = read_sample(conn, experiment, limit)
     answer: dict[str, Any] = {
         "experiment": experiment.name,
         "sample": len(window.arms),
-        "sample_limit": sample,
+        "sample_limit": limit,
         "level": LEVEL,
         "params": "live",
         "current": _settings_of(experiment),
@@ -104,8 +111,8 @@ def what_if(
     state, learned = parameters_live(settings, target, arms)
     base_arms = list(experiment.arms) or arms
     base_state, _ = parameters_live(settings, experiment, base_arms)
-    current, _ = estimate(window, experiment, base_arms, base_state, level=LEVEL, seed=SEED)
-    proposed, weights = estimate(window, target, arms, state, level=LEVEL, seed=SEED)
+    current, _ = estimate(window, scored(experiment), base_arms, base_state, **_options(experiment))
+    proposed, weights = estimate(window, scored(target), arms, state, **_options(target))
     rewards = window.rewards
     se = float(rewards.std(ddof=1) / np.sqrt(rewards.size)) if rewards.size > 1 else None
     return answer | {
@@ -113,8 +120,38 @@ def what_if(
         "estimates": {"current": current, "proposed": proposed},
         "mean_weight": weights["mean"],
         "learned": learned,
-        "warnings": _warnings(proposed, weights, learned),
+        "warnings": _warnings(proposed, weights, learned)
+        + _sampling_notes((experiment, target), sample, limit),
     }
+
+
+def scored(experiment: Experiment) -> Experiment:
+    """The experiment as the what-if scores it: ``lin_ts`` with at most MC_DRAWS draws."""
+    if experiment.policy == "lin_ts" and experiment.params.draws > MC_DRAWS:
+        return target_experiment(experiment, [f"propensity_draws={MC_DRAWS}"])
+    return experiment
+
+
+def affordable_sample(experiments: tuple[Experiment, ...], sample: int) -> int:
+    """``sample`` cut so that no ``lin_ts`` among ``experiments`` draws more than MC_WORK."""
+    for e in experiments:
+        if e.policy == "lin_ts":
+            per_decision = min(e.params.draws, MC_DRAWS) * max(len(e.arms), 1)
+            sample = min(sample, max(100, MC_WORK // per_decision))
+    return sample
+
+
+def _options(experiment: Experiment) -> dict[str, Any]:
+    return {"level": LEVEL, "seed": SEED, "exact": experiment.policy == "beta_ts"}
+
+
+def _sampling_notes(experiments: tuple[Experiment, ...], asked: int, limit: int) -> list[str]:
+    if not any(e.policy == "lin_ts" for e in experiments):
+        return []
+    note = f"lin_ts's choice probabilities are Monte Carlo estimates ({MC_DRAWS} draws a decision)"
+    if limit < asked:
+        note += f", so the estimate uses the newest {limit:,} decisions to answer quickly"
+    return [note]
 
 
 def _settings_of(experiment: Experiment) -> dict[str, Any]:
