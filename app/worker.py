@@ -55,6 +55,8 @@ from app.snapshots import Snapshotter
 
 log = logging.getLogger(__name__)
 
+FEW_ENTRIES = 500  # the most new entries read in one round trip (a script)
+
 
 @dataclass
 class InFlight:
@@ -137,7 +139,7 @@ class Worker:
         self._read_ahead: dict[str, Future] = {}  # per stream: the next batch, being read
         self._recovering: set[str] = set()  # streams whose pending entries are read first
         self._last_read: dict[str, bytes] = {}  # per stream: the last entry id read
-        self._backlogged = False  # the last pass read a full batch of some stream
+        self._full: set[str] = set()  # streams whose last read of new entries was full
 
     @classmethod
     def from_services(cls, services: Services, **options) -> "Worker":
@@ -171,7 +173,7 @@ class Worker:
                 if max_events is not None and processed >= max_events:
                     self._settle_all()
                     break
-                if done == 0 or not self._backlogged:
+                if done == 0 or not self._full & self.owned:
                     # every stream is read to its end: finish, then wait for the next entry
                     self._settle_all()
                     if self._recovering & self.owned:
@@ -257,7 +259,6 @@ class Worker:
             self._refresh_leases(experiments)
         now_ms = int(self.clock() * 1000)
         done = 0
-        self._backlogged = False
         for experiment in sorted(self.owned):
             if experiment in config.experiments:
                 self.stream.announce_config(config.experiments[experiment], now_ms)
@@ -365,19 +366,37 @@ class Worker:
             if ahead is not None:
                 entries = ahead.result()
             else:
-                entries = self.stream.read_new(experiment, self.consumer, count)
+                entries = self._read_new(experiment, count)
         except BaseException:
             # the entries may have been delivered before the reply was lost: read them again
             self._recovering.add(experiment)
             raise
         if entries:
             self._last_read[experiment] = entries[-1][0]
-        if len(entries) == count:  # a full batch: more may be waiting
-            self._backlogged = True
         if read_ahead and len(entries) == self.batch_size:  # a backlog: more is waiting
             self._read_ahead[experiment] = self._reader.submit(
                 self.stream.read_new, experiment, self.consumer, self.batch_size
             )
+        return entries
+
+    def _read_new(self, experiment: str, count: int) -> list:
+        """New entries: a backlog's by a transaction, a trickle's in one round trip (a script).
+
+        A script's reply costs Redis more per entry than a transaction's, so it
+        reads at most ``FEW_ENTRIES``; a stream that filled its last read is
+        read the other way.
+        """
+        if experiment in self._full:
+            entries = self.stream.read_new(experiment, self.consumer, count)
+            full = len(entries) == count
+        else:
+            few = min(count, FEW_ENTRIES)
+            entries = self.stream.read_new_few(experiment, self.consumer, few)
+            full = len(entries) == few
+        if full:
+            self._full.add(experiment)
+        else:
+            self._full.discard(experiment)
         return entries
 
     def _settle(self, experiment: str) -> None:

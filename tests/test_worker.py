@@ -195,6 +195,21 @@ def test_worker_that_lost_its_lease_saves_no_parameters(app, client, worker, red
     assert ModelStore(redis_client).versions("home_feed", model_id(app)) == {}
 
 
+@pytest.mark.parametrize("read", ["read_new", "read_new_few"])
+def test_a_worker_without_the_lease_is_delivered_nothing(client, worker, redis_client, read):
+    """Both reads of new entries check the lease in the same step as they read."""
+    worker.run(until_idle=True)  # takes the leases and creates the group
+    choose(client, context={"hour": 3})
+    redis_client.delete(keys.owner("home_feed"))
+    assert Leases(redis_client, "another-worker").hold("home_feed")
+    with pytest.raises(LeaseLost):
+        getattr(worker.stream, read)("home_feed", worker.consumer, 10)
+    assert redis_client.xpending(keys.stream("home_feed"), GROUP)["pending"] == 0
+    assert Leases(redis_client, "another-worker").hold("home_feed")
+    delivered = getattr(worker.stream, read)("home_feed", "another-worker", 10)
+    assert [fields[b"t"] for _, fields in delivered] == [b"config", b"decision"]
+
+
 def _backlog(client, decisions: int) -> int:
     """Decisions with a reward for every other one; returns how many rewards."""
     rewarded = 0
@@ -253,17 +268,21 @@ def test_entries_delivered_by_a_read_whose_reply_was_lost_are_processed_once(
     app, client, worker, redis_client, engine
 ):
     rewards = _backlog(client, 10)
-    read_new = worker.stream.read_new
     calls = []
 
-    def reply_lost_once(*args):
-        entries = read_new(*args)  # Redis delivered them to this worker...
-        calls.append(len(entries))
-        if len(calls) == 1:  # ...and the connection dropped before the reply arrived
-            raise redis.ConnectionError("Connection closed by server.")
-        return entries
+    def reply_lost_once(read):
+        def reading(*args):
+            entries = read(*args)  # Redis delivered them to this worker...
+            calls.append(len(entries))
+            if len(calls) == 1:  # ...and the connection dropped before the reply arrived
+                raise redis.ConnectionError("Connection closed by server.")
+            return entries
 
-    worker.stream.read_new = reply_lost_once
+        return reading
+
+    # both ways of reading new entries: a backlog's (a transaction) and a trickle's (a script)
+    worker.stream.read_new = reply_lost_once(worker.stream.read_new)
+    worker.stream.read_new_few = reply_lost_once(worker.stream.read_new_few)
     worker.max_backoff = 0.01
     worker.run(until_idle=True)
     assert calls[0] > 0
