@@ -5,7 +5,8 @@ with ``time`` (ISO 8601, UTC), ``level``, ``logger`` and ``message``, plus the f
 carries: a request line adds ``method``, ``route``, ``status``,
 ``duration_ms``, ``experiment``, ``decision_id`` and, for an error,
 ``error_code``. ``BANDITD_LOG_LEVEL`` sets the least severe level logged;
-request lines are ``INFO``, so ``WARNING`` leaves them out.
+request lines are ``INFO``, so ``WARNING`` leaves them out, and
+``BANDITD_REQUEST_LOG`` (``all``, ``errors``, ``none``) which answers get one.
 
 This module imports nothing from ``app``: gunicorn.conf.py loads it by path in
 each web process before gevent patches it, so it must not pull in the app.

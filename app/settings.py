@@ -145,6 +145,9 @@ class Settings:
     log_format, log_level:
         ``text`` or ``json`` lines (``BANDITD_LOG_FORMAT``), and the least
         severe level logged (``BANDITD_LOG_LEVEL``, default ``INFO``).
+    request_log:
+        Which answers get a request line (``BANDITD_REQUEST_LOG``): ``all``
+        (the default), ``errors`` (status 400 and up) or ``none``.
     """
 
     config_path: str = DEFAULT_CONFIG_PATH
@@ -164,6 +167,7 @@ class Settings:
     metrics_multiproc_dir: str | None = None
     log_format: str = "text"
     log_level: str = "INFO"
+    request_log: str = "all"
 
     def __post_init__(self) -> None:
         self.parsed_api_keys()  # a malformed BANDITD_API_KEYS stops the process at start
@@ -196,6 +200,7 @@ class Settings:
             metrics_multiproc_dir=env.get("PROMETHEUS_MULTIPROC_DIR") or None,
             log_format=_log_format(env.get("BANDITD_LOG_FORMAT", "text")),
             log_level=_log_level(env.get("BANDITD_LOG_LEVEL", "INFO")),
+            request_log=_request_log(env.get("BANDITD_REQUEST_LOG", "all")),
         )
 
 
@@ -207,6 +212,14 @@ def _log_format(text: str) -> str:
     value = text.strip().lower()
     if value not in ("text", "json"):
         raise ValueError(f"BANDITD_LOG_FORMAT must be 'text' or 'json', not {text!r}")
+    return value
+
+
+def _request_log(text: str) -> str:
+    """``BANDITD_REQUEST_LOG`` checked: ``all``, ``errors`` or ``none``."""
+    value = text.strip().lower()
+    if value not in ("all", "errors", "none"):
+        raise ValueError(f"BANDITD_REQUEST_LOG must be all, errors or none, not {text!r}")
     return value
 
 

@@ -1,13 +1,14 @@
 """What the metrics cost: /choose saturation with and without them, and GET /metrics latency.
 
-Three gunicorns (2 processes each, gunicorn.conf.py) serve the bench's K = 50,
+Four gunicorns (2 processes each, gunicorn.conf.py) serve the bench's K = 50,
 d = 32 LinUCB experiment side by side: ``metrics`` (the defaults: metrics on,
-request lines logged at INFO), ``no_metrics`` (``BANDITD_METRICS=0``) and
-``no_metrics_no_request_log`` (also ``BANDITD_LOG_LEVEL=WARNING``). wrk
-saturates /choose on each in turn, for several interleaved rounds (each round
-starting with the next setup), so a change in the box's load hits all three
-alike; the costs are given from the totals and as the median of the rounds'
-ratios, in req/s and in CPU time of the gunicorn processes per request.
+a request line per answer), ``no_metrics`` (``BANDITD_METRICS=0``), and both
+again with ``BANDITD_REQUEST_LOG=none``. wrk saturates /choose on each in
+turn, for several interleaved rounds (each round starting with the next
+setup), so a change in the box's load hits them alike. Each cost (metrics with
+and without request lines, request lines) is given from the totals and as the
+median of the rounds' ratios, in req/s and in CPU time of the gunicorn
+processes per request.
 
 Then a gunicorn serving 100 experiments answers /choose for each of them (so
 every labelled series exists in both processes) and GET /metrics is timed,
@@ -43,8 +44,15 @@ OUT = ROOT / "bench" / "out" / "metrics_overhead"
 SETUPS = {
     "metrics": {},
     "no_metrics": {"BANDITD_METRICS": "0"},
-    "no_metrics_no_request_log": {"BANDITD_METRICS": "0", "BANDITD_LOG_LEVEL": "WARNING"},
+    "metrics_no_request_log": {"BANDITD_REQUEST_LOG": "none"},
+    "no_metrics_no_request_log": {"BANDITD_METRICS": "0", "BANDITD_REQUEST_LOG": "none"},
 }
+# (cost, setup with it, setup without it)
+COSTS = (
+    ("metrics", "metrics", "no_metrics"),
+    ("metrics_without_request_log", "metrics_no_request_log", "no_metrics_no_request_log"),
+    ("request_log", "no_metrics", "no_metrics_no_request_log"),
+)
 MANY = 100  # experiments for the /metrics latency
 
 
@@ -102,30 +110,23 @@ def saturation(rounds: int, settings: WrkSettings, rng: np.random.Generator) -> 
             # to what else runs on the box
             "cpu_us_per_request": round(1e6 * sum(r["cpu_seconds"] for r in rs) / requests_done, 1),
         }
-    base = result["no_metrics"]["rps"]
-    result["metrics_cost_pct"] = round(100 * (1 - result["metrics"]["rps"] / base), 2)
-    quiet = result["no_metrics_no_request_log"]["rps"]
-    result["request_log_cost_pct"] = round(100 * (1 - base / quiet), 2)
-    # the same ratios round by round (the setups of one round ran back to back, so they
-    # share the box's background load best), and their median
-    for name, first, second in (
-        ("metrics", "metrics", "no_metrics"),
-        ("request_log", "no_metrics", "no_metrics_no_request_log"),
-    ):
-        rps = [a["rps"] / b["rps"] for a, b in zip(runs[second], runs[first])]
+    # the costs from the totals, and round by round (the setups of one round ran back to
+    # back, so they share the box's background load best) with their median
+    for cost, first, second in COSTS:
+        with_it, without = result[first], result[second]
+        result[f"{cost}_cost_pct"] = round(100 * (1 - with_it["rps"] / without["rps"]), 2)
+        result[f"{cost}_cpu_cost_pct"] = round(
+            100 * (with_it["cpu_us_per_request"] / without["cpu_us_per_request"] - 1), 2
+        )
+        rps = [a["rps"] / b["rps"] for a, b in zip(runs[first], runs[second])]
         cpu_ratio = [
             (a["cpu_seconds"] / a["requests"]) / (b["cpu_seconds"] / b["requests"])
             for a, b in zip(runs[first], runs[second])
         ]
-        result[f"{name}_cost_pct_per_round"] = [round(100 * (1 - 1 / r), 2) for r in rps]
-        result[f"{name}_cost_pct_median"] = round(100 * (1 - 1 / median(rps)), 2)
-        result[f"{name}_cpu_cost_pct_per_round"] = [round(100 * (r - 1), 2) for r in cpu_ratio]
-        result[f"{name}_cpu_cost_pct_median"] = round(100 * (median(cpu_ratio) - 1), 2)
-    cpu = {name: result[name]["cpu_us_per_request"] for name in SETUPS}
-    result["metrics_cpu_cost_pct"] = round(100 * (cpu["metrics"] / cpu["no_metrics"] - 1), 2)
-    result["request_log_cpu_cost_pct"] = round(
-        100 * (cpu["no_metrics"] / cpu["no_metrics_no_request_log"] - 1), 2
-    )
+        result[f"{cost}_cost_pct_per_round"] = [round(100 * (1 - r), 2) for r in rps]
+        result[f"{cost}_cost_pct_median"] = round(100 * (1 - median(rps)), 2)
+        result[f"{cost}_cpu_cost_pct_per_round"] = [round(100 * (r - 1), 2) for r in cpu_ratio]
+        result[f"{cost}_cpu_cost_pct_median"] = round(100 * (median(cpu_ratio) - 1), 2)
     return result
 
 

@@ -3,14 +3,17 @@ request is a line with its route, status, duration, experiment and decision id."
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 
+import numpy as np
 import pytest
 
-from tests.conftest import EXPERIMENTS_TOML, poll
+from app import create_app
+from app.logs import REQUEST_LOGGER
+from tests.conftest import EXPERIMENTS_TOML, choose, poll
 from tests.service_processes import running_service
-
-pytestmark = pytest.mark.e2e
 
 
 def json_lines(path) -> list[dict]:
@@ -29,6 +32,7 @@ def request_lines(path) -> list[dict]:
     return [r for r in json_lines(path) if r.get("logger") == "banditd.request"]
 
 
+@pytest.mark.e2e
 def test_json_logs_carry_every_request(tmp_path, request, monkeypatch):
     monkeypatch.setenv("BANDITD_LOG_FORMAT", "json")
     monkeypatch.setenv("BANDITD_LOG_LEVEL", "info")
@@ -74,6 +78,7 @@ def test_json_logs_carry_every_request(tmp_path, request, monkeypatch):
     assert any(r["logger"] == "gunicorn.error" for r in json_lines(svc.logs["gunicorn"]))
 
 
+@pytest.mark.e2e
 def test_log_level_warning_leaves_request_lines_out(tmp_path, request, monkeypatch):
     monkeypatch.setenv("BANDITD_LOG_FORMAT", "json")
     monkeypatch.setenv("BANDITD_LOG_LEVEL", "WARNING")
@@ -82,3 +87,20 @@ def test_log_level_warning_leaves_request_lines_out(tmp_path, request, monkeypat
         assert svc.post("/choose", {"experiment": "home_feed"}).status_code == 200
         assert svc.post("/choose", {"experiment": "nope"}).status_code == 404
     assert request_lines(svc.logs["gunicorn"]) == []
+
+
+@pytest.mark.parametrize(
+    ("request_log", "logged"), [("all", [200, 404]), ("errors", [404]), ("none", [])]
+)
+def test_request_log_setting_picks_the_answers_logged(settings, caplog, request_log, logged):
+    app = create_app(
+        dataclasses.replace(settings, request_log=request_log), rng=np.random.default_rng(3)
+    )
+    client = app.test_client()
+    with caplog.at_level(logging.INFO, logger=REQUEST_LOGGER):
+        assert choose(client, context={"hour": 1}).status_code == 200
+        assert choose(client, experiment="nope").status_code == 404
+    lines = [r for r in caplog.records if r.name == REQUEST_LOGGER]
+    assert [r.status for r in lines] == logged
+    for r in lines:
+        assert r.route == "/choose" and r.method == "POST" and r.duration_ms > 0

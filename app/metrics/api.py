@@ -31,7 +31,7 @@ def install(app: Flask, families: ApiFamilies | None) -> None:
     refused there is timed too.
     """
     services = app.extensions["banditd"]
-    requests.register(app, services.config, families)
+    requests.register(app, services.config, families, services.settings.request_log)
     if families is not None:
         app.extensions["banditd_metrics"] = families
         app.register_blueprint(endpoint.bp)

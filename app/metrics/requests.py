@@ -38,9 +38,16 @@ class Answer:
     reward_status: str | None  # of a /reward answer: accepted or already_recorded
 
 
-def register(app: Flask, config: ConfigSource, families: ApiFamilies | None) -> None:
-    """Time every request; count and log every answer (count only if ``families``)."""
+def register(
+    app: Flask, config: ConfigSource, families: ApiFamilies | None, request_log: str = "all"
+) -> None:
+    """Time every request; count every answer (if ``families``) and log it.
+
+    ``request_log`` says which answers are logged: ``all``, ``errors`` (status
+    400 and up) or ``none``.
+    """
     recorder = Recorder(config, families) if families is not None else None
+    least_logged = {"all": 0, "errors": 400, "none": 1000}[request_log]
 
     @app.before_request
     def start_clock() -> None:
@@ -48,9 +55,13 @@ def register(app: Flask, config: ConfigSource, families: ApiFamilies | None) -> 
 
     @app.after_request
     def observe(response: Response) -> Response:
+        if recorder is None and response.status_code < least_logged:
+            return response  # nothing to count or log
         answer = answer_of(response)
         if recorder is not None:
             recorder.record(answer)
+        if answer.status < least_logged:
+            return response
         log_request(
             answer.method,
             answer.route,
