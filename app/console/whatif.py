@@ -18,7 +18,6 @@ import json
 from typing import Any, Mapping
 
 import numpy as np
-import sqlalchemy
 from sqlalchemy.engine import Connection
 
 from app.config import ConfigError, Experiment
@@ -41,32 +40,44 @@ MC_WORK = 1_000_000
 # What banditd evaluate reads (app/evaluation_log.py: the impression_rewards view and the
 # decisions), newest first from decisions' (experiment, decided_at) index: each decision's
 # top-slot outcome is one index probe per table, so the cost is the sample's, not the log's.
-SAMPLE = sqlalchemy.text("""
-    SELECT d.features, d.candidates, i.arm, i.propensity, i.propensity_estimated, i.reward,
-           i.config_version
+# The features as text ("1,20,0,0,1"), parsed by numpy in one call, and the rows as the
+# driver's tuples: several times cheaper than float8[] lists in SQLAlchemy rows.
+SAMPLE = """
+    SELECT array_to_string(d.features, ',') AS features, d.candidates, i.arm, i.propensity,
+           i.propensity_estimated, i.reward, i.config_version
     FROM decisions d
     JOIN impression_rewards i ON i.decision_id = d.decision_id AND i.position = 0
-    WHERE d.experiment = :experiment AND d.model_id = :model_id AND i.reward_kind IS NOT NULL
+    WHERE d.experiment = %(experiment)s AND d.model_id = %(model_id)s
+      AND i.reward_kind IS NOT NULL
     ORDER BY d.decided_at DESC
-    LIMIT :limit
-""")
+    LIMIT %(limit)s
+"""
 
 
 def read_sample(conn: Connection, experiment: Experiment, size: int) -> Window:
     """The newest ``size`` settled top-slot impressions of the experiment's current model."""
-    rows = conn.execute(
-        SAMPLE,
-        {"experiment": experiment.name, "model_id": experiment.model_id, "limit": size},
-    ).all()
+    params = {"experiment": experiment.name, "model_id": experiment.model_id, "limit": size}
+    cursor = conn.connection.cursor()
+    try:
+        cursor.execute(SAMPLE, params)
+        rows = cursor.fetchall()
+    finally:
+        cursor.close()
     dim = experiment.features.dim
+    if not rows:
+        features, candidates, arms, propensities, estimated, rewards, versions = [()] * 7
+    else:
+        features, candidates, arms, propensities, estimated, rewards, versions = zip(*rows)
     return Window(
-        features=np.array([r.features for r in rows], dtype=np.float64).reshape(len(rows), dim),
-        arms=[r.arm for r in rows],
-        propensities=np.array([r.propensity for r in rows], dtype=np.float64),
-        estimated=np.array([r.propensity_estimated for r in rows], dtype=bool),
-        rewards=np.array([r.reward for r in rows], dtype=np.float64),
-        config_versions=sorted({r.config_version for r in rows}),
-        candidates=[r.candidates for r in rows],
+        features=np.fromstring(",".join(features), dtype=np.float64, sep=",").reshape(
+            len(rows), dim
+        ),
+        arms=list(arms),
+        propensities=np.array(propensities, dtype=np.float64),
+        estimated=np.array(estimated, dtype=bool),
+        rewards=np.array(rewards, dtype=np.float64),
+        config_versions=sorted(set(versions)),
+        candidates=list(candidates),
     )
 
 
