@@ -48,7 +48,8 @@ def parse_api_keys(entries: Iterable[str]) -> tuple[ApiKey, ...]:
     An entry is ``KEY`` (every action on every experiment) or
     ``KEY=SCOPE+SCOPE...`` with ``SCOPE`` = ``EXPERIMENTS:ACTIONS``, each a
     ``|``-separated list or ``*``; actions are ``choose``, ``reward`` and
-    ``read`` (``GET /experiments``, which needs ``*:read``). The scopes start
+    ``read`` (``GET /experiments``, which needs ``*:read``; the console's pages
+    and data of an experiment, app/console). The scopes start
     after the entry's last ``=``, so a key may end in ``=`` (base64 padding).
     A key given several times may do what any of its entries allows.
 
@@ -109,7 +110,8 @@ class Settings:
         A bare key may do everything; ``KEY=EXPERIMENTS:ACTIONS`` only that,
         with ``|`` between names, ``*`` for all, ``+`` between scopes, and the
         actions ``choose``, ``reward`` and ``read`` (``GET /experiments``,
-        granted by ``*:read`` only). See :func:`parse_api_keys`.
+        granted by ``*:read`` only; the console of an experiment). See
+        :func:`parse_api_keys`.
     port:
         Where ``make run`` binds gunicorn (``PORT``).
     config_check_seconds:
