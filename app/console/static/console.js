@@ -274,10 +274,14 @@
         el("th", { class: "n" }, "effective sample size"))),
       el("tbody", {}, ...rows));
     const snips = pro.snips, diff = snips.value - cur.snips.value;
+    const relative = cur.snips.value ? diff / cur.snips.value : null;
+    const direction = diff > 0 ? "more" : diff < 0 ? "less" : "the same";
     const headline = el("p", { class: "verdict" }, "On the newest " + fmt.int(r.sample) +
       " settled decisions (logged mean reward " + fmt.mean(r.logged.mean) + "), the proposal would " +
-      "have earned about " + fmt.mean(snips.value) + " per decision (SNIPS), " + fmt.signed(diff) +
-      " against the current settings' " + fmt.mean(cur.snips.value) + ".");
+      "have earned about " + fmt.mean(snips.value) + " per decision (SNIPS): " +
+      (diff ? fmt.mean(Math.abs(diff)) + " " + direction + " (" + fmt.pct(relative) + ")" : "the same") +
+      " than the current settings' " + fmt.mean(cur.snips.value) + ". Compare the intervals below " +
+      "before you change the config.");
     const toml = r.toml.length > 1
       ? [el("p", {}, "To deploy it, put these lines in the experiment's table of the config file (it is under version control; running processes pick the change up without a restart):"),
         el("pre", { class: "toml", id: "whatif-toml" }, r.toml.join("\n"))]
