@@ -71,7 +71,10 @@
         " · bandit's reward today " + fmt.mean(t.policy.mean), "decisions_today"));
     const v = document.getElementById("verdict");
     const span = "Over the last " + days + " days";
-    if (lift.lift == null) {
+    if (!s.settings.holdout && lift.lift == null) {
+      v.textContent = "This experiment has no holdout (holdout = 0 in the config), so there is " +
+        "no lift to show: set a holdout share to compare the bandit with the old way.";
+    } else if (lift.lift == null) {
       v.textContent = span + " there is no lift to show yet: the bandit or the holdout has no " +
         "decision with a final reward.";
     } else if (tone === "up") {
@@ -154,10 +157,14 @@
   }
 
   function noteShortHistory(daily) {
-    if (daily.days.length - firstDay(daily) > 1) return;
+    const any = daily.days.some((d, i) => daily.policy.decisions[i] != null ||
+      daily.holdout.decisions[i] != null);
+    if (any && daily.days.length - firstDay(daily) > 1) return;
+    const text = any ? "All decisions so far are from today: the charts gain a point per day."
+      : "No decisions in this period yet. Once /choose serves some, the charts fill in at the " +
+        "worker's next refresh of the daily views (every 5 minutes).";
     for (const id of ["chart-reward", "chart-shares"]) {
-      document.getElementById(id).before(el("p", { class: "hint" },
-        "All decisions so far are from today: the charts gain a point per day."));
+      document.getElementById(id).before(el("p", { class: "hint" }, text));
     }
   }
 
