@@ -18,6 +18,16 @@ thread does not wait for Redis to send it. After an error, or on taking a
 lease over, the stream's unacknowledged entries are read again first and
 whatever was learned but not saved is learned again.
 
+Under steady traffic each batch is small, and its fixed cost (the read, the
+Postgres transaction, the save) would be paid for every few events. So once a
+stream is read to its end, the running worker waits for the next entry and
+then lingers ``linger_ms`` for more to join it; renews its leases and closes
+reward windows every ``housekeeping_seconds`` rather than on every pass; reads
+a trickle with the lease check in one round trip; logs a batch that reached
+the stream's end on the main thread (there is nothing to overlap it with); and
+acknowledges in the save's transaction. Each save is published, so that API
+processes refresh at once (app/model_push.py).
+
 Entries read again are handled one by one (app/quarantine.py), and so is a
 batch in which something failed for a reason of its own (app/poison.py): an
 entry that cannot be decoded, learned from or logged is moved to the
