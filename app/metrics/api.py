@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from app.metrics import endpoint, requests
+from app.metrics import answers, endpoint
 from app.metrics.families import ApiFamilies
 from app.model_store import ModelStore
 from app.settings import Settings
@@ -31,7 +31,7 @@ def install(app: Flask, families: ApiFamilies | None) -> None:
     refused there is timed too.
     """
     services = app.extensions["banditd"]
-    requests.register(app, services.config, families, services.settings.request_log)
+    answers.register(app, services.config, families, services.settings.request_log)
     if families is not None:
         app.extensions["banditd_metrics"] = families
         app.register_blueprint(endpoint.bp)
