@@ -42,7 +42,8 @@ from bench.synthetic_log import seed
 
 KEY = "console-bench-key"
 TABLES = ("config_versions", "decisions", "impressions", "rewards", "model_snapshots")
-CONFIG = """
+# synthetic_0 as bench/synthetic_log.py's second config version has it
+SYNTHETIC_CONFIG = """
 [experiments.synthetic_0]
 policy = "linucb"
 alpha = 0.5
@@ -150,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
 
     out = Path(tempfile.mkdtemp(prefix="console-bench-"))
     config_path = out / "experiments.toml"
-    config_path.write_text(CONFIG)
+    config_path.write_text(SYNTHETIC_CONFIG)
     if not args.skip_seed:
         timings = prepare(args.database_url, args.impressions, config_path)
         print(", ".join(f"{k} {v:.1f}" for k, v in timings.items()), file=sys.stderr)

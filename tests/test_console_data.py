@@ -22,24 +22,12 @@ from app.config import load_config, parse_config
 from app.model_store import ArmUpdate, ModelStore
 from app.settings import Settings
 from bandits import arm_prior, update
+from bench.console_bench import SYNTHETIC_CONFIG
 from bench.synthetic_log import seed
 from tests.conftest import API_KEY, AUTH, EXPERIMENTS_TOML, TEST_DATABASE_URL, TEST_REDIS_URL, rows
 
 # synthetic_0 as bench/synthetic_log.py's second config version has it
-SYNTHETIC_TOML = """
-[experiments.synthetic_0]
-policy = "linucb"
-alpha = 0.5
-epsilon = 0.02
-arms = ["arm_0", "arm_1", "arm_2", "arm_3", "arm_4", "arm_5", "arm_6", "arm_7"]
-reward = { default = 0.0, window_seconds = 900, min = 0.0, max = 1.0 }
-holdout = 0.1
-holdout_policy = "random"
-
-[experiments.synthetic_0.features]
-numeric = ["hour"]
-categorical = { city = ["berlin", "hamburg", "munich"] }
-"""
+SYNTHETIC_TOML = SYNTHETIC_CONFIG
 KEYS = (API_KEY, "feed-reader=home_feed:read", "all-reader=*:read", "chooser=*:choose|reward")
 DAYS = 10
 
