@@ -48,17 +48,24 @@ class SaveListener:
                 self._listen()
             except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
                 log.info("model saves channel unavailable (%s); periodic checks only", exc)
-                # every table may have missed a save meanwhile: check them all now
-                self.cache.invalidate_all()
-                self._stop.wait(RETRY_SECONDS)
+            except Exception:  # never let the listener die: the periodic check is slower
+                log.exception("listening for model saves failed; listening again")
+            # every table may have missed a save meanwhile: check them all now
+            self.cache.invalidate_all()
+            self._stop.wait(RETRY_SECONDS)
 
     def _listen(self) -> None:
-        pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        pubsub = self.client.pubsub()
         try:
             pubsub.subscribe(keys.models_saved())
             while not self._stop.is_set():
                 message = pubsub.get_message(timeout=1.0)
                 if message is None:
+                    continue
+                if message["type"] == "subscribe":
+                    # (re)subscribed: redis-py reconnects on its own after a lost
+                    # connection, and what was published meanwhile is lost
+                    self.cache.invalidate_all()
                     continue
                 data = message["data"]
                 self.cache.invalidate(data.decode() if isinstance(data, bytes) else str(data))

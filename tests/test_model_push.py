@@ -82,3 +82,25 @@ def test_a_save_that_changes_no_arm_is_not_published(pushed_app, worker, redis_c
     # the publish and the generation's increment go together (ModelStore.save)
     assert redis_client.get(keys.applied("home_feed")) is not None
     assert redis_client.get(keys.generation("home_feed")) == generation
+
+
+def test_the_listener_subscribes_again_after_its_connection_is_killed(
+    pushed_app, worker, redis_client
+):
+    client = pushed_app.test_client()
+    poll(lambda: _subscribed(redis_client))
+    choose(client, context={"city": "berlin"})
+    for subscriber in redis_client.client_list(_type="pubsub"):  # as when Redis restarts
+        redis_client.client_kill_filter(_id=subscriber["id"])
+
+    # a save now may be published before the listener is back; it then checks every table
+    _teach_kitchen(client, worker)
+
+    def picks_kitchen() -> bool:
+        picks = [
+            choose(client, context={"city": "berlin"}).get_json()["arms"][0]["arm"]
+            for _ in range(20)
+        ]
+        return picks == ["job_kitchen"] * 20
+
+    poll(picks_kitchen, timeout=5.0)
