@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 import sqlalchemy
@@ -137,10 +137,7 @@ def daily_series(conn: Connection, experiment: str, period: Period) -> dict[str,
     that day (where exploration goes; the holdout is left out).
     """
     params = period.params(experiment)
-    days = [
-        period.since.fromordinal(d)
-        for d in range(period.since.toordinal(), period.until.toordinal())
-    ]
+    days = [period.since + timedelta(days=i) for i in range((period.until - period.since).days)]
     index = {d: i for i, d in enumerate(days)}
     fields = ("decisions", "impressions", "rewarded", "mean_reward", "ci_low", "ci_high")
     groups = {g: {f: [None] * len(days) for f in fields} for g in ("policy", "holdout")}
