@@ -45,10 +45,11 @@ HOUSEKEEPING_SECONDS = 0.5
 
 def run_worker(settings: Settings) -> None:
     """Run the online update worker until SIGINT/SIGTERM (a second one forces)."""
+    from app.metrics.worker import timed_services
     from app.services import build_services
     from app.worker import Worker
 
-    services = build_services(settings)
+    services = timed_services(build_services(settings))  # Postgres write times in its metrics
     worker = Worker.from_services(
         services,
         snapshot_every=settings.snapshot_every,

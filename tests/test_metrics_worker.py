@@ -8,6 +8,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from app.metrics import worker as worker_metrics
 from app.metrics.worker_collector import StreamCollector
 from app.services import build_services
+from app.worker import Worker
 from tests.conftest import choose, reward
 
 
@@ -89,3 +90,21 @@ def test_scrape_without_redis_says_so(settings, worker):
     assert found[("banditd_redis_up", ())] == 0
     assert ("banditd_stream_backlog", (("experiment", "home_feed"),)) not in found
     services.engine.dispose()
+
+
+def test_postgres_writes_of_the_worker_are_timed(client, settings, clock):
+    def writes() -> float:
+        count = worker_metrics.REGISTRY.get_sample_value(
+            "banditd_worker_postgres_write_seconds_count"
+        )
+        return count or 0.0
+
+    before = writes()
+    services = worker_metrics.timed_services(build_services(settings))
+    worker = Worker.from_services(services, clock=clock, block_ms=10)
+    try:
+        assert choose(client, context={"hour": 4}).status_code == 200
+        worker.run(until_idle=True)
+    finally:
+        worker.close()
+    assert writes() - before >= 1

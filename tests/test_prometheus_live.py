@@ -43,6 +43,7 @@ MUST_HAVE_DATA = {
     "Rewards learned per second by kind",
     "Worker batch size (p50, p99)",
     "Worker batch commit time (p50, p99)",
+    "Worker Postgres write time (p50, p99)",
     "Lease held, by worker",
     "Lease changes (last hour)",
     "Model age per API process",
