@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import API_KEY, EXPERIMENTS_TOML, poll
 from tests.service_processes import free_port, running_service, tail
@@ -102,6 +103,8 @@ class Load:
     def _client(self, number: int) -> None:
         http = requests.Session()
         http.headers["Authorization"] = f"Bearer {API_KEY}"
+        # a connection per request, so that both web processes answer decisions
+        http.headers["Connection"] = "close"
         sent = 0
         while not self._stop.is_set():
             if not self._running.is_set():
@@ -184,6 +187,17 @@ def query(url: str, expr: str) -> list:
     return body["data"]["result"]
 
 
+def deciding_processes(metrics_url: str) -> set[int]:
+    """The pids of the web processes that answered a /choose (their model-check gauge)."""
+    page = requests.get(metrics_url, timeout=10).text
+    return {
+        int(s.labels["pid"])
+        for family in text_string_to_metric_families(page)
+        for s in family.samples
+        if s.name == "banditd_model_checked_timestamp_seconds"
+    }
+
+
 def panel_queries() -> list[tuple[str, str]]:
     """(panel title, PromQL) of every target of the board, Grafana's variables filled in."""
     board = json.loads(BOARD.read_text())
@@ -207,7 +221,10 @@ def test_prometheus_scrapes_the_stack_and_runs_every_panel(tmp_path, request, mo
             with Load(svc.base_url) as load:
                 poll(lambda: load.ok >= 300, timeout=20, interval=0.05)
                 load.pause()
-                killed = sorted(svc.web_workers())[0]
+                # both processes have answered decisions: the killed one's count must survive it
+                deciding = deciding_processes(svc.url("/metrics")) & svc.web_workers()
+                assert len(deciding) == 2, deciding
+                killed = min(deciding)
                 os.kill(killed, signal.SIGKILL)
                 load.resume()  # the other process answers while gunicorn replaces this one
                 poll(lambda: killed not in svc.web_workers(), timeout=10, interval=0.05)
