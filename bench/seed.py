@@ -86,11 +86,14 @@ def record_decisions(
     rng: np.random.Generator,
     *,
     batch: int = 1000,
+    announce: bool = True,
 ) -> list[str]:
     """Record one k = 1 decision per entry of ``arms`` (showing that arm); returns their ids.
 
     The decisions go through ``EventStream.record_decision`` on a pipeline, so
-    Redis holds exactly what /choose would have stored.
+    Redis holds exactly what /choose would have stored. ``announce`` appends
+    the config version first (and stores its learning settings), as an API
+    process does before its first decision: once is enough.
     """
     pipe = client.pipeline(transaction=False)
     stream = EventStream(pipe)
@@ -98,7 +101,8 @@ def record_decisions(
     features = [exp.features.encode(c) for c in contexts]
     ids = []
     window_ms = int(exp.reward.window_seconds * 1000)
-    stream.announce_config(exp, int(time.time() * 1000))  # its learning settings, as /choose does
+    if announce:
+        stream.announce_config(exp, int(time.time() * 1000))
     for i, arm in enumerate(arms):
         now_ms = int(time.time() * 1000)
         decision_id = new_decision_id(exp.name, now_ms)

@@ -5,7 +5,10 @@ At each offered rate, half the events are /choose and half /reward (on
 decisions recorded beforehand and already drained), sent open-loop. Over the
 measured window we read the CPU time of the worker process and of the API
 processes from /proc, and Redis' own CPU time from ``INFO cpu``; each is
-divided by the events answered. Then, in the same run, the worker is stopped,
+divided by the events answered. Then the worker's stream is fed at the same
+rates without the API (the API's own Lua scripts, every 10 ms), so that its
+CPU per event is measured at rates the API could not serve on a small box.
+Then, in the same run, the worker is stopped,
 a backlog builds through the same API, and the worker's CPU per event while it
 drains it gives the reference the steady figures are compared with.
 
@@ -140,6 +143,39 @@ def _drain_reference(b, exp, events: int) -> dict:
     }
 
 
+def _fed_directly(b, exp, worker: UpdateWorker, rate: float, seconds: float) -> dict:
+    """The worker's CPU per event with its stream fed at ``rate`` without the API.
+
+    Decisions and their rewards are recorded about every 10 ms through the API's own
+    Lua scripts (as :mod:`bench.seed` does), so the rate holds whatever the API
+    could serve on this box: the worker alone is measured.
+    """
+    per_tick = max(1, round(rate / 200))  # decisions (and as many rewards) per tick
+    tick = 2 * per_tick / rate  # about 10 ms
+    arms = list(exp.arms)
+    stream = keys.stream(exp.name)
+    wait_drained(b.client, stream, worker)
+    cpu0, start = cpu_seconds([worker.proc.pid]), time.monotonic()
+    sent = 0
+    while (elapsed := time.monotonic() - start) < seconds:
+        due = sent / (2 * per_tick) * tick  # when this tick was due
+        if due > elapsed:
+            time.sleep(due - elapsed)
+        picked = [arms[(sent + i) % len(arms)] for i in range(per_tick)]
+        ids = seed.record_decisions(b.client, exp, picked, b.rng, announce=False)
+        seed.record_rewards(b.client, exp, list(zip(ids, picked)), b.rng)
+        sent += 2 * per_tick
+    wait_drained(b.client, stream, worker)
+    cpu = cpu_seconds([worker.proc.pid]) - cpu0
+    seconds_taken = time.monotonic() - start
+    return {
+        "offered_events_per_s": rate,
+        "events": sent,
+        "achieved_events_per_s": round(sent / seconds_taken),
+        "worker_cpu_us_per_event": round(cpu / sent * 1e6, 1),
+    }
+
+
 def steady_load(b) -> dict:
     """Per-event CPU of worker, Redis and API at steady rates, and the worker's in a backlog."""
     exps = b.fresh(configs.MAIN_CONFIG, "bench_linucb")
@@ -177,15 +213,17 @@ def steady_load(b) -> dict:
                 b, api, rewards[used : used + share], "/reward", 500, seconds
             )
             wait_drained(b.client, stream, worker)
+            direct = [_fed_directly(b, exp, worker, rate, seconds) for rate in RATES]
     backlog = _drain_reference(b, exp, b.steady_backlog)
     reference = backlog["worker_cpu_us_per_event"]
-    for row in rows:
+    for row in rows + direct:
         row["worker_cpu_vs_backlog"] = (
             round(row["worker_cpu_us_per_event"] / reference, 2) if reference else None
         )
     return {
         "api_workers": API_WORKERS,
         "rates": rows,
+        "fed_directly": direct,
         "redis_per_choose": per_choose,
         "redis_per_reward": per_reward,
         "backlog": backlog,
