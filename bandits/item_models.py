@@ -1,0 +1,466 @@
+"""Models over item features: one shared model, or shared plus per-arm (hybrid).
+
+A per-arm (disjoint) model learns each item only from that item's own
+rewards, so an item that lives a few hundred rounds, or a new one, is ranked
+from almost nothing. The models here score a candidate from what it *is*:
+its item features ``z`` crossed with the context ``x``.
+
+Feature vector and its size ``D``
+---------------------------------
+:class:`ItemLayout` builds the shared vector of a (context, item) pair::
+
+    phi(x, z) = [x_i * z_j for (i, j) in pairs,  z,  x]
+
+``pairs`` are the declared interactions, columns of the encoded context
+crossed with columns of the encoded item features. The default is all pairs
+of the context's feature columns (not its intercept) with every item column;
+``z`` alone is the intercept's crossing (an item's appeal whatever the
+context) and ``x`` alone (with the intercept) absorbs how rewarding the
+context is whatever the item, as Vowpal Wabbit's linear terms and constant do
+next to ``-q UA``. With ``d`` context columns including the intercept and
+``q`` item columns, all pairs give ``D = (d - 1) q + q + d = d (q + 1)``.
+All pairs cost ``O(d q)`` features, so ``O(d^2 q^2)`` for the matrices and
+per update: for 16 context features (``d = 17`` with the intercept) and 16
+item features, ``D = 289``; the shared model's ``A`` and ``A^{-1}`` take
+``2 * 289^2 * 8`` bytes = 1.34 MB per experiment (plus ``b`` and ``theta``,
+4.6 kB), and an update is ``O(D^2)`` = 84k multiply-adds. Declaring only the
+pairs that matter shrinks ``D`` to ``len(pairs) + q + d``.
+
+Learning state
+--------------
+- ``shared``: one ridge model over ``phi`` (``A``, ``A^{-1}`` by
+  Sherman-Morrison, ``b``, ``theta``), a :class:`~bandits.state.LearningState`
+  with one arm, updated by :func:`bandits.learning.update` itself. **No state
+  per item**: an item is scored from its features alone, so a new item starts
+  from everything learned about items like it, and a catalogue needs no
+  per-item limit.
+- ``hybrid`` (Li et al. 2010, Algorithm 2): the shared part ``A0, b0`` over
+  ``phi`` plus, per arm, ``A_a`` (``d x d``), ``B_a`` (``d x D``) and ``b_a``
+  over ``x``. **Per item**: ``A_a``, ``A_a^{-1}``, ``B_a``, ``b_a`` (and the
+  unused ``theta_a``, ``n_a`` and counts of the per-arm state): ``2 d^2 + d D +
+  2 d + 3`` floats, for ``d = 17, D = 289`` that is 5,524 floats = 44 kB per
+  item (``B_a`` is 89% of it), so 200 live items take 8.8 MB and 100,000
+  items 4.4 GB. The hybrid model therefore needs the catalogue's per-item
+  state bounded (slots of departed items recycled by :func:`hybrid_reset_arm`).
+
+The paper's ``A0`` is the Schur complement of the joint design matrix of the
+features ``[phi, x e_a]``; the update of one arm's reward changes it by one
+rank-one term ``v v^T / (1 + x^T A_a^{-1} x)`` with ``v = phi - B_a^T A_a^{-1}
+x`` (the top-left block of the joint inverse changes by Sherman-Morrison),
+and ``b0`` by ``(r - x^T A_a^{-1} b_a) v / (1 + x^T A_a^{-1} x)``. So the shared
+part is kept as a one-arm :class:`~bandits.state.LearningState` too and
+updated by :func:`bandits.learning.update` with that vector: ``A0^{-1}`` by
+Sherman-Morrison, never re-inverted. ``tests/test_item_models.py`` checks this
+against the paper's formulas.
+
+Forgetting
+----------
+``discount < 1`` is :func:`bandits.learning.update`'s forgetting: the
+shared statistics are discounted by ``gamma`` on every update (with its prior
+restore), and in ``hybrid`` the rewarded arm's ``A_a, b_a`` (and ``B_a``) on its
+own updates. For ``hybrid`` that is a heuristic: the other arms' ``B`` terms
+inside ``A0`` are not discounted, so it is not one discounted joint
+regression. Every update is a deterministic function of the state and the
+event, so replaying the same events in the same order rebuilds the same bits.
+
+Choosing
+--------
+Given the candidates' predicted rewards ``mean`` and variances ``quad``
+(``x^T A^{-1} x`` of the model, :func:`shared_moments`,
+:func:`hybrid_moments`), :func:`select_items` runs the very ``select`` of
+:mod:`bandits.linucb`, :mod:`bandits.lin_ts` or the inverse-gap weighting of
+:mod:`bandits.squarecb` on them, so slates, ties, the epsilon floor and the
+propensities are exactly those policies' (see :mod:`bandits.policy`).
+``lin_ts`` samples each candidate's score from its own marginal posterior
+``N(mean, v^2 quad)``, independently across candidates, as the disjoint
+``lin_ts`` does; under a shared model the candidates' posteriors are
+correlated, which this ignores, and in exchange its propensities are the
+quadrature of :func:`bandits.lin_ts.top_probability`, not Monte Carlo.
+
+References
+----------
+.. [1] L. Li, W. Chu, J. Langford, R. E. Schapire. "A contextual-bandit approach
+   to personalized news article recommendation." WWW 2010, Algorithm 2.
+.. [2] D. Foster, A. Rakhlin. "Beyond UCB: optimal and efficient contextual
+   bandits with regression oracles." ICML 2020.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import lin_ts, linucb
+from .learning import update
+from .policy import PolicyParams, Selection
+from .squarecb import gamma, select_from_predictions
+from .state import LearningState, ScoringState, prior
+
+__all__ = [
+    "ItemLayout",
+    "HybridState",
+    "ITEM_POLICIES",
+    "shared_prior",
+    "shared_update",
+    "shared_moments",
+    "hybrid_prior",
+    "hybrid_update",
+    "hybrid_moments",
+    "hybrid_add_arms",
+    "hybrid_reset_arm",
+    "select_items",
+    "learned_rewards",
+]
+
+
+@dataclass(frozen=True)
+class ItemLayout:
+    """How a context and an item's features become the shared vector ``phi``.
+
+    Parameters
+    ----------
+    context_dim : int
+        ``d``, length of the encoded context (with its intercept, if any).
+    item_dim : int
+        ``q``, length of the encoded item features.
+    pairs : tuple of (int, int)
+        The crossed columns ``(context column, item column)``, in vector order.
+    context_alone : bool, default True
+        Whether ``x`` itself ends the vector.
+
+    Raises
+    ------
+    ValueError
+        If a dimension is below 1 or a pair is out of range or repeated.
+
+    Examples
+    --------
+    >>> layout = ItemLayout.all_pairs(3, 2)  # intercept + 2 context features, 2 item features
+    >>> layout.dim, layout.pairs
+    (9, ((1, 0), (1, 1), (2, 0), (2, 1)))
+    >>> layout.features(np.array([1.0, 2.0, 3.0]), np.array([[10.0, 20.0]])).tolist()
+    [[20.0, 40.0, 30.0, 60.0, 10.0, 20.0, 1.0, 2.0, 3.0]]
+    """
+
+    context_dim: int
+    item_dim: int
+    pairs: tuple[tuple[int, int], ...]
+    context_alone: bool = True
+
+    def __post_init__(self) -> None:
+        if self.context_dim < 1 or self.item_dim < 1:
+            raise ValueError(
+                f"context_dim and item_dim must be >= 1, got {self.context_dim}, {self.item_dim}"
+            )
+        for i, j in self.pairs:
+            if not (0 <= i < self.context_dim and 0 <= j < self.item_dim):
+                raise ValueError(f"pair ({i}, {j}) is out of range")
+        if len(set(self.pairs)) != len(self.pairs):
+            raise ValueError("pairs must not repeat")
+
+    @classmethod
+    def all_pairs(
+        cls, context_dim: int, item_dim: int, *, intercept: bool = True, context_alone: bool = True
+    ) -> ItemLayout:
+        """Every context column × every item column.
+
+        The intercept (column 0) is left out when ``intercept``: its crossing is ``z`` alone.
+        """
+        first = 1 if intercept else 0
+        pairs = tuple((i, j) for i in range(first, context_dim) for j in range(item_dim))
+        return cls(context_dim, item_dim, pairs, context_alone)
+
+    @property
+    def dim(self) -> int:
+        """``D``: ``len(pairs) + q`` (``+ d`` with ``context_alone``)."""
+        return len(self.pairs) + self.item_dim + (self.context_dim if self.context_alone else 0)
+
+    def features(self, x: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """The ``(C, D)`` shared vectors of context ``x`` with each row of ``items``.
+
+        ``x`` is ``(d,)``, ``items`` is ``(C, q)``; ValueError if a shape is wrong or a value
+        is not finite.
+        """
+        x = np.asarray(x, dtype=np.float64)
+        items = np.asarray(items, dtype=np.float64)
+        if x.shape != (self.context_dim,):
+            raise ValueError(f"x must have shape ({self.context_dim},), got {x.shape}")
+        if items.ndim != 2 or items.shape[1] != self.item_dim:
+            raise ValueError(f"items must have shape (C, {self.item_dim}), got {items.shape}")
+        if not (np.isfinite(x).all() and np.isfinite(items).all()):
+            raise ValueError("x and items must be finite")
+        c = items.shape[0]
+        out = np.empty((c, self.dim))
+        p = len(self.pairs)
+        if p:
+            ci, ij = np.array(self.pairs, dtype=np.intp).T
+            np.multiply(x[ci], items[:, ij], out=out[:, :p])
+        out[:, p : p + self.item_dim] = items
+        if self.context_alone:
+            out[:, p + self.item_dim :] = x
+        return out
+
+
+@dataclass
+class HybridState:
+    """The hybrid model's state (Li et al. 2010, Algorithm 2).
+
+    Attributes
+    ----------
+    shared : LearningState
+        One arm over ``phi`` (``D``): ``A`` is the paper's ``A0``, ``b`` its
+        ``b0``, ``theta`` its ``beta = A0^{-1} b0``; ``n[0]`` counts rewards.
+    arms : LearningState
+        ``K`` arms over the context (``d``): ``A`` is ``A_a``, ``b`` is ``b_a``.
+        Its ``theta`` is ``A_a^{-1} b_a``, not the paper's ``theta_a``, which
+        depends on ``beta`` and is computed when scoring.
+    B : np.ndarray
+        ``(K, d, D)``: the paper's ``B_a = sum x phi^T``.
+    """
+
+    shared: LearningState
+    arms: LearningState
+    B: np.ndarray
+
+
+def shared_prior(dim: int, ridge: float = 1.0) -> LearningState:
+    """The ``shared`` model that has learned nothing: one arm of ``dim`` (``D``) features."""
+    return prior(1, dim, ridge)
+
+
+def shared_update(
+    state: LearningState,
+    phi: np.ndarray,
+    reward: float,
+    *,
+    discount: float = 1.0,
+    ridge: float = 1.0,
+) -> None:
+    """Learn one reward of the chosen item's vector ``phi``, in place.
+
+    It is :func:`bandits.learning.update` of the one arm, with its checks and forgetting.
+    """
+    update(state, 0, phi, reward, discount=discount, ridge=ridge)
+
+
+def shared_moments(state: ScoringState, phi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Predicted reward and variance term of each candidate of the shared model.
+
+    ``(C,)`` ``phi_c . theta`` and ``(C,)`` ``phi_c^T A^{-1} phi_c`` for the rows of ``(C, D)``
+    ``phi``.
+    """
+    mean = phi @ state.theta[0]
+    quad = np.einsum("cd,cd->c", phi @ state.A_inv[0], phi)
+    return mean, np.maximum(quad, 0.0)
+
+
+def hybrid_prior(n_arms: int, context_dim: int, dim: int, ridge: float = 1.0) -> HybridState:
+    """The ``hybrid`` model that has learned nothing.
+
+    ``n_arms`` arms, ``d = context_dim`` per-arm features, ``D = dim`` shared features.
+    """
+    return HybridState(
+        shared=prior(1, dim, ridge),
+        arms=prior(n_arms, context_dim, ridge),
+        B=np.zeros((n_arms, context_dim, dim)),
+    )
+
+
+def hybrid_update(
+    state: HybridState,
+    arm: int,
+    x: np.ndarray,
+    phi: np.ndarray,
+    reward: float,
+    *,
+    discount: float = 1.0,
+    ridge: float = 1.0,
+) -> None:
+    """Learn one reward of ``arm`` at context ``x`` with shared vector ``phi``, in place.
+
+    The paper's update (Algorithm 2, lines 17-23) written as one rank-one
+    update of ``A0, b0`` (module docstring) followed by the arm's own update
+    of ``A_a, b_a`` and ``B_a += x phi^T``. Touches only the shared rows and
+    ``arm``'s rows.
+
+    Raises
+    ------
+    ValueError
+        If ``arm`` is out of range, a vector has the wrong shape or is not
+        finite, ``reward`` is not finite or ``discount``/``ridge`` are invalid.
+    """
+    arms = state.arms
+    n_arms, d = arms.theta.shape
+    if not 0 <= arm < n_arms:
+        raise ValueError(f"arm {arm} is out of range for {n_arms} arms")
+    x = np.asarray(x, dtype=np.float64)
+    if x.shape != (d,) or not np.isfinite(x).all():
+        raise ValueError(f"x must be a finite ({d},) vector")
+    A_inv, B = arms.A_inv[arm], state.B[arm]
+    u = A_inv @ x
+    scale = 1.0 + x @ u
+    v = np.asarray(phi, dtype=np.float64) - B.T @ u
+    root = np.sqrt(scale)
+    residual = reward - u @ arms.b[arm]  # x^T A_a^{-1} b_a: the arm's own prediction
+    update(state.shared, 0, v / root, residual / root, discount=discount, ridge=ridge)
+    if discount != 1.0:
+        B *= discount
+    B += x[:, None] * phi
+    update(arms, arm, x, reward, discount=discount, ridge=ridge)
+
+
+def hybrid_moments(
+    state: HybridState, arms: np.ndarray, x: np.ndarray, phi: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Predicted reward and variance term ``s`` of each candidate (Algorithm 2, lines 8-11).
+
+    Parameters
+    ----------
+    state : HybridState
+        Not modified.
+    arms : np.ndarray
+        ``(C,)`` arm index of each candidate.
+    x : np.ndarray
+        ``(d,)`` context.
+    phi : np.ndarray
+        ``(C, D)`` shared vectors of the candidates.
+
+    Returns
+    -------
+    mean : np.ndarray
+        ``(C,)`` ``phi_c . beta + x . theta_c``, ``theta_c = A_c^{-1} (b_c - B_c beta)``.
+    quad : np.ndarray
+        ``(C,)`` the paper's ``s``, which equals ``(phi_c - w_c)^T A0^{-1}
+        (phi_c - w_c) + x^T A_c^{-1} x`` with ``w_c = B_c^T A_c^{-1} x``.
+    """
+    beta = state.shared.theta[0]
+    A_inv = state.arms.A_inv[arms]
+    B = state.B[arms]
+    u = A_inv @ x  # (C, d): A_c^{-1} x
+    mean = phi @ beta + np.einsum("cd,cd->c", u, state.arms.b[arms] - B @ beta)
+    r = phi - np.einsum("cdk,cd->ck", B, u)
+    quad = np.einsum("ck,ck->c", r @ state.shared.A_inv[0], r) + u @ x
+    return mean, np.maximum(quad, 0.0)
+
+
+def hybrid_add_arms(state: HybridState, n_new: int, ridge: float = 1.0) -> HybridState:
+    """A copy of ``state`` with ``n_new`` fresh arms appended (indices ``K .. K + n_new - 1``)."""
+    d, dim = state.B.shape[1:]
+    fresh = prior(n_new, d, ridge)
+    arms = LearningState(
+        **{f: np.concatenate((getattr(state.arms, f), getattr(fresh, f))) for f in _FIELDS}
+    )
+    return HybridState(state.shared, arms, np.concatenate((state.B, np.zeros((n_new, d, dim)))))
+
+
+def hybrid_reset_arm(state: HybridState, arm: int, ridge: float = 1.0) -> None:
+    """Return ``arm``'s per-arm state to the prior, in place (a departed item's slot, for reuse)."""
+    fresh = prior(1, state.B.shape[1], ridge)
+    for f in _FIELDS:
+        getattr(state.arms, f)[arm] = getattr(fresh, f)[0]
+    state.B[arm] = 0.0
+
+
+_FIELDS = ("A_inv", "theta", "n", "successes", "failures", "A", "b")
+
+
+def learned_rewards(state: LearningState | HybridState) -> float:
+    """Rewards a shared or hybrid model has learned: ``t`` of SquareCB's ``gamma``."""
+    shared = state.shared if isinstance(state, HybridState) else state
+    return float(shared.n[0])
+
+
+def _moment_state(mean: np.ndarray, quad: np.ndarray) -> ScoringState:
+    """The candidates as arms of a one-feature model with moments ``mean, quad`` at ``x = [1]``."""
+    c = mean.size
+    zeros = np.zeros(c)
+    return ScoringState(quad.reshape(c, 1, 1), mean.reshape(c, 1), zeros, zeros, zeros)
+
+
+_ONE = np.ones(1)
+
+
+def _linucb(mean, quad, rng, params, k, learned) -> Selection:
+    return linucb.select(_moment_state(mean, quad), _ONE, rng, params, k=k)
+
+
+def _lin_ts(mean, quad, rng, params, k, learned) -> Selection:
+    return lin_ts.select(_moment_state(mean, quad), _ONE, rng, params, k=k)
+
+
+def _squarecb(mean, quad, rng, params, k, learned) -> Selection:
+    greediness = gamma(learned, params.gamma_scale, params.gamma_exponent)
+    return select_from_predictions(mean, np.arange(mean.size), k, rng, greediness, params.epsilon)
+
+
+ITEM_POLICIES: dict[str, Callable[..., Selection]] = {
+    "linucb": _linucb,
+    "lin_ts": _lin_ts,
+    "squarecb": _squarecb,
+}
+
+
+def select_items(
+    policy: str,
+    mean: np.ndarray,
+    quad: np.ndarray,
+    rng: np.random.Generator,
+    params: PolicyParams,
+    *,
+    k: int = 1,
+    learned: float = 0.0,
+) -> Selection:
+    """Rank ``k`` of the candidates given the model's predictions and variances.
+
+    Parameters
+    ----------
+    policy : str
+        ``"linucb"``, ``"lin_ts"`` or ``"squarecb"``.
+    mean, quad : np.ndarray
+        ``(C,)`` from :func:`shared_moments` or :func:`hybrid_moments`.
+    rng : np.random.Generator
+        All randomness.
+    params : PolicyParams
+        As for the per-arm policy of the same name.
+    k : int, default 1
+        Slate size, ``1 <= k <= C``.
+    learned : float, default 0.0
+        Rewards the model has learned (:func:`learned_rewards`); ``squarecb`` only.
+
+    Returns
+    -------
+    Selection
+        ``arms`` are positions ``0..C-1`` into the candidates, best first, with
+        the policy's scores and propensities (exact; ``lin_ts``'s by quadrature).
+
+    Raises
+    ------
+    ValueError
+        If ``policy`` is unknown, ``k`` is invalid or the moments are not
+        finite ``(C,)`` arrays of the same length.
+
+    Examples
+    --------
+    Two candidates tied best, a 30% floor: slot 0 takes one of them with
+    ``0.7 / 2 + 0.3 / 3``, slot 1 the other with ``0.7 + 0.3 / 2``:
+
+    >>> sel = select_items("linucb", np.array([0.1, 0.5, 0.5]), np.zeros(3),
+    ...                    np.random.default_rng(1), PolicyParams(epsilon=0.3), k=2)
+    >>> sel.arms.tolist(), sel.propensities.round(3).tolist()
+    ([2, 1], [0.45, 0.85])
+    """
+    try:
+        choose = ITEM_POLICIES[policy]
+    except KeyError:
+        raise ValueError(
+            f"unknown item policy {policy!r}; expected one of {', '.join(sorted(ITEM_POLICIES))}"
+        ) from None
+    mean = np.asarray(mean, dtype=np.float64)
+    quad = np.asarray(quad, dtype=np.float64)
+    if mean.ndim != 1 or mean.shape != quad.shape or mean.size == 0:
+        raise ValueError("mean and quad must be non-empty (C,) arrays of the same length")
+    if not (np.isfinite(mean).all() and np.isfinite(quad).all()):
+        raise ValueError("mean and quad must be finite")
+    return choose(mean, np.maximum(quad, 0.0), rng, params, k, learned)
