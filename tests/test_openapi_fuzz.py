@@ -125,7 +125,11 @@ def test_rewards_for_real_decisions_get_documented_answers(api_schema):
     """The document's link from /choose to /reward drives choose-then-reward scenarios."""
     seen = Counter()
 
-    class Workflow(api_schema.as_state_machine()):
+    # the two operations the link joins: with every GET route in it, the walk spends its steps
+    # on the console's reads (schemathesis infers links to their {name}) and rarely chooses
+    scenarios = api_schema.include(path_regex=r"^/(choose|reward)$")
+
+    class Workflow(scenarios.as_state_machine()):
         def after_call(self, response, case):
             seen[(case.operation.label, response.status_code)] += 1
 
