@@ -23,8 +23,9 @@ All pairs cost ``O(d q)`` features, so ``O(d^2 q^2)`` for the matrices and
 per update: for 16 context features (``d = 17`` with the intercept) and 16
 item features, ``D = 289``; the shared model's ``A`` and ``A^{-1}`` take
 ``2 * 289^2 * 8`` bytes = 1.34 MB per experiment (plus ``b`` and ``theta``,
-4.6 kB), and an update is ``O(D^2)`` = 84k multiply-adds. Declaring only the
-pairs that matter shrinks ``D`` to ``len(pairs) + q + d``.
+4.6 kB), and an update is four ``O(D^2)`` passes (``D^2`` = 84k
+multiply-adds). Declaring only the pairs that matter shrinks ``D`` to
+``len(pairs) + q + d``.
 
 Learning state
 --------------
@@ -38,7 +39,7 @@ Learning state
   ``phi`` plus, per arm, ``A_a`` (``d x d``), ``B_a`` (``d x D``) and ``b_a``
   over ``x``. **Per item**: ``A_a``, ``A_a^{-1}``, ``B_a``, ``b_a`` (and the
   unused ``theta_a``, ``n_a`` and counts of the per-arm state): ``2 d^2 + d D +
-  2 d + 3`` floats, for ``d = 17, D = 289`` that is 5,524 floats = 44 kB per
+  2 d + 3`` floats, for ``d = 17, D = 289`` that is 5,528 floats = 44 kB per
   item (``B_a`` is 89% of it), so 200 live items take 8.8 MB and 100,000
   items 4.4 GB. The hybrid model therefore needs the catalogue's per-item
   state bounded (slots of departed items recycled by :func:`hybrid_reset_arm`).
@@ -75,7 +76,8 @@ propensities are exactly those policies' (see :mod:`bandits.policy`).
 ``N(mean, v^2 quad)``, independently across candidates, as the disjoint
 ``lin_ts`` does; under a shared model the candidates' posteriors are
 correlated, which this ignores, and in exchange its propensities are the
-quadrature of :func:`bandits.lin_ts.top_probability`, not Monte Carlo.
+quadrature of :func:`bandits.lin_ts.top_probability` (Monte Carlo only where
+``lin_ts`` itself falls back to it: a candidate whose score has no spread).
 
 References
 ----------
@@ -87,12 +89,13 @@ References
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from . import lin_ts, linucb
+from .features import FeatureSpec
 from .learning import update
 from .policy import PolicyParams, Selection
 from .squarecb import gamma, select_from_predictions
@@ -172,6 +175,62 @@ class ItemLayout:
         pairs = tuple((i, j) for i in range(first, context_dim) for j in range(item_dim))
         return cls(context_dim, item_dim, pairs, context_alone)
 
+    @classmethod
+    def from_specs(
+        cls,
+        context: FeatureSpec,
+        items: FeatureSpec,
+        interactions: Mapping[str, Sequence[str]] | None = None,
+        *,
+        context_alone: bool = True,
+    ) -> ItemLayout:
+        """The layout of an experiment's declared context and item features.
+
+        Parameters
+        ----------
+        context : FeatureSpec
+            The context's features (its intercept, if any, is column 0).
+        items : FeatureSpec
+            The item features, declared without an intercept.
+        interactions : mapping of str to sequence of str, optional
+            Context feature name -> the item feature names it crosses with
+            (a categorical feature crosses with all of its columns). None
+            means all pairs.
+        context_alone : bool, default True
+
+        Raises
+        ------
+        ValueError
+            If ``items`` has an intercept or an interaction names an
+            undeclared feature.
+
+        Examples
+        --------
+        >>> ctx = FeatureSpec.from_mapping(["hour"], {"city": ["berlin", "munich"]})
+        >>> job = FeatureSpec.from_mapping(["pay"], {"category": ["kitchen"]}, intercept=False)
+        >>> ItemLayout.from_specs(ctx, job).dim
+        12
+        >>> ItemLayout.from_specs(ctx, job, {"city": ["pay"]}).pairs
+        ((2, 0), (3, 0))
+        """
+        if items.intercept:
+            raise ValueError("item features are declared without an intercept")
+        if interactions is None:
+            return cls.all_pairs(
+                context.dim, items.dim, intercept=context.intercept, context_alone=context_alone
+            )
+        ctx_cols, item_cols = _feature_columns(context), _feature_columns(items)
+        pairs = []
+        for name, crossed in interactions.items():
+            for other in crossed:
+                for where, cols, key in (("context", ctx_cols, name), ("item", item_cols, other)):
+                    if key not in cols:
+                        raise ValueError(
+                            f"interactions name {key!r}, not a declared {where} feature"
+                        )
+                pairs += [(i, j) for i in ctx_cols[name] for j in item_cols[other]]
+        return cls(context.dim, items.dim, tuple(pairs), context_alone)
+
     @property
     def dim(self) -> int:
         """``D``: ``len(pairs) + q`` (``+ d`` with ``context_alone``)."""
@@ -201,6 +260,17 @@ class ItemLayout:
         if self.context_alone:
             out[:, p + self.item_dim :] = x
         return out
+
+
+def _feature_columns(spec: FeatureSpec) -> dict[str, list[int]]:
+    """Each declared feature's column indices in ``spec``'s vector."""
+    start = 1 if spec.intercept else 0
+    out = {name: [start + i] for i, name in enumerate(spec.numeric)}
+    start += len(spec.numeric)
+    for name, values in spec.categorical:
+        out[name] = list(range(start, start + len(values)))
+        start += len(values)
+    return out
 
 
 @dataclass

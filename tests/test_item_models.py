@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest
 
+from bandits.features import FeatureSpec
 from bandits.item_models import (
     ItemLayout,
     hybrid_add_arms,
@@ -52,6 +53,33 @@ def test_declared_pairs_shrink_the_vector():
 def test_features_refuse_wrong_shapes_and_non_finite_values(x, items):
     with pytest.raises(ValueError):
         ItemLayout.all_pairs(3, 2).features(x, items)
+
+
+def test_layout_from_specs_crosses_declared_features_column_by_column():
+    ctx = FeatureSpec.from_mapping(["hour", "age"], {"city": ["berlin", "munich"]})
+    job = FeatureSpec.from_mapping(["pay"], {"category": ["kitchen", "bar"]}, intercept=False)
+    everything = ItemLayout.from_specs(ctx, job)
+    assert everything.dim == ctx.dim * (job.dim + 1) == 20
+    some = ItemLayout.from_specs(ctx, job, {"city": ["category"], "hour": ["pay"]})
+    assert some.pairs == ((3, 1), (3, 2), (4, 1), (4, 2), (1, 0))
+    assert some.dim == 5 + job.dim + ctx.dim
+
+
+@pytest.mark.parametrize(
+    "interactions, message",
+    [({"weather": ["pay"]}, "'weather'"), ({"hour": ["colour"]}, "'colour'")],
+)
+def test_layout_from_specs_names_an_undeclared_feature(interactions, message):
+    ctx = FeatureSpec.from_mapping(["hour"], {})
+    job = FeatureSpec.from_mapping(["pay"], {}, intercept=False)
+    with pytest.raises(ValueError, match=message):
+        ItemLayout.from_specs(ctx, job, interactions)
+
+
+def test_layout_from_specs_refuses_item_features_with_an_intercept():
+    spec = FeatureSpec.from_mapping(["pay"], {})
+    with pytest.raises(ValueError, match="intercept"):
+        ItemLayout.from_specs(spec, spec)
 
 
 def test_layout_refuses_pairs_out_of_range():
