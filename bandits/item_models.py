@@ -326,14 +326,19 @@ def shared_moments(state: ScoringState, phi: np.ndarray) -> tuple[np.ndarray, np
     return mean, np.maximum(quad, 0.0)
 
 
-def hybrid_prior(n_arms: int, context_dim: int, dim: int, ridge: float = 1.0) -> HybridState:
+def hybrid_prior(
+    n_arms: int, context_dim: int, dim: int, ridge: float = 1.0, arm_ridge: float | None = None
+) -> HybridState:
     """The ``hybrid`` model that has learned nothing.
 
-    ``n_arms`` arms, ``d = context_dim`` per-arm features, ``D = dim`` shared features.
+    ``n_arms`` arms, ``d = context_dim`` per-arm features, ``D = dim`` shared
+    features; ``A0 = ridge * I`` and ``A_a = arm_ridge * I`` (``ridge`` when
+    None; the paper has 1 for both). A larger ``arm_ridge`` keeps a new item
+    closer to what the shared part says of it.
     """
     return HybridState(
         shared=prior(1, dim, ridge),
-        arms=prior(n_arms, context_dim, ridge),
+        arms=prior(n_arms, context_dim, ridge if arm_ridge is None else arm_ridge),
         B=np.zeros((n_arms, context_dim, dim)),
     )
 
@@ -347,13 +352,15 @@ def hybrid_update(
     *,
     discount: float = 1.0,
     ridge: float = 1.0,
+    arm_ridge: float | None = None,
 ) -> None:
     """Learn one reward of ``arm`` at context ``x`` with shared vector ``phi``, in place.
 
     The paper's update (Algorithm 2, lines 17-23) written as one rank-one
     update of ``A0, b0`` (module docstring) followed by the arm's own update
     of ``A_a, b_a`` and ``B_a += x phi^T``. Touches only the shared rows and
-    ``arm``'s rows.
+    ``arm``'s rows. ``ridge`` and ``arm_ridge`` are those of
+    :func:`hybrid_prior`, used only to restore the priors when ``discount < 1``.
 
     Raises
     ------
@@ -378,7 +385,7 @@ def hybrid_update(
     if discount != 1.0:
         B *= discount
     B += x[:, None] * phi
-    update(arms, arm, x, reward, discount=discount, ridge=ridge)
+    update(arms, arm, x, reward, discount=discount, ridge=ridge if arm_ridge is None else arm_ridge)
 
 
 def hybrid_moments(

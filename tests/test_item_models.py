@@ -158,6 +158,32 @@ def test_hybrid_follows_li_et_al_algorithm_2():
     assert learned_rewards(state) == 60
 
 
+def test_hybrid_is_one_ridge_regression_over_shared_and_per_arm_features():
+    """Algorithm 2 is block elimination: the joint model over ``[phi, x e_a]`` with its priors."""
+    rng = np.random.default_rng(9)
+    K, d, D, ridge, arm_ridge = 3, 2, 4, 0.5, 5.0
+    state = hybrid_prior(K, d, D, ridge, arm_ridge)
+    rows, rewards = [], []
+    for _ in range(80):
+        a, x, phi = int(rng.integers(K)), rng.standard_normal(d), rng.standard_normal(D)
+        r = float(rng.standard_normal())
+        hybrid_update(state, a, x, phi, r)
+        joint = np.zeros(D + K * d)
+        joint[:D], joint[D + a * d : D + (a + 1) * d] = phi, x
+        rows.append(joint)
+        rewards.append(r)
+    F = np.array(rows)
+    M = np.diag(np.r_[np.full(D, ridge), np.full(K * d, arm_ridge)]) + F.T @ F
+    w = np.linalg.solve(M, F.T @ np.array(rewards))
+    x, phi = rng.standard_normal(d), rng.standard_normal((K, D))
+    mean, quad = hybrid_moments(state, np.arange(K), x, phi)
+    for a in range(K):
+        joint = np.zeros(D + K * d)
+        joint[:D], joint[D + a * d : D + (a + 1) * d] = phi[a], x
+        assert mean[a] == pytest.approx(joint @ w, abs=1e-9)
+        assert quad[a] == pytest.approx(joint @ np.linalg.solve(M, joint), abs=1e-9)
+
+
 def test_hybrid_add_and_reset_arms_start_new_items_at_the_prior():
     rng = np.random.default_rng(4)
     state = hybrid_prior(2, 3, 5)

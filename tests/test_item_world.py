@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bandits.simulation.item_study import markdown_table, study
+from bandits.simulation.item_study import Settings, markdown_table, study
 from bandits.simulation.item_world import ItemWorld
 from bandits.policy import PolicyParams
 
@@ -67,7 +67,9 @@ def test_invalid_worlds_are_refused(kwargs):
 
 
 def test_a_shared_model_learns_items_that_a_per_item_model_cannot():
-    results = study(ItemWorld(), ["random", "disjoint", "shared_linucb"], 1500, [0], PolicyParams())
+    results = study(
+        ItemWorld(), ["random", "disjoint", "shared_linucb"], 1500, [0], Settings(PolicyParams())
+    )
     lift = {name: reward[0] - results["random"][0][0] for name, (reward, _) in results.items()}
     assert lift["shared_linucb"] > 2 * lift["disjoint"]
     assert lift["shared_linucb"] > 0.2

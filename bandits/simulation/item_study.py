@@ -30,6 +30,7 @@ import argparse
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -53,7 +54,15 @@ from .agents import with_intercept
 from .item_world import ItemEpisode, ItemWorld
 from .runner import seed_streams
 
-__all__ = ["ItemAgent", "AGENTS", "play", "study", "markdown_table", "main"]
+__all__ = ["Settings", "ItemAgent", "AGENTS", "play", "study", "markdown_table", "main"]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the agents are tuned with: the policies' knobs and the hybrid per-item ridge."""
+
+    params: PolicyParams = field(default_factory=PolicyParams)
+    arm_ridge: float = 1.0
 
 
 class ItemAgent(Protocol):
@@ -71,7 +80,7 @@ class ItemAgent(Protocol):
 class RandomAgent:
     """A uniform candidate."""
 
-    def __init__(self, episode: ItemEpisode, rng: np.random.Generator, params: PolicyParams):
+    def __init__(self, episode: ItemEpisode, rng: np.random.Generator, settings: Settings):
         self.rng = rng
 
     def choose(self, z: np.ndarray, items: np.ndarray, ids: np.ndarray) -> int:
@@ -85,9 +94,9 @@ class RandomAgent:
 class DisjointAgent:
     """Per-arm LinUCB with every item id its own arm."""
 
-    def __init__(self, episode: ItemEpisode, rng: np.random.Generator, params: PolicyParams):
+    def __init__(self, episode: ItemEpisode, rng: np.random.Generator, settings: Settings):
         self.state = prior(episode.n_items, episode.features.shape[1] + 1)
-        self.rng, self.params = rng, params
+        self.rng, self.params = rng, settings.params
 
     def choose(self, z: np.ndarray, items: np.ndarray, ids: np.ndarray) -> int:
         """LinUCB over the candidates' own models."""
@@ -105,11 +114,11 @@ class DisjointAgent:
 class SharedAgent:
     """One model over context × item features for every item."""
 
-    def __init__(self, policy: str, episode, rng, params) -> None:
+    def __init__(self, policy: str, episode: ItemEpisode, rng, settings: Settings) -> None:
         d, q = episode.features.shape[1] + 1, episode.items.shape[1]
         self.layout = ItemLayout.all_pairs(d, q)
         self.state = shared_prior(self.layout.dim)
-        self.policy, self.rng, self.params = policy, rng, params
+        self.policy, self.rng, self.params = policy, rng, settings.params
 
     def choose(self, z: np.ndarray, items: np.ndarray, ids: np.ndarray) -> int:
         """The policy over the shared model's moments."""
@@ -128,11 +137,11 @@ class SharedAgent:
 class HybridAgent:
     """Li et al.'s hybrid model: the shared model plus a per-item model of the context."""
 
-    def __init__(self, policy: str, episode, rng, params) -> None:
+    def __init__(self, policy: str, episode: ItemEpisode, rng, settings: Settings) -> None:
         d, q = episode.features.shape[1] + 1, episode.items.shape[1]
         self.layout = ItemLayout.all_pairs(d, q)
-        self.state = hybrid_prior(episode.n_items, d, self.layout.dim)
-        self.policy, self.rng, self.params = policy, rng, params
+        self.state = hybrid_prior(episode.n_items, d, self.layout.dim, arm_ridge=settings.arm_ridge)
+        self.policy, self.rng, self.params = policy, rng, settings.params
 
     def choose(self, z: np.ndarray, items: np.ndarray, ids: np.ndarray) -> int:
         """The policy over the hybrid model's moments."""
@@ -156,7 +165,7 @@ class VowpalItemAgent:
 
     ARGS = "--cb_explore_adf -q UA --squarecb"
 
-    def __init__(self, episode: ItemEpisode, rng: np.random.Generator, params: PolicyParams):
+    def __init__(self, episode: ItemEpisode, rng: np.random.Generator, settings: Settings):
         import vowpalwabbit  # optional: the eval extra
 
         seed = int(rng.integers(2**31))
@@ -185,13 +194,13 @@ class VowpalItemAgent:
 
 
 def _policy(cls: type, policy: str) -> Callable[..., ItemAgent]:
-    def make(episode: ItemEpisode, rng: np.random.Generator, params: PolicyParams) -> ItemAgent:
-        return cls(policy, episode, rng, params)
+    def make(episode: ItemEpisode, rng: np.random.Generator, settings: Settings) -> ItemAgent:
+        return cls(policy, episode, rng, settings)
 
     return make
 
 
-# name -> (episode, rng, params) -> a fresh agent
+# name -> (episode, rng, settings) -> a fresh agent
 AGENTS: dict[str, Callable[..., ItemAgent]] = {
     "random": RandomAgent,
     "disjoint": DisjointAgent,
@@ -224,14 +233,14 @@ def study(
     agents: Sequence[str],
     rounds: int,
     seeds: Sequence[int],
-    params: PolicyParams,
+    settings: Settings,
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per agent, ``(S,)`` mean expected reward and ``(S,)`` seconds, paired by seed."""
     out = {name: (np.empty(len(seeds)), np.empty(len(seeds))) for name in agents}
     for s, seed in enumerate(seeds):
         episode = world.episode(rounds, seed_streams(seed)[0])
         for name in agents:
-            agent = AGENTS[name](episode, seed_streams(seed)[1], params)
+            agent = AGENTS[name](episode, seed_streams(seed)[1], settings)
             got, seconds = play(episode, agent)
             out[name][0][s], out[name][1][s] = got.mean(), seconds
     return out
@@ -280,6 +289,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--agents", default=",".join(AGENTS), help="comma-separated")
     parser.add_argument("--alpha", type=float, default=1.0, help="LinUCB width")
     parser.add_argument("--v", type=float, default=1.0, help="lin_ts posterior scale")
+    parser.add_argument(
+        "--arm-ridge", type=float, default=1.0, help="hybrid per-item ridge (the paper: 1)"
+    )
     parser.add_argument("--noise", default="bernoulli", choices=("bernoulli", "gaussian"))
     args = parser.parse_args(argv)
     agents = [a for a in args.agents.split(",") if a]
@@ -289,12 +301,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "random" not in agents:
         agents.insert(0, "random")
     world = ItemWorld(noise=args.noise)
-    params = PolicyParams(alpha=args.alpha, v=args.v)
-    results = study(world, agents, args.rounds, range(args.seeds), params)
+    settings = Settings(PolicyParams(alpha=args.alpha, v=args.v), args.arm_ridge)
+    results = study(world, agents, args.rounds, range(args.seeds), settings)
     print(
         f"{world.name}: d = {world.dim}, q = {world.item_dim}, ~{world.n_alive} alive, "
         f"lifetime {world.lifetime}, {world.offered} offered; {args.rounds} rounds × "
-        f"{args.seeds} seeds; alpha = {args.alpha}, v = {args.v}, noise = {args.noise}\n"
+        f"{args.seeds} seeds; alpha = {args.alpha}, v = {args.v}, arm_ridge = {args.arm_ridge}, "
+        f"noise = {args.noise}\n"
     )
     print(markdown_table(results, args.rounds))
     return 0
