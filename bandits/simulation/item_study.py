@@ -11,7 +11,9 @@ next round:
   "dynamic"`` with no ``max_arms`` limit), context with the intercept.
 - ``shared_linucb``, ``shared_lin_ts``, ``shared_squarecb``,
   ``hybrid_linucb``, ``hybrid_lin_ts``: :mod:`bandits.item_models` with all
-  pairs (``D = (d + 1) (q + 1)``).
+  pairs (``D = (d + 1) (q + 1)``, 49 on the default world); the hybrid
+  model's per-item ridge is ``--arm-ridge`` (1, the paper's, by default).
+  ``--alpha`` and ``--v`` apply to every LinUCB and lin_ts agent alike.
 - ``vw``: Vowpal Wabbit ``--cb_explore_adf -q UA --squarecb``: the context in
   the shared namespace ``U``, each candidate's features in namespace ``A``,
   with VW's own linear terms and constant, i.e. the same features as
