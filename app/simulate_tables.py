@@ -94,14 +94,7 @@ def targets_table(results: list[dict[str, Any]]) -> str:
     ]
 
     def row(env: str, measure: str, ours: dict, theirs: dict) -> None:
-        a = np.array(ours["per_seed"][measure])
-        b = np.array(theirs["per_seed"][measure])
-        d = a - b
-        lines.append(
-            f"| {env} | {measure.replace('_', ' ')} | {ours['agent']} ({a.mean():.4f}) "
-            f"| {theirs['agent']} ({b.mean():.4f}) | {d.mean():+.4f} ± {_sd(d):.4f} "
-            f"| {int((d > 0).sum())} of {d.size} |"
-        )
+        lines.append(_paired_row(env, measure, ours, theirs, ratio=False))
 
     for env in dict.fromkeys(r["environment"] for r in results):
         here = [r for r in results if r["environment"] == env]
@@ -117,6 +110,19 @@ def targets_table(results: list[dict[str, Any]]) -> str:
             for peer in sorted(peers, key=lambda r: -r["second_half"]):
                 row(env, "second_half", best, peer)
     return "\n".join(lines)
+
+
+def _paired_row(env: str, measure: str, ours: dict, theirs: dict, *, ratio: bool) -> str:
+    """One Markdown row comparing two results seed by seed (the seeds share their episodes)."""
+    a = np.array(ours["per_seed"][measure])
+    b = np.array(theirs["per_seed"][measure])
+    d = a - b
+    ratio_cell = f" {a.mean() / b.mean():.3f} |" if ratio else ""
+    return (
+        f"| {env} | {measure.replace('_', ' ')} | {ours['agent']} ({a.mean():.4f}) "
+        f"| {theirs['agent']} ({b.mean():.4f}) |{ratio_cell} {d.mean():+.4f} ± {_sd(d):.4f} "
+        f"| {int((d > 0).sum())} of {d.size} |"
+    )
 
 
 def exploration_table(results: list[dict[str, Any]]) -> str:
@@ -135,14 +141,7 @@ def exploration_table(results: list[dict[str, Any]]) -> str:
     ]
 
     def row(env: str, measure: str, ours: dict, theirs: dict) -> None:
-        a = np.array(ours["per_seed"][measure])
-        b = np.array(theirs["per_seed"][measure])
-        d = a - b
-        lines.append(
-            f"| {env} | {measure.replace('_', ' ')} | {ours['agent']} ({a.mean():.4f}) "
-            f"| {theirs['agent']} ({b.mean():.4f}) | {a.mean() / b.mean():.3f} "
-            f"| {d.mean():+.4f} ± {_sd(d):.4f} | {int((d > 0).sum())} of {d.size} |"
-        )
+        lines.append(_paired_row(env, measure, ours, theirs, ratio=True))
 
     def best(rows: list[dict], measure: str = "mean_reward") -> dict | None:
         return max(rows, key=lambda r: r[measure]) if rows else None
