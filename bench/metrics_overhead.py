@@ -210,6 +210,25 @@ def metrics_latency(scrapes: int, load_seconds: float, rng: np.random.Generator)
     return {"experiments": MANY, "idle": idle, "under_choose_load": loaded}
 
 
+def phase(b) -> dict:
+    """``make bench``'s metrics_cost phase (``b`` is a bench.phases.Bench): both measures, shorter.
+
+    Twice the bench's rounds of /choose saturation per setup (the cost is a few
+    percent: more rounds than the throughput phases to see it through the noise),
+    then 200 scrapes of /metrics idle and under load.
+    """
+    OUT.mkdir(parents=True, exist_ok=True)
+    seed.reset(b.client, b.engine)
+    result = {
+        "rounds": 2 * b.rounds,
+        "saturation": saturation(2 * b.rounds, b.wrk, b.rng),
+    }
+    seed.reset(b.client, b.engine)
+    result["metrics_page"] = metrics_latency(200, b.wrk.seconds * 2, b.rng)
+    seed.reset(b.client, b.engine)
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)

@@ -106,7 +106,38 @@ def targets(results: dict) -> list[dict]:
             )
         )
     out += _steady_targets(results.get("steady_load"))
+    out += _metrics_targets(results.get("metrics_cost"))
     return out
+
+
+def _metrics_targets(cost: dict | None) -> list[dict]:
+    """Issue 12's targets: what the metrics cost /choose, and how fast /metrics answers."""
+    if not cost:
+        return []
+    page = cost["metrics_page"]
+    return [
+        _target(
+            "metrics cost of /choose saturation (median of rounds), issue 12",
+            cost["saturation"]["metrics_cost_pct_median"],
+            3.0,
+            "<=",
+            "%",
+        ),
+        _target(
+            f"GET /metrics p99, {page['experiments']} experiments, idle",
+            page["idle"]["p99_ms"],
+            50.0,
+            "<=",
+            "ms",
+        ),
+        _target(
+            f"GET /metrics p99, {page['experiments']} experiments, /choose under load",
+            page["under_choose_load"]["p99_ms"],
+            50.0,
+            "<=",
+            "ms",
+        ),
+    ]
 
 
 def _steady_targets(steady: dict | None) -> list[dict]:
@@ -177,7 +208,7 @@ def tables(results: dict) -> list[Table]:
     """Every table of the report, in order."""
     out: list[Table] = [
         (
-            "Targets (issues 6 and 11)",
+            "Targets (issues 6, 11 and 12)",
             ["target", "goal", "measured", "met"],
             [
                 [
@@ -351,7 +382,40 @@ def tables(results: dict) -> list[Table]:
                 ],
             )
         )
+    if "metrics_cost" in results:
+        out.append(_metrics_table(results["metrics_cost"]))
     return out
+
+
+def _metrics_table(cost: dict) -> Table:
+    """/choose saturation with metrics on and off, with and without request lines."""
+    sat = cost["saturation"]
+    setups = (
+        ("metrics on, request lines (the defaults)", "metrics"),
+        ("BANDITD_METRICS=0, request lines", "no_metrics"),
+        ("metrics on, BANDITD_REQUEST_LOG=none", "metrics_no_request_log"),
+        ("BANDITD_METRICS=0, BANDITD_REQUEST_LOG=none", "no_metrics_no_request_log"),
+    )
+    rows = [
+        [
+            label,
+            _f(sat[key]["rps"], 0),
+            " / ".join(_f(r, 0) for r in sat[key]["rps_per_round"]),
+            _f(sat[key]["cpu_us_per_request"]),
+        ]
+        for label, key in setups
+    ]
+    costs = ", ".join(
+        f"{name.replace('_', ' ')} {_f(sat[f'{name}_cost_pct_median'], 1)}% of req/s "
+        f"({_f(sat[f'{name}_cpu_cost_pct_median'], 1)}% CPU)"
+        for name in ("metrics", "metrics_without_request_log", "request_log")
+    )
+    return (
+        f"What the metrics cost /choose (LinUCB, K = 50, d = 32; {cost['rounds']} interleaved "
+        f"rounds; medians of the rounds' ratios): {costs}",
+        ["setup", "req/s", "req/s per round", "CPU µs/request"],
+        rows,
+    )
 
 
 def _steady_table(steady: dict) -> Table:

@@ -20,6 +20,7 @@ from app.metrics.families import UNKNOWN, ApiFamilies
 from app.metrics.propensity import MinimumWindow
 
 UNMATCHED = "unmatched"  # the route label of a path no route matches (404/405)
+STARTED = "banditd.started"  # the environ key of a request's arrival (perf_counter)
 ANSWERS_READ = frozenset({"/choose", "/reward"})  # routes whose success body says what counts
 
 
@@ -48,10 +49,7 @@ def register(
     """
     recorder = Recorder(config, families) if families is not None else None
     least_logged = {"all": 0, "errors": 400, "none": 1000}[request_log]
-
-    @app.before_request
-    def start_clock() -> None:
-        g.banditd_started = time.perf_counter()
+    app.wsgi_app = _Timed(app.wsgi_app)
 
     @app.after_request
     def observe(response: Response) -> Response:
@@ -79,7 +77,7 @@ def answer_of(response: Response) -> Answer:
     now = time.perf_counter()
     req = request._get_current_object()  # one context lookup instead of one per attribute
     app_globals = vars(g._get_current_object())
-    started = app_globals.get("banditd_started")
+    started = req.environ.get(STARTED)
     seconds = now - started if started is not None else 0.0
     rule = req.url_rule
     route = rule.rule if rule is not None else UNMATCHED
@@ -121,12 +119,29 @@ def answer_of(response: Response) -> Answer:
 
 
 def _json(response: Response):
-    if response.mimetype != "application/json" or response.direct_passthrough:
+    # every body these routes and errors answer is JSON (app.api.responses, app.errors);
+    # trying to parse is cheaper than parsing the Content-Type header first
+    if response.direct_passthrough:
         return None
     try:
         return orjson.loads(response.get_data())
     except orjson.JSONDecodeError:
         return None
+
+
+class _Timed:
+    """WSGI middleware that notes when a request arrived, in its environ.
+
+    A plain dict write before Flask pushes its contexts: cheaper than a
+    ``before_request`` hook setting ``g``, and it times the whole request.
+    """
+
+    def __init__(self, wsgi_app) -> None:
+        self.wsgi_app = wsgi_app
+
+    def __call__(self, environ, start_response):
+        environ[STARTED] = time.perf_counter()
+        return self.wsgi_app(environ, start_response)
 
 
 class Recorder:
@@ -158,7 +173,7 @@ class Recorder:
         """Count one answer."""
         f = self.families
         child = self._child
-        child(f.duration, answer.route).observe(answer.seconds)
+        f.deferred.observe(child(f.duration, answer.route), answer.seconds)
         child(f.responses, answer.route, str(answer.status)).inc()
         if answer.error_code is not None:
             child(f.errors, answer.route, answer.error_code).inc()

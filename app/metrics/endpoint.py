@@ -13,6 +13,7 @@ bp = Blueprint("metrics", __name__)
 def metrics_page() -> Response:
     """Every API process's figures, summed (multiprocess mode), or this process's."""
     families = current_app.extensions["banditd_metrics"]
+    families.deferred.flush()  # this process's latencies are never late; others' within 1 s
     directory = current_app.extensions["banditd"].settings.metrics_multiproc_dir
     if directory:
         registry = CollectorRegistry()

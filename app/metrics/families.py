@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from app.metrics.deferred import DeferredObservations
 
 UNKNOWN = "unknown"  # the experiment label of a name that is not in the config
 
@@ -34,6 +36,8 @@ class ApiFamilies:
     redis_seconds: Histogram
     propensity_min: Gauge
     config_rejected: Gauge
+    # the request path's histogram observations, written once a second
+    deferred: DeferredObservations = field(default_factory=DeferredObservations)
 
     @classmethod
     def create(cls) -> "ApiFamilies":
