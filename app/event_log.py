@@ -23,14 +23,17 @@ from sqlalchemy.engine import Engine
 
 from app import copy_binary as pg
 from app.events import ConfigEvent, DecisionEvent, Event, RewardEvent
+from app.retention.partitions import PG_EPOCH_DAY, log_day
 
 COLUMNS = {
     "config_versions": "experiment, config_version, settings, first_seen_at",
     "decisions": "decision_id, experiment, decided_at, config_version, policy, model_id, "
-    "request_id, context, features, shown_count, propensity_estimated, candidates, unit_id",
+    "request_id, context, features, shown_count, propensity_estimated, candidates, unit_id, "
+    "log_day",
     "impressions": "decision_id, experiment, arm, position, score, propensity, "
-    "propensity_estimated, decided_at, config_version",
-    "rewards": "decision_id, experiment, arm, reward, kind, received_at, stream_ms, stream_seq",
+    "propensity_estimated, decided_at, config_version, log_day",
+    "rewards": "decision_id, experiment, arm, reward, kind, received_at, stream_ms, stream_seq, "
+    "log_day",
 }
 
 # How a staged table joins the log; where one batch can hold a row twice, the first wins.
@@ -62,6 +65,7 @@ def _rows(entries: Sequence[tuple[bytes, Event]]) -> dict[str, list[bytes]]:
             decided_at = pg.timestamptz(event.decided_ms)
             experiment = text(event.experiment)
             decision_id = pg.text(event.decision_id)
+            day = _log_day(event.decision_id)
             config_version = text(event.config_version)
             estimated = pg.boolean(event.propensity_estimated)
             rows["decisions"].append(
@@ -79,6 +83,7 @@ def _rows(entries: Sequence[tuple[bytes, Event]]) -> dict[str, list[bytes]]:
                     estimated,
                     pg.text_array(event.candidates),
                     pg.text(event.unit_id),
+                    day,
                 )
             )
             rows["impressions"].extend(
@@ -92,6 +97,7 @@ def _rows(entries: Sequence[tuple[bytes, Event]]) -> dict[str, list[bytes]]:
                     estimated,
                     decided_at,
                     config_version,
+                    day,
                 )
                 for i in event.impressions
             )
@@ -107,6 +113,7 @@ def _rows(entries: Sequence[tuple[bytes, Event]]) -> dict[str, list[bytes]]:
                     pg.timestamptz(event.received_ms),
                     pg.int8(int(ms)),
                     pg.int8(int(seq)),
+                    _log_day(event.decision_id),
                 )
             )
         elif isinstance(event, ConfigEvent):
@@ -119,6 +126,11 @@ def _rows(entries: Sequence[tuple[bytes, Event]]) -> dict[str, list[bytes]]:
                 )
             )
     return rows
+
+
+def _log_day(decision_id: str) -> bytes:
+    """The row's ``log_day`` (its partition; app/retention/partitions.py) as a date field."""
+    return pg.int4(log_day(decision_id) - PG_EPOCH_DAY)
 
 
 def encode(entries: Sequence[tuple[bytes, Event]]) -> dict[str, bytes]:

@@ -1,0 +1,121 @@
+"""The day partitions of the log tables: which day a row belongs to, create ahead, drop.
+
+Every row of ``decisions``, ``impressions`` and ``rewards`` carries
+``log_day``: the UTC day of the time a decision id embeds
+(``app.choosing.new_decision_id``: ``EXPERIMENT:`` + 12 hex digits of
+milliseconds + 16 random hex digits). It is a function of the decision id
+alone, so the unique keys, which must hold the partition column, still
+collapse a repeated row (the key only gains a column the id decides), and a
+reward lands in the partition of its impression and decision, where its
+foreign keys point. An id that embeds no time (not made by /choose) gets day
+0, 1970-01-01, and lands in the ``_default`` partition, never dropped.
+
+Partition ``decisions_20261204`` holds ``log_day`` 2026-12-04, and so on;
+``{table}_default`` holds what no day partition covers. The SQL function
+``decision_log_day(text)`` (migration 0005) is the same function as
+:func:`log_day`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+
+import sqlalchemy
+import sqlalchemy.exc
+from sqlalchemy.engine import Connection
+
+log = logging.getLogger(__name__)
+
+# Referencing before referenced: rewards -> impressions -> decisions (deferred foreign keys).
+LOG_TABLES = ("rewards", "impressions", "decisions")
+DAY_MS = 86_400_000
+EPOCH = dt.date(1970, 1, 1)
+PG_EPOCH_DAY = 10_957  # 2000-01-01, where Postgres counts dates from, in days since 1970
+_TIMED_ID = re.compile(r":([0-9a-f]{12})[0-9a-f]{16}\Z")
+_DAY_PARTITION = re.compile(r"_(\d{8})\Z")
+
+CHILDREN = """
+SELECT c.relname FROM pg_inherits h
+JOIN pg_class c ON c.oid = h.inhrelid
+JOIN pg_class p ON p.oid = h.inhparent
+WHERE p.relname = :parent AND p.relnamespace = 'public'::regnamespace
+"""
+
+
+def log_day(decision_id: str) -> int:
+    """The day (since 1970-01-01, UTC) that ``decision_id`` embeds; 0 if it embeds none."""
+    match = _TIMED_ID.search(decision_id)
+    return int(match.group(1), 16) // DAY_MS if match else 0
+
+
+def partition_name(table: str, day: dt.date) -> str:
+    """The name of ``table``'s partition for ``day``."""
+    return f"{table}_{day:%Y%m%d}"
+
+
+def day_partitions(conn: Connection, table: str) -> list[dt.date]:
+    """The days that ``table`` has a partition for, oldest first (not the default one)."""
+    names = conn.execute(sqlalchemy.text(CHILDREN), {"parent": table}).scalars()
+    days = []
+    for name in names:
+        match = _DAY_PARTITION.search(name)
+        if match and name == f"{table}_{match.group(1)}":
+            days.append(dt.datetime.strptime(match.group(1), "%Y%m%d").date())
+    return sorted(days)
+
+
+def create_day(conn: Connection, day: dt.date) -> bool:
+    """Create the partitions of every log table for ``day`` (if missing); False if refused.
+
+    Postgres refuses when the default partition already holds rows of that
+    day (a decision id from a clock far ahead): those rows stay where they
+    are, and the day gets no partition (logged).
+    """
+    try:
+        with conn.begin_nested():
+            for table in reversed(LOG_TABLES):  # the referenced tables first
+                conn.execute(
+                    sqlalchemy.text(
+                        f"CREATE TABLE IF NOT EXISTS {partition_name(table, day)} "
+                        f"PARTITION OF {table} FOR VALUES FROM ('{day}') "
+                        f"TO ('{day + dt.timedelta(days=1)}')"
+                    )
+                )
+    except sqlalchemy.exc.DBAPIError as exc:
+        log.warning("no log partitions for %s: %s", day, exc.orig)
+        return False
+    return True
+
+
+def create_ahead(conn: Connection, today: dt.date, days: int) -> list[dt.date]:
+    """Make sure every log table has a partition for ``today`` and ``days`` days after it.
+
+    Returns the days for which a partition was missing and is now there.
+    """
+    have = set(day_partitions(conn, "rewards"))
+    made = []
+    for offset in range(days + 1):
+        day = today + dt.timedelta(days=offset)
+        if day not in have and create_day(conn, day):
+            made.append(day)
+    return made
+
+
+def drop_day(conn: Connection, day: dt.date) -> None:
+    """Drop the partitions of every log table for ``day``: its rows are gone.
+
+    A referenced partition is detached before it is dropped (Postgres checks
+    there that nothing still references it); the referencing ones go first.
+    """
+    for table in LOG_TABLES:
+        name = partition_name(table, day)
+        exists = conn.execute(
+            sqlalchemy.text("SELECT to_regclass(:name) IS NOT NULL"), {"name": name}
+        ).scalar()
+        if not exists:
+            continue
+        if table != LOG_TABLES[0]:
+            conn.execute(sqlalchemy.text(f"ALTER TABLE {table} DETACH PARTITION {name}"))
+        conn.execute(sqlalchemy.text(f"DROP TABLE {name}"))
