@@ -83,6 +83,7 @@ class ModelCache:
         self.refresh_seconds = refresh_seconds
         self.clock = clock
         self._tables: dict[tuple[str, str], ArmTable] = {}
+        self._latest: dict[str, Experiment] = {}  # by name: the config last asked for
         self._lock = threading.Lock()
 
     def table(self, experiment: Experiment, candidates: Iterable[str] = ()) -> ArmTable:
@@ -96,6 +97,7 @@ class ModelCache:
             if table is None or (not experiment.dynamic and table.arms != list(experiment.arms)):
                 table = self._new_table(experiment)
                 self._tables[key] = table
+            self._latest[experiment.name] = experiment
             now = self.clock()
             if now - table.checked_at >= self.refresh_seconds:
                 table.checked_at = now
@@ -121,6 +123,13 @@ class ModelCache:
             for (name, _), table in self._tables.items():
                 if name == experiment:
                     table.checked_at = float("-inf")
+
+    def refresh(self, experiment: str) -> None:
+        """Look for newer parameters of ``experiment`` now, ahead of the next /choose."""
+        self.invalidate(experiment)
+        latest = self._latest.get(experiment)
+        if latest is not None:  # else no /choose asked for it yet: nothing to keep fresh
+            self.table(latest)
 
     def invalidate_all(self) -> None:
         """``invalidate`` every experiment."""

@@ -2,8 +2,9 @@
 
 The worker publishes the name of each experiment whose parameters it saved
 (:meth:`ModelStore.save`). Each API process listens on a background thread
-(a greenlet under gevent) and marks that experiment's cached tables stale; the
-next /choose then fetches the arms that changed. A message lost while the
+(a greenlet under gevent) and fetches the arms that changed into that
+experiment's cached tables at once, so the next /choose neither waits for them
+nor scores with older ones. A message lost while the
 connection is down costs nothing but time: the cache's periodic check
 (``BANDITD_MODEL_REFRESH_SECONDS``) still finds the change.
 """
@@ -24,7 +25,7 @@ RETRY_SECONDS = 1.0  # between reconnection attempts while Redis is away
 
 
 class SaveListener:
-    """A daemon thread that invalidates ``cache`` entries named on the saves channel."""
+    """A daemon thread that refreshes the ``cache`` tables the saves channel names."""
 
     def __init__(self, client: redis.Redis, cache: ModelCache) -> None:
         self.client = client
@@ -68,7 +69,7 @@ class SaveListener:
                     self.cache.invalidate_all()
                     continue
                 data = message["data"]
-                self.cache.invalidate(data.decode() if isinstance(data, bytes) else str(data))
+                self.cache.refresh(data.decode() if isinstance(data, bytes) else str(data))
                 self.heard += 1
         finally:
             pubsub.close()

@@ -12,13 +12,17 @@ arrived, and waits for two signals:
 - **/choose sees it**: the arm's reward count ``n`` in the parameters an API
   process scores /choose with (``bench.probe_wsgi``, polled over HTTP every
   ``api_poll`` s) went up by one; timed by the wall clock of the API process
-  when it looked, so a poll that queued behind the background load still
-  dates what it saw. Each poll lands on whichever gunicorn worker accepts it,
-  so the figure is reported for the first process that showed the change and
-  for the last one.
+  at the moment it fetched that arm's parameters from Redis (``loaded``):
+  from then on every /choose it answered scored with them (only the prober
+  rewards its arm, one reward at a time, so the arm's last fetch is the one
+  that brought the reward). Each poll lands on whichever gunicorn worker
+  accepts it, so the figure is reported for the first process that showed
+  the change and for the last one. The same figures dated by when the poll
+  looked (``*_polled``) are reported too: with four processes the last one is
+  often polled long after it loaded the change.
 
-The polling intervals add their length to the figures as error, never in our
-favour.
+The polling intervals add their length to the polled figures as error, never
+in our favour.
 """
 
 from __future__ import annotations
@@ -41,7 +45,8 @@ from bench.openloop import percentiles
 @dataclass
 class _Seen:
     versions: dict[str, tuple[float, int]] = field(default_factory=dict)  # arm -> (t, version)
-    counts: dict[int, tuple[float, dict[str, float]]] = field(default_factory=dict)  # pid -> ...
+    # pid -> (when it looked, when it last fetched each arm, each arm's count)
+    counts: dict[int, tuple[float, dict, dict[str, float]]] = field(default_factory=dict)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def notify(self) -> None:
@@ -69,7 +74,7 @@ async def _poll_api(endpoint: Endpoint, seen: _Seen, every: float, stop):
             status = 0
         if status == 200:
             answer = orjson.loads(body)
-            seen.counts[answer["pid"]] = (answer["t"], answer["n"])
+            seen.counts[answer["pid"]] = (answer["t"], answer["loaded"], answer["n"])
             seen.notify()
         await asyncio.sleep(every)
     seen.notify()
@@ -86,7 +91,7 @@ async def _probe(
     timeout: float,
 ) -> None:
     base_version = seen.versions[arm][1]
-    base_count = min(c[arm] for _, c in seen.counts.values())
+    base_count = min(c[arm] for _, _, c in seen.counts.values())
     for i, body in enumerate(bodies):
         if stop.is_set():
             return
@@ -98,18 +103,22 @@ async def _probe(
             continue
         want_version, want_count = base_version + i + 1, base_count + i + 1
         applied = None
-        shown: dict[int, float] = {}
+        shown: dict[int, float] = {}  # pid -> when its cache loaded the reward
+        polled: dict[int, float] = {}  # pid -> when a poll found it there
         while time.time() - acked < timeout and not stop.is_set():
             t, version = seen.versions[arm]
             if applied is None and version >= want_version:
                 applied = t
-            for pid, (looked, counts) in seen.counts.items():
+            for pid, (looked, loaded, counts) in seen.counts.items():
                 if pid not in shown and counts.get(arm, 0) >= want_count:
-                    shown[pid] = looked
+                    shown[pid] = loaded.get(arm) or looked
+                    polled[pid] = looked
             if applied is not None and pids <= set(shown):
                 samples["applied"].append(applied - acked)
                 samples["api_first"].append(min(shown.values()) - acked)
                 samples["api_all"].append(max(shown.values()) - acked)
+                samples["api_first_polled"].append(min(polled.values()) - acked)
+                samples["api_all_polled"].append(max(polled.values()) - acked)
                 break
             await seen.changed.wait()
         else:
@@ -141,9 +150,14 @@ async def measure(
         asyncio.create_task(_poll_api(counts, seen, api_poll, stop)),
     ]
     pids = set(api_pids)
+    ready_by = time.monotonic() + timeout
     while not (seen.versions and pids <= set(seen.counts)):
-        await seen.changed.wait()
-    samples: dict[str, list[float]] = {k: [] for k in ("applied", "api_first", "api_all")}
+        if time.monotonic() > ready_by:  # e.g. the probe route fails: say so, do not hang
+            raise RuntimeError(f"freshness: no answer from every API process in {timeout} s")
+        await asyncio.wait_for(seen.changed.wait(), timeout)
+    samples: dict[str, list[float]] = {
+        k: [] for k in ("applied", "api_first", "api_all", "api_first_polled", "api_all_polled")
+    }
     samples.update(failed=[], timed_out=[])
     probers = [
         asyncio.create_task(_probe(a, b, reward, seen, pids, samples, stop, timeout))
@@ -164,6 +178,8 @@ async def measure(
         "worker_applied_ms": ms("applied"),
         "api_first_process_ms": ms("api_first"),
         "api_all_processes_ms": ms("api_all"),
+        "api_first_process_polled_ms": ms("api_first_polled"),
+        "api_all_processes_polled_ms": ms("api_all_polled"),
         "api_processes": len(pids),
         "background": background.summary(),
     }

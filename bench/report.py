@@ -332,7 +332,10 @@ def tables(results: dict) -> list[Table]:
                         ("worker applied (Redis arm version)", "worker_applied_ms"),
                         ("first API process's /choose sees it", "api_first_process_ms"),
                         ("every API process's /choose sees it", "api_all_processes_ms"),
+                        ("first API process, dated by the poll", "api_first_process_polled_ms"),
+                        ("every API process, dated by the poll", "api_all_processes_polled_ms"),
                     )
+                    if k in f
                 ],
             )
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
 
 import numpy as np
 import pytest
@@ -53,6 +54,34 @@ def test_a_published_save_refreshes_the_api_model_at_once(pushed_app, worker, re
         return picks == ["job_kitchen"] * 20
 
     poll(picks_kitchen, timeout=5.0)
+
+
+def test_a_published_save_is_loaded_before_any_choose_asks(pushed_app, worker, redis_client):
+    """The listener fetches the new parameters itself: no /choose waits for them."""
+    client = pushed_app.test_client()
+    services = pushed_app.extensions["banditd"]
+    poll(lambda: _subscribed(redis_client))
+    choose(client, context={"city": "berlin"})
+    store = services.chooser.cache.store
+    loaded_by: list[str] = []  # the thread of each fetch of arm parameters
+    fetch = store.load_scoring
+
+    def recorded_fetch(*args, **kwargs):
+        loaded_by.append(threading.current_thread().name)
+        return fetch(*args, **kwargs)
+
+    store.load_scoring = recorded_fetch  # the real store, its fetches noted
+    saves_before = int(redis_client.get(keys.generation("home_feed")) or 0)
+
+    _teach_kitchen(client, worker)
+
+    # every save that changed arms was published once (and bumped the generation once)
+    published = int(redis_client.get(keys.generation("home_feed"))) - saves_before
+    assert published > 0
+    poll(lambda: services.saves.heard >= published, timeout=5.0)
+    assert "model-saves" in loaded_by, loaded_by  # the listener's thread fetched them
+    table = services.chooser.cache.table(services.chooser.experiment("home_feed"))
+    assert table.state.n[table.index["job_kitchen"]] > 0
 
 
 def test_without_the_push_the_hour_long_check_keeps_the_old_model(settings, worker):
