@@ -41,6 +41,8 @@ def migrate(settings: Settings, revision: str = "head") -> None:
 
 # How often a running worker renews its leases (they last 5 s) and closes reward windows.
 HOUSEKEEPING_SECONDS = 0.5
+# How often a running worker makes day partitions ahead and applies retention (app/retention/).
+RETENTION_SECONDS = 3600.0
 
 
 def run_worker(settings: Settings) -> None:
@@ -57,6 +59,8 @@ def run_worker(settings: Settings) -> None:
         views_refresh_seconds=settings.views_refresh_seconds,
         linger_ms=settings.worker_linger_ms,
         housekeeping_seconds=HOUSEKEEPING_SECONDS,
+        retention_days=settings.retention_days,
+        retention_seconds=RETENTION_SECONDS,
     )
 
     def stop(signum: int, _frame) -> None:
@@ -118,6 +122,25 @@ def run_rebuild(
         client.close()
 
 
+def run_retention(settings: Settings) -> int:
+    """Make the log's day partitions ahead and drop what is past retention now; exit status."""
+    import datetime as dt
+
+    from app.config import load_config
+    from app.retention.keeper import apply_retention
+    from app.services import database_engine
+
+    engine = database_engine(settings.database_url)
+    try:
+        now = dt.datetime.now(dt.timezone.utc)
+        config = load_config(settings.config_path)
+        done = apply_retention(engine, config, settings.retention_days, now)
+    finally:
+        engine.dispose()
+    print(done.describe())
+    return 0 if done.locked else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``banditd`` command."""
     parser = argparse.ArgumentParser(prog="banditd", description=__doc__)
@@ -163,13 +186,21 @@ def main(argv: list[str] | None = None) -> int:
         "--verify", action="store_true", help="compare with the live parameters, write nothing"
     )
     rebuild.add_argument(
-        "--no-snapshots", action="store_true", help="replay the whole log, ignoring snapshots"
+        "--no-snapshots",
+        action="store_true",
+        help="replay the whole log, ignoring snapshots (after retention: from the snapshot "
+        "the log is kept since)",
     )
     rebuild.add_argument(
         "--tolerance",
         type=float,
         default=1e-9,
         help="largest accepted difference (relative and absolute, per value; default 1e-9)",
+    )
+    commands.add_parser(
+        "retention",
+        help="make the log's day partitions ahead and drop the days past retention now "
+        "(BANDITD_RETENTION_DAYS, retention_days per experiment); the worker does it hourly",
     )
     args = parser.parse_args(argv)
 
@@ -192,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
             return export_cli.run(args, settings)
         elif args.command == "status":
             return status_cli.run(args, settings)
+        elif args.command == "retention":
+            return run_retention(settings)
         elif args.command == "rebuild":
             return run_rebuild(
                 settings,

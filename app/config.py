@@ -47,6 +47,7 @@ EXPERIMENT_KEYS = {
     "arms",
     "reward",
     "features",
+    "retention_days",
 }
 REWARD_KEYS = {"default", "window_seconds", "min", "max"}
 FEATURE_KEYS = {"numeric", "categorical", "intercept"}
@@ -86,6 +87,7 @@ class Experiment:
     forgetting: float = 1.0  # AUTO_FORGETTING for forgetting = "auto"
     holdout: float = 0.0  # share of decisions made without the bandit
     holdout_policy: str = "random"
+    retention_days: float | None = None  # how long the log keeps it; None: BANDITD_RETENTION_DAYS
 
     def position_weight(self, position: int) -> float:
         """How likely a user is to look at slot ``position`` (1.0 without position weights)."""
@@ -178,6 +180,11 @@ def _experiment(name: str, table: Any) -> Experiment:
     forgetting = _forgetting(table, where, features)
     holdout = _number(table, "holdout", 0.0, where, low=0.0, high=0.5)
     holdout_policy = table.get("holdout_policy", "random")
+    retention_days = (
+        _number(table, "retention_days", 1.0, where, low=0.0, strict=True)
+        if "retention_days" in table
+        else None
+    )
     if holdout_policy not in HOLDOUT_POLICIES:
         raise ConfigError(
             f"{where}.holdout_policy must be one of {list(HOLDOUT_POLICIES)}, "
@@ -212,6 +219,8 @@ def _experiment(name: str, table: Any) -> Experiment:
         settings |= {"gamma_scale": params.gamma_scale, "gamma_exponent": params.gamma_exponent}
     if holdout > 0:  # absent otherwise, so that the versions of existing configs stay
         settings |= {"holdout": holdout, "holdout_policy": holdout_policy}
+    if retention_days is not None:  # likewise
+        settings["retention_days"] = retention_days
     model_basis = {"columns": features.columns, "ridge": ridge}
     if position_weights:  # they change what theta estimates: attractiveness, not click rate
         model_basis["position_weights"] = list(position_weights)
@@ -232,6 +241,7 @@ def _experiment(name: str, table: Any) -> Experiment:
         forgetting=forgetting,
         holdout=holdout,
         holdout_policy=holdout_policy,
+        retention_days=retention_days,
     )
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Callable
 
 import numpy as np
@@ -31,6 +32,7 @@ from app.config import slot_weight
 from app.learner import learn_reward
 from app.live_model import LiveModel, Position, entry_id, read_live, scan_model_ids
 from app.model_store import ArmUpdate, ModelStore
+from app.retention.keeper import replay_base
 from app.snapshots import END, latest_snapshot
 from bandits import LearningState, arm_prior
 
@@ -44,8 +46,8 @@ SELECT r.stream_ms, r.stream_seq, r.decision_id, r.arm, r.reward, d.model_id, d.
        c.settings->'position_weights' AS position_weights,
        i.position
 FROM rewards r
-LEFT JOIN decisions d ON d.decision_id = r.decision_id
-LEFT JOIN impressions i ON i.decision_id = r.decision_id AND i.arm = r.arm
+LEFT JOIN decisions d ON d.decision_id = r.decision_id AND d.log_day = r.log_day
+LEFT JOIN impressions i ON i.decision_id = r.decision_id AND i.arm = r.arm AND i.log_day = r.log_day
 LEFT JOIN config_versions c
        ON c.experiment = d.experiment AND c.config_version = d.config_version
 WHERE r.experiment = :experiment AND r.kind IN ('explicit', 'default')
@@ -69,6 +71,7 @@ class Replay:
     snapshot: Position | None = None  # where the replay started, if from a snapshot
     replayed: int = 0  # rewards applied after the snapshot
     last: Position | None = None  # position of the last reward included (snapshot's if none)
+    kept_since: date | None = None  # the replay starts at retention's base: the log begins here
 
 
 @dataclass
@@ -130,7 +133,13 @@ def replay(
     ``progress`` is called every few thousand rewards (a long replay renews its lease there).
     """
     snapshot = latest_snapshot(engine, experiment, upto) if use_snapshots else None
+    retained = None if use_snapshots else replay_base(engine, experiment)
+    if retained is not None and (upto is None or retained[0] <= upto):
+        # the log before this snapshot was dropped by retention: the whole log starts here
+        snapshot = latest_snapshot(engine, experiment, retained[0])
     result = Replay(arms={}, snapshot=None if snapshot is None else snapshot.position)
+    if retained is not None and snapshot is not None:
+        result.kept_since = retained[1]
     if snapshot is not None:
         result.arms = snapshot.arms
         result.last = snapshot.position
@@ -346,5 +355,7 @@ def format_rebuild(r: Rebuilt) -> str:
 
 def _describe(r: Replay, watermark: Position | None, name: str) -> str:
     start = "the start" if r.snapshot is None else "snapshot %d-%d" % r.snapshot
+    if r.kept_since is not None:
+        start += f" (retention's base: the log before {r.kept_since} was dropped)"
     mark = "none" if watermark is None else "%d-%d" % watermark
     return f"{name} {mark}; replayed {r.replayed} reward(s) from {start}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -150,6 +151,11 @@ class Settings:
     request_log:
         Which answers get a request line (``BANDITD_REQUEST_LOG``): ``all``
         (the default), ``errors`` (status 400 and up) or ``none``.
+    retention_days:
+        How many days the Postgres log keeps (``BANDITD_RETENTION_DAYS``;
+        unset: forever). An experiment's ``retention_days`` overrides it; the
+        worker drops whole day partitions once every experiment in them is
+        past its retention (app/retention/).
     """
 
     config_path: str = DEFAULT_CONFIG_PATH
@@ -170,6 +176,7 @@ class Settings:
     log_format: str = "text"
     log_level: str = "INFO"
     request_log: str = "all"
+    retention_days: float | None = None
 
     def __post_init__(self) -> None:
         self.parsed_api_keys()  # a malformed BANDITD_API_KEYS stops the process at start
@@ -203,10 +210,24 @@ class Settings:
             log_format=_log_format(env.get("BANDITD_LOG_FORMAT", "text")),
             log_level=_log_level(env.get("BANDITD_LOG_LEVEL", "INFO")),
             request_log=_request_log(env.get("BANDITD_REQUEST_LOG", "all")),
+            retention_days=_retention_days(env.get("BANDITD_RETENTION_DAYS", "")),
         )
 
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _retention_days(text: str) -> float | None:
+    """``BANDITD_RETENTION_DAYS``: a number of days > 0, or None when unset or empty."""
+    if not text.strip():
+        return None
+    try:
+        days = float(text)
+    except ValueError:
+        days = math.nan
+    if not (math.isfinite(days) and days > 0):
+        raise ValueError(f"BANDITD_RETENTION_DAYS must be a number of days > 0, got {text!r}")
+    return days
 
 
 def _log_format(text: str) -> str:

@@ -52,6 +52,9 @@ SELECT experiment, stream_ms, stream_seq, model_id, arm, to_timestamp(taken_ms /
 FROM stage_model_snapshots
 ON CONFLICT DO NOTHING
 """
+# Besides the latest ``keep``, the newest of each UTC day stays (retention picks its
+# replay base among them: app/retention/keeper.py, which deletes the older ones),
+# and so does the base retention recorded.
 PRUNE = """
 DELETE FROM model_snapshots
 WHERE experiment = :experiment AND (stream_ms, stream_seq) < (
@@ -60,6 +63,12 @@ WHERE experiment = :experiment AND (stream_ms, stream_seq) < (
         WHERE experiment = :experiment
         ORDER BY stream_ms DESC, stream_seq DESC LIMIT :keep
     ) kept ORDER BY stream_ms, stream_seq LIMIT 1)
+  AND (stream_ms, stream_seq) NOT IN (
+    SELECT DISTINCT ON (stream_ms / 86400000) stream_ms, stream_seq FROM model_snapshots
+    WHERE experiment = :experiment
+    ORDER BY stream_ms / 86400000, stream_ms DESC, stream_seq DESC)
+  AND (stream_ms, stream_seq) NOT IN (
+    SELECT base_ms, base_seq FROM log_retention WHERE experiment = :experiment)
 """
 LATEST = """
 SELECT model_id, arm, stream_ms, stream_seq, n, successes, failures, a, a_inv, b, theta
@@ -78,7 +87,7 @@ WHERE experiment = :experiment AND (stream_ms, stream_seq) = (
 """
 LOGGED_COUNTS = """
 SELECT d.model_id, r.arm, count(*) AS n
-FROM rewards r JOIN decisions d ON d.decision_id = r.decision_id
+FROM rewards r JOIN decisions d ON d.decision_id = r.decision_id AND d.log_day = r.log_day
 WHERE r.experiment = :experiment AND r.kind IN ('explicit', 'default')
   AND (r.stream_ms, r.stream_seq) > (:after_ms, :after_seq)
   AND (r.stream_ms, r.stream_seq) <= (:upto_ms, :upto_seq)
@@ -133,7 +142,8 @@ def write_snapshot(engine: Engine, experiment: str, live: LiveModel, taken_ms: i
 
 
 def prune_snapshots(engine: Engine, experiment: str, keep: int) -> None:
-    """Delete all but the ``keep`` latest snapshots of ``experiment``."""
+    """Delete the snapshots of ``experiment`` but the ``keep`` latest, each day's newest and
+    the one retention replays from."""
     with engine.begin() as conn:
         conn.execute(sqlalchemy.text(PRUNE), {"experiment": experiment, "keep": keep})
 

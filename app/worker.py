@@ -61,6 +61,7 @@ from app.poison import RETRYABLE, PoisonedBatch, poison_of, stream_vanished
 from app.quarantine import Quarantine
 from app.retired_streams import RetiredStreams
 from app.services import Services
+from app.retention.keeper import RetentionKeeper
 from app.snapshots import Snapshotter
 
 log = logging.getLogger(__name__)
@@ -107,6 +108,8 @@ class Worker:
         views_refresh_seconds: float = REFRESH_SECONDS,
         linger_ms: float = 0.0,
         housekeeping_seconds: float = 0.0,
+        retention_days: float | None = None,
+        retention_seconds: float = 0.0,
     ) -> None:
         self.stream = stream
         self.event_log = event_log
@@ -129,6 +132,10 @@ class Worker:
             clock=clock,
         )
         self.views = ViewRefresher(event_log.engine, views_refresh_seconds)
+        # day partitions made ahead, old ones dropped (0 s: never, as in tests)
+        self.retention = RetentionKeeper(
+            event_log.engine, config.current, retention_days, retention_seconds
+        )
         self.batch_size = batch_size
         self.block_ms = block_ms
         # Under steady traffic, wait this long after the first new entry so that a
@@ -254,6 +261,7 @@ class Worker:
         """
         config = self.config.current()
         self.views.tick()
+        self.retention.tick()
         removed = self.retired.with_work(config.experiments)
         experiments = sorted(config.experiments) + removed
         now = time.monotonic()
@@ -297,6 +305,7 @@ class Worker:
         self._writer.shutdown()
         self._reader.shutdown()
         self.views.close()
+        self.retention.close()
 
     def _refresh_leases(self, experiments: list[str]) -> None:
         for experiment in experiments:
