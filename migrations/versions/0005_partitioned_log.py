@@ -59,6 +59,14 @@ LOG_DAY_COMMENT = (
     "inserted without it (not by banditd's worker)"
 )
 
+RETENTION_COLUMNS = {
+    "experiment": "the experiment's name in the config",
+    "base_ms": "stream entry id of the snapshot a whole-log replay starts from, milliseconds",
+    "base_seq": "stream entry id of that snapshot, sequence part",
+    "dropped_before": "the oldest day partition still holding a decision of the experiment",
+    "applied_at": "when retention last dropped or deleted rows",
+}
+
 DEPENDENT_VIEWS = """
 WITH RECURSIVE deps(oid, level) AS (
     SELECT r.ev_class, 1 FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid
@@ -207,6 +215,8 @@ def upgrade() -> None:
             "dropped older rows (kept by snapshot pruning), and the first day still logged"
         )
     )
+    for column, text in RETENTION_COLUMNS.items():
+        op.execute(f"COMMENT ON COLUMN log_retention.{column} IS {_quote(text)}")
 
 
 def downgrade() -> None:
