@@ -11,7 +11,8 @@ foreign keys point. An id that embeds no time (not made by /choose) gets day
 0, 1970-01-01, and lands in the ``_default`` partition, never dropped.
 
 Partition ``decisions_20261204`` holds ``log_day`` 2026-12-04, and so on;
-``{table}_default`` holds what no day partition covers. The SQL function
+``{table}_default`` holds what no day partition covers. The foreign keys
+join the partitions of one day (:data:`FOREIGN_KEYS`; migration 0005 says why). The SQL function
 ``decision_log_day(text)`` (migration 0005) is the same function as
 :func:`log_day`.
 """
@@ -30,6 +31,11 @@ log = logging.getLogger(__name__)
 
 # Referencing before referenced: rewards -> impressions -> decisions (deferred foreign keys).
 LOG_TABLES = ("rewards", "impressions", "decisions")
+# Between the partitions of one day (as migration 0005 made them): table -> (name, key, parent)
+FOREIGN_KEYS = {
+    "impressions": ("impressions_decision_fk", "decision_id, log_day", "decisions"),
+    "rewards": ("rewards_impression_fk", "decision_id, arm, log_day", "impressions"),
+}
 DAY_MS = 86_400_000
 EPOCH = dt.date(1970, 1, 1)
 PG_EPOCH_DAY = 10_957  # 2000-01-01, where Postgres counts dates from, in days since 1970
@@ -83,6 +89,14 @@ def create_day(conn: Connection, day: dt.date) -> bool:
                         f"TO ('{day + dt.timedelta(days=1)}')"
                     )
                 )
+            for table, (name, key, parent) in FOREIGN_KEYS.items():
+                conn.execute(
+                    sqlalchemy.text(
+                        f"ALTER TABLE {partition_name(table, day)} ADD CONSTRAINT {name} "
+                        f"FOREIGN KEY ({key}) REFERENCES {partition_name(parent, day)} ({key}) "
+                        "DEFERRABLE INITIALLY DEFERRED"
+                    )
+                )
     except sqlalchemy.exc.DBAPIError as exc:
         log.warning("no log partitions for %s: %s", day, exc.orig)
         return False
@@ -106,16 +120,7 @@ def create_ahead(conn: Connection, today: dt.date, days: int) -> list[dt.date]:
 def drop_day(conn: Connection, day: dt.date) -> None:
     """Drop the partitions of every log table for ``day``: its rows are gone.
 
-    A referenced partition is detached before it is dropped (Postgres checks
-    there that nothing still references it); the referencing ones go first.
+    The referencing partitions go first, with their foreign keys.
     """
-    for table in LOG_TABLES:
-        name = partition_name(table, day)
-        exists = conn.execute(
-            sqlalchemy.text("SELECT to_regclass(:name) IS NOT NULL"), {"name": name}
-        ).scalar()
-        if not exists:
-            continue
-        if table != LOG_TABLES[0]:
-            conn.execute(sqlalchemy.text(f"ALTER TABLE {table} DETACH PARTITION {name}"))
-        conn.execute(sqlalchemy.text(f"DROP TABLE {name}"))
+    names = ", ".join(partition_name(table, day) for table in LOG_TABLES)
+    conn.execute(sqlalchemy.text(f"DROP TABLE IF EXISTS {names}"))
