@@ -23,6 +23,7 @@ moves less than wall time; memory and bytes do not depend on it.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import subprocess
 import time
@@ -37,6 +38,7 @@ from app.choosing import new_decision_id
 from app.config import config_from_text, load_config
 from app.event_log import EventLog, encode
 from app.events import DecisionEvent, Impression, RewardEvent
+from app.retention.keeper import apply_retention
 from app.services import build_services, database_engine
 from app.settings import Settings
 from app.worker import Worker
@@ -142,24 +144,17 @@ def previous_release_writer(commit: str):
     return module
 
 
-def log_write_ab(partitioned_url: str, unpartitioned_url: str, batches: int, rounds: int) -> dict:
-    """Events/s of ``EventLog.write_encoded``: the partitioned log against the one before it.
-
-    The same batches (1,000 decisions of one slot and 1,000 rewards of them, like
-    the worker's under a backlog) are written into a database at the head
-    revision with the current writer, and into one at revision 0004 with the
-    writer of the commit before migration 0005, in alternating rounds.
-    """
+def log_batches(batches: int, start_ms: int, spacing_ms: int = 1) -> list[list[tuple]]:
+    """Stream batches of 1,000 decisions (one slot shown) and 1,000 explicit rewards of them."""
     exp = load_config(str(MAIN_CONFIG)).get("bench_linucb")
     rng = np.random.default_rng(3)
     contexts = [context(exp, rng) for _ in range(64)]
-    now_ms = int(time.time() * 1000)
     encoded = []
     seq = 0
     for b in range(batches):
         entries = []
         for i in range(1000):
-            ms = now_ms + b * 1000 + i
+            ms = start_ms + (b * 1000 + i) * spacing_ms
             decision_id = new_decision_id(exp.name, ms)
             arm = exp.arms[i % len(exp.arms)]
             c = contexts[i % 64]
@@ -201,6 +196,18 @@ def log_write_ab(partitioned_url: str, unpartitioned_url: str, batches: int, rou
                 )
             )
         encoded.append(entries)
+    return encoded
+
+
+def log_write_ab(partitioned_url: str, unpartitioned_url: str, batches: int, rounds: int) -> dict:
+    """Events/s of ``EventLog.write_encoded``: the partitioned log against the one before it.
+
+    The same batches (1,000 decisions of one slot and 1,000 rewards of them, like
+    the worker's under a backlog) are written into a database at the head
+    revision with the current writer, and into one at revision 0004 with the
+    writer of the commit before migration 0005, in alternating rounds.
+    """
+    encoded = log_batches(batches, int(time.time() * 1000))
     old = previous_release_writer(UNPARTITIONED_COMMIT)
     targets = {
         "partitioned (head)": (partitioned_url, "head", EventLog, encode),
@@ -224,6 +231,60 @@ def log_write_ab(partitioned_url: str, unpartitioned_url: str, batches: int, rou
     return rates
 
 
+def migration_and_drop(url: str, per_day: int, days: int) -> dict:
+    """Seconds to migrate a log of the previous release to 0005, and to drop a day of it.
+
+    ``days`` days of ``per_day`` decisions and as many rewards are written at
+    revision 0004 by the previous release's writer; then ``alembic upgrade
+    head`` is timed, and then retention (1 day) dropping the oldest day.
+    """
+    migrate(Settings(database_url=url), "0004")
+    engine = database_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sqlalchemy.text("TRUNCATE decisions, impressions, rewards"))
+    old = previous_release_writer(UNPARTITIONED_COMMIT).EventLog(engine)
+    now = time.time()
+    first = int((now // 86_400 - days) * 86_400_000) + 3_600_000
+    for day in range(days):
+        for batch in log_batches(per_day // 1000, first + day * 86_400_000, spacing_ms=50):
+            old.write(batch)
+    rows = per_day * days
+    sizes = {t: table_bytes_plain(engine, t) for t in LOG_TABLES}
+    engine.dispose()
+    start = time.perf_counter()
+    migrate(Settings(database_url=url), "head")
+    migrated = time.perf_counter() - start
+    engine = database_engine(url)
+    with engine.begin() as conn:  # a snapshot after every reward: the oldest day may go
+        conn.execute(
+            sqlalchemy.text(
+                "INSERT INTO model_snapshots SELECT 'bench_linucb', max(stream_ms) + 1, 0, 'm', "
+                "'arm00', now(), 1, 1, 0, '\\x00', '\\x00', '{0}', '{0}' FROM rewards"
+            )
+        )
+    config = load_config(str(MAIN_CONFIG))
+    start = time.perf_counter()
+    done = apply_retention(engine, config, float(days - 1), dt.datetime.now(dt.timezone.utc))
+    dropped = time.perf_counter() - start
+    engine.dispose()
+    return {
+        "decisions": rows,
+        "rewards": rows,
+        "bytes_before": sizes,
+        "upgrade_seconds": round(migrated, 1),
+        "retention_seconds": round(dropped, 2),
+        "retention": done.describe(),
+    }
+
+
+def table_bytes_plain(engine, table: str) -> int:
+    """Bytes on disk of an unpartitioned ``table`` (heap, TOAST, indexes)."""
+    with engine.connect() as conn:
+        return conn.execute(
+            sqlalchemy.text("SELECT pg_total_relation_size(CAST(:t AS regclass))"), {"t": table}
+        ).scalar()
+
+
 def main() -> None:
     """Measure and print the costs as JSON."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -237,7 +298,17 @@ def main() -> None:
         help="instead: write the same batches into --database-url (head) and this database "
         "(migrated to 0004, emptied) in alternating rounds and print events/s of each",
     )
+    parser.add_argument(
+        "--migration",
+        type=int,
+        metavar="PER_DAY",
+        help="instead: time migration 0005 of --database-url holding 3 days of PER_DAY "
+        "decisions and rewards written by the previous release, then a retention drop",
+    )
     args = parser.parse_args()
+    if args.migration:
+        print(json.dumps(migration_and_drop(args.database_url, args.migration, 3), indent=2))
+        return
     if args.log_write_ab:
         print(json.dumps(log_write_ab(args.database_url, args.log_write_ab, 20, 3), indent=2))
         return
