@@ -285,6 +285,45 @@ def table_bytes_plain(engine, table: str) -> int:
         ).scalar()
 
 
+def many_experiments(settings: Settings, client: redis.Redis, count: int, tmp: str) -> dict:
+    """Seconds of a worker pass over ``count`` experiments with nothing to read, and its Redis CPU.
+
+    The first pass takes every lease and creates every stream's group; the
+    next ones are what an idle worker repeats (leases renewed, windows
+    closed, each stream read).
+    """
+    toml = "".join(
+        f'[experiments.e{i:04d}]\npolicy = "linucb"\narms = ["a", "b"]\n' for i in range(count)
+    )
+    with open(tmp, "w") as out:
+        out.write(toml)
+    client.flushdb()
+    settings = Settings(
+        config_path=tmp, redis_url=settings.redis_url, database_url=settings.database_url
+    )
+    worker = Worker.from_services(build_services(settings), block_ms=10)
+    try:
+        start = time.perf_counter()
+        worker.step()
+        first = time.perf_counter() - start
+        passes = []
+        cpu0 = redis_cpu(client)
+        for _ in range(5):
+            start = time.perf_counter()
+            worker.step()
+            passes.append(round(time.perf_counter() - start, 3))
+        cpu = (redis_cpu(client) - cpu0) / 5
+    finally:
+        worker.close()
+    client.flushdb()
+    return {
+        "experiments": count,
+        "first_pass_seconds": round(first, 2),
+        "idle_pass_seconds": passes,
+        "redis_cpu_seconds_per_idle_pass": round(cpu, 3),
+    }
+
+
 def main() -> None:
     """Measure and print the costs as JSON."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -305,7 +344,19 @@ def main() -> None:
         help="instead: time migration 0005 of --database-url holding 3 days of PER_DAY "
         "decisions and rewards written by the previous release, then a retention drop",
     )
+    parser.add_argument(
+        "--experiments",
+        type=int,
+        metavar="N",
+        help="instead: time an idle worker's pass over N experiments",
+    )
     args = parser.parse_args()
+    if args.experiments:
+        settings = Settings(redis_url=args.redis_url, database_url=args.database_url)
+        client = redis.Redis.from_url(args.redis_url)
+        tmp = "/tmp/scaling_costs_experiments.toml"
+        print(json.dumps(many_experiments(settings, client, args.experiments, tmp), indent=2))
+        return
     if args.migration:
         print(json.dumps(migration_and_drop(args.database_url, args.migration, 3), indent=2))
         return
