@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 
 import numpy as np
 import pytest
@@ -258,3 +259,21 @@ def make_worker_with_retention(settings, clock):
     yield make
     for worker in made:
         worker.close()
+
+
+def test_a_day_is_left_for_the_next_run_while_a_reader_holds_the_log(
+    fake_app, worker, clock, redis_client, engine, settings
+):
+    _day_of_traffic(fake_app, worker, clock, D1)
+    _snapshot(redis_client, engine, "home_feed", clock)
+    config = load_config(settings.config_path)
+    with engine.connect() as reader:
+        reader.execute(sqlalchemy.text("BEGIN; SELECT count(*) FROM decisions"))  # holds a lock
+        started = time.monotonic()
+        done = apply_retention(engine, config, 1.0, _now(DAYS[3], 0))
+        waited = time.monotonic() - started
+        reader.execute(sqlalchemy.text("ROLLBACK"))
+    assert done.dropped == [] and "log tables busy" in done.held["*"]
+    assert waited < 10  # lock_timeout (2 s), not until the reader is done
+    again = apply_retention(engine, config, 1.0, _now(DAYS[3], 0))
+    assert again.dropped == [D1, DAYS[1]]  # and the empty 03-02

@@ -151,8 +151,14 @@ def _apply(
     now: dt.datetime,
     result: Retained,
 ) -> None:
-    with conn.begin():
-        result.created = create_ahead(conn, now.date(), DAYS_AHEAD)
+    try:
+        with conn.begin():
+            # a new partition locks its parent: never queue the worker's writes long behind it
+            conn.execute(sqlalchemy.text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
+            result.created = create_ahead(conn, now.date(), DAYS_AHEAD)
+    except sqlalchemy.exc.OperationalError as exc:  # lock_timeout: busy, try next run
+        result.held["*"] = f"log tables busy ({exc.orig}); next run"
+        return
     with conn.begin():
         experiments = set(conn.execute(sqlalchemy.text(EXPERIMENTS)).scalars())
         experiments |= set(config.experiments)

@@ -23,6 +23,7 @@ import datetime as dt
 import logging
 import re
 
+import psycopg2.errors
 import sqlalchemy
 import sqlalchemy.exc
 from sqlalchemy.engine import Connection
@@ -77,7 +78,7 @@ def create_day(conn: Connection, day: dt.date) -> bool:
 
     Postgres refuses when the default partition already holds rows of that
     day (a decision id from a clock far ahead): those rows stay where they
-    are, and the day gets no partition (logged).
+    are, and the day gets no partition (logged). A lock timeout is raised.
     """
     try:
         with conn.begin_nested():
@@ -98,6 +99,8 @@ def create_day(conn: Connection, day: dt.date) -> bool:
                     )
                 )
     except sqlalchemy.exc.DBAPIError as exc:
+        if isinstance(exc.orig, psycopg2.errors.LockNotAvailable):
+            raise  # busy (lock_timeout): the caller tries again later
         log.warning("no log partitions for %s: %s", day, exc.orig)
         return False
     return True
