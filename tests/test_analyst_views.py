@@ -220,7 +220,7 @@ def test_feature_columns_label_the_logged_vectors(engine, log):
         engine,
         "SELECT d.decision_id, d.context, array_agg(f.label ORDER BY f.position) AS labels, "
         "d.features FROM decisions d JOIN feature_columns f USING (experiment, config_version) "
-        "WHERE d.experiment = 'home_feed' GROUP BY d.decision_id",
+        "WHERE d.experiment = 'home_feed' GROUP BY d.decision_id, d.log_day",
     )
     assert len(labelled) == sum(d["experiment"] == "home_feed" for d in log.decisions)
     for d in labelled:
@@ -308,6 +308,7 @@ FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = 'public'
 JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
 WHERE c.relkind IN ('r', 'v', 'm', 'p') AND c.relname <> 'alembic_version'
+  AND NOT c.relispartition
 """
 
 

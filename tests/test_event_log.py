@@ -1,6 +1,6 @@
 """The Postgres log holds exactly what the events said, once, whichever write path ran."""
 
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 
 import numpy as np
 from app.event_log import EventLog
@@ -93,6 +93,7 @@ def test_every_column_holds_what_the_event_said(engine):
         "received_at": _at(DECIDED_MS + 5_001),
         "stream_ms": 4,
         "stream_seq": 7,
+        "log_day": date(1970, 1, 1),  # its decision's day partition: "exp:0001" embeds no time
     }
     [logged_config] = rows(engine, "SELECT * FROM config_versions")
     assert logged_config["settings"] == {"policy": "lin_ts", "alpha": 0.5}

@@ -49,6 +49,7 @@ EXPECTED_TYPES = {
         "propensity_estimated": pa.bool_(),
         "candidates": pa.list_(pa.string()),
         "unit_id": pa.string(),
+        "log_day": pa.date32(),
     },
     "impressions": {
         "decision_id": pa.string(),
@@ -60,6 +61,7 @@ EXPECTED_TYPES = {
         "propensity_estimated": pa.bool_(),
         "decided_at": UTC_US,
         "config_version": pa.string(),
+        "log_day": pa.date32(),
     },
     "rewards": {
         "decision_id": pa.string(),
@@ -70,6 +72,7 @@ EXPECTED_TYPES = {
         "received_at": UTC_US,
         "stream_ms": pa.int64(),
         "stream_seq": pa.int64(),
+        "log_day": pa.date32(),
     },
 }
 
