@@ -5,11 +5,12 @@ from __future__ import annotations
 import datetime as dt
 import time
 
+import jsonschema
 import numpy as np
 import pytest
 import sqlalchemy
 
-from app import create_app
+from app import create_app, openapi
 from app.cli import main
 from app.config import ConfigError, load_config
 from app.rebuild import format_verification, verify
@@ -17,7 +18,7 @@ from app.retention.keeper import apply_retention, replay_base
 from app.retention.partitions import create_day, day_partitions, drop_day
 from app.settings import Settings
 from app.snapshots import latest_snapshot, prune_snapshots, take_snapshot
-from tests.conftest import TEST_DATABASE_URL, choose, reward, rows
+from tests.conftest import AUTH, TEST_DATABASE_URL, choose, reward, rows
 
 # Decisions are made at a fake time in the past (the log's partitions of the real days
 # are newer, so retention at the fake "now" leaves them alone); the Redis stream's ids,
@@ -277,3 +278,22 @@ def test_a_day_is_left_for_the_next_run_while_a_reader_holds_the_log(
     assert waited < 10  # lock_timeout (2 s), not until the reader is done
     again = apply_retention(engine, config, 1.0, _now(DAYS[3], 0))
     assert again.dropped == [D1, DAYS[1]]  # and the empty 03-02
+
+
+def test_get_experiments_shows_retention_days_as_documented(fake_app, config_file):
+    config_file.write_text(
+        config_file.read_text().replace(
+            '[experiments.push_copy]\npolicy = "beta_ts"',
+            '[experiments.push_copy]\npolicy = "beta_ts"\nretention_days = 7',
+        )
+    )
+    answer = fake_app.get("/experiments", headers=AUTH)
+    assert answer.status_code == 200
+    shown = {e["name"]: e for e in answer.json["experiments"]}
+    assert shown["push_copy"]["retention_days"] == 7.0
+    assert "retention_days" not in shown["home_feed"]
+    info = openapi.schema(openapi.document(), "ExperimentInfo")
+    for experiment in shown.values():
+        jsonschema.validate(experiment, info)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**shown["push_copy"], "retention_days": 0}, info)
