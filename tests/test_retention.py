@@ -18,7 +18,7 @@ from app.retention.keeper import apply_retention, replay_base
 from app.retention.partitions import create_day, day_partitions, drop_day
 from app.settings import Settings
 from app.snapshots import latest_snapshot, prune_snapshots, take_snapshot
-from tests.conftest import AUTH, TEST_DATABASE_URL, choose, reward, rows
+from tests.conftest import AUTH, TEST_DATABASE_URL, TEST_REDIS_URL, choose, reward, rows
 
 # Decisions are made at a fake time in the past (the log's partitions of the real days
 # are newer, so retention at the fake "now" leaves them alone); the Redis stream's ids,
@@ -91,7 +91,7 @@ def _decisions_by_day(engine, experiment: str) -> dict[str, int]:
 
 
 def test_an_old_day_goes_and_verify_replays_from_the_snapshot_kept(
-    fake_app, worker, clock, redis_client, engine, settings
+    fake_app, worker, clock, redis_client, engine, settings, monkeypatch, capsys
 ):
     _day_of_traffic(fake_app, worker, clock, D1)
     base = _snapshot(redis_client, engine, "home_feed", clock)
@@ -117,6 +117,13 @@ def test_an_old_day_goes_and_verify_replays_from_the_snapshot_kept(
     text = format_verification(after)
     assert f"from snapshot {base[0]}-{base[1]} (retention's base: the log before 2026-03-02" in text
     assert text.endswith(": OK")
+
+    monkeypatch.setenv("BANDITD_CONFIG", settings.config_path)
+    monkeypatch.setenv("REDIS_URL", TEST_REDIS_URL)
+    monkeypatch.setenv("DATABASE_URL", TEST_DATABASE_URL)
+    capsys.readouterr()
+    assert main(["rebuild", "--experiment", "home_feed", "--verify", "--no-snapshots"]) == 0
+    assert "retention's base: the log before 2026-03-02 was dropped" in capsys.readouterr().out
 
 
 def test_a_day_with_rewards_learned_after_every_snapshot_is_kept(
