@@ -76,6 +76,7 @@ class Retained:
     created: list[dt.date] = field(default_factory=list)  # day partitions made ahead
     dropped: list[dt.date] = field(default_factory=list)  # day partitions dropped
     deleted: dict[str, int] = field(default_factory=dict)  # experiment -> decisions deleted
+    deleted_through: dict[str, dt.date] = field(default_factory=dict)  # experiment -> last day
     bases: dict[str, tuple[int, int]] = field(default_factory=dict)  # experiment -> base
     held: dict[str, str] = field(default_factory=dict)  # experiment -> why it holds a day back
     locked: bool = True  # False: another process was applying retention, nothing was done
@@ -191,7 +192,7 @@ def _apply(
                     "e": experiment,
                     "ms": base[0],
                     "seq": base[1],
-                    "before": _first_day(conn, experiment) or now.date(),
+                    "before": _kept_since(result, experiment),
                 },
             )
             conn.execute(
@@ -229,6 +230,7 @@ def _retain_day(
             if _may_go(conn, day, experiment, horizons, bases, result):
                 gone = _delete_rows(conn, day, experiment)
                 result.deleted[experiment] = result.deleted.get(experiment, 0) + gone
+                result.deleted_through[experiment] = day
     return False
 
 
@@ -300,12 +302,10 @@ def _delete_rows(conn: Connection, day: dt.date, experiment: str) -> int:
     return deleted
 
 
-def _first_day(conn: Connection, experiment: str) -> dt.date | None:
-    """The oldest day partition still holding a decision of ``experiment`` (a probe per day)."""
-    for day in day_partitions(conn, "decisions"):
-        if _present(conn, day, {experiment}):
-            return day
-    return None
+def _kept_since(result: Retained, experiment: str) -> dt.date:
+    """The first day after every day dropped, or deleted for ``experiment``, in this run."""
+    last = max(result.dropped[-1:] + [result.deleted_through.get(experiment, dt.date.min)])
+    return last + dt.timedelta(days=1)
 
 
 class RetentionKeeper:

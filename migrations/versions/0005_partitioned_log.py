@@ -70,7 +70,7 @@ RETENTION_COLUMNS = {
     "experiment": "the experiment's name in the config",
     "base_ms": "stream entry id of the snapshot a whole-log replay starts from, milliseconds",
     "base_seq": "stream entry id of that snapshot, sequence part",
-    "dropped_before": "the oldest day partition still holding a decision of the experiment",
+    "dropped_before": "every day before it was dropped (or its rows deleted) by retention",
     "applied_at": "when retention last dropped or deleted rows",
 }
 
