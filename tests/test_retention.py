@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import time
 
 import jsonschema
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 import sqlalchemy
 
-from app import create_app, openapi
+from app import create_app, keys, openapi
 from app.cli import main
 from app.config import ConfigError, load_config
 from app.rebuild import format_verification, verify
@@ -18,7 +19,7 @@ from app.retention.keeper import apply_retention, replay_base
 from app.retention.partitions import create_day, day_partitions, drop_day
 from app.settings import Settings
 from app.snapshots import latest_snapshot, prune_snapshots, take_snapshot
-from tests.conftest import AUTH, TEST_DATABASE_URL, TEST_REDIS_URL, choose, reward, rows
+from tests.conftest import AUTH, TEST_DATABASE_URL, TEST_REDIS_URL, choose, poll, reward, rows
 
 # Decisions are made at a fake time in the past (the log's partitions of the real days
 # are newer, so retention at the fake "now" leaves them alone); the Redis stream's ids,
@@ -304,3 +305,29 @@ def test_get_experiments_shows_retention_days_as_documented(fake_app, config_fil
         jsonschema.validate(experiment, info)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({**shown["push_copy"], "retention_days": 0}, info)
+
+
+def test_a_day_drops_while_the_worker_writes_and_nothing_is_lost(
+    fake_app, worker, clock, redis_client, engine, settings
+):
+    _day_of_traffic(fake_app, worker, clock, D1)
+    _snapshot(redis_client, engine, "home_feed", clock)
+    clock.now = _at(DAYS[1], 10)
+    running = threading.Thread(target=worker.run)
+    running.start()
+    try:
+        _traffic(fake_app, "home_feed", 20)
+        done = apply_retention(engine, load_config(settings.config_path), 1.5, _now(DAYS[2], 12))
+        _traffic(fake_app, "home_feed", 20)
+        poll(lambda: _decisions_by_day(engine, "home_feed") == {"2026-03-02": 40})
+        poll(lambda: redis_client.xlen(keys.stream("home_feed")) == 0)
+        checked = poll(
+            lambda: (c := verify(redis_client, engine, "home_feed", use_snapshots=False)).ok and c
+        )
+    finally:
+        worker.request_stop()
+        running.join()
+    assert done.dropped == [D1]
+    assert checked.replay.kept_since == DAYS[1]
+    learned = "SELECT count(*) AS n FROM rewards WHERE kind = 'explicit'"
+    assert rows(engine, learned) == [{"n": 40}]
