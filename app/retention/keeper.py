@@ -47,12 +47,14 @@ NO_BASE = (-1, -1)  # a position before every stream entry: replay from the star
 
 EXPERIMENTS = "SELECT DISTINCT experiment FROM config_versions"
 BASE = """
-(SELECT stream_ms, stream_seq FROM model_snapshots
- WHERE experiment = :e AND stream_ms <= :horizon_ms
- ORDER BY stream_ms DESC, stream_seq DESC LIMIT 1)
-UNION ALL
-(SELECT stream_ms, stream_seq FROM model_snapshots
- WHERE experiment = :e ORDER BY stream_ms, stream_seq LIMIT 1)
+SELECT stream_ms, stream_seq FROM (
+    (SELECT 0 AS choice, stream_ms, stream_seq FROM model_snapshots
+     WHERE experiment = :e AND stream_ms <= :horizon_ms
+     ORDER BY stream_ms DESC, stream_seq DESC LIMIT 1)
+    UNION ALL
+    (SELECT 1, stream_ms, stream_seq FROM model_snapshots
+     WHERE experiment = :e ORDER BY stream_ms, stream_seq LIMIT 1)
+) found ORDER BY choice LIMIT 1
 """
 RECORD = """
 INSERT INTO log_retention (experiment, base_ms, base_seq, dropped_before, applied_at)
