@@ -13,7 +13,10 @@ import sqlalchemy
 
 from app import create_app, keys, openapi
 from app.cli import main
+from app.choosing import new_decision_id
 from app.config import ConfigError, load_config
+from app.event_log import EventLog
+from app.events import DecisionEvent, Impression, RewardEvent
 from app.rebuild import format_verification, verify
 from app.retention.keeper import apply_retention, replay_base
 from app.retention.partitions import create_day, day_partitions, drop_day
@@ -331,3 +334,114 @@ def test_a_day_drops_while_the_worker_writes_and_nothing_is_lost(
     assert checked.replay.kept_since == DAYS[1]
     learned = "SELECT count(*) AS n FROM rewards WHERE kind = 'explicit'"
     assert rows(engine, learned) == [{"n": 40}]
+
+
+def _ms(day: dt.date, hour: int) -> int:
+    return int(_at(day, hour) * 1000)
+
+
+def _reward_event(decision_id: str, kind: str, received_ms: int) -> RewardEvent:
+    return RewardEvent(
+        decision_id=decision_id,
+        experiment="home_feed",
+        arm="job_cleaning",
+        reward=1.0,
+        kind=kind,
+        received_ms=received_ms,
+        features=np.ones(1),
+        model_id="m1",
+        ridge=1.0,
+        reward_min=0.0,
+        reward_max=1.0,
+    )
+
+
+def test_the_base_is_the_newest_snapshot_at_or_before_the_horizon(engine, settings):
+    decisions = [(D1, 9), (D1, 20), (DAYS[1], 9)]
+    batch = []
+    for n, (day, hour) in enumerate(decisions):
+        decision_id = new_decision_id("home_feed", _ms(day, hour))
+        event = DecisionEvent(
+            decision_id=decision_id,
+            experiment="home_feed",
+            decided_ms=_ms(day, hour),
+            config_version="cv1",
+            policy="linucb",
+            model_id="m1",
+            request_id=None,
+            context={},
+            features=np.array([1.0]),
+            impressions=(Impression("job_cleaning", 0, 0.5, 1.0),),
+            propensity_estimated=False,
+        )
+        learned_ms = _ms(day, hour + 1)  # learned an hour after the decision
+        batch += [
+            (f"{_ms(day, hour)}-{n}".encode(), event),
+            (
+                f"{learned_ms}-{n}".encode(),
+                _reward_event(decision_id, "explicit", learned_ms),
+            ),
+        ]
+    EventLog(engine).write(batch)
+    positions = [(_ms(D1, 0), 0), (_ms(D1, 22), 0), (_ms(DAYS[2], 6), 0)]
+    with engine.begin() as conn:
+        for ms, seq in positions:
+            conn.execute(
+                sqlalchemy.text(
+                    "INSERT INTO model_snapshots VALUES ('home_feed', :ms, :seq, 'm1', "
+                    "'job_cleaning', now(), 1, 1, 0, '\\x00', '\\x00', '{0}', '{0}')"
+                ),
+                {"ms": ms, "seq": seq},
+            )
+    config = load_config(settings.config_path)
+
+    # horizon 03-02 12:00: the newest snapshot at or before it is 03-01 22:00, after every
+    # reward of 03-01 (learned at 10:00 and 21:00); the oldest (03-01 00:00) goes
+    done = apply_retention(engine, config, 1.5, _now(DAYS[3], 0))
+
+    assert done.bases == {"home_feed": positions[1]}
+    assert done.dropped == [D1]
+    kept = rows(engine, "SELECT stream_ms, stream_seq FROM model_snapshots ORDER BY 1")
+    assert [(r["stream_ms"], r["stream_seq"]) for r in kept] == positions[1:]
+    assert replay_base(engine, "home_feed") == (positions[1], DAYS[1])
+    assert _decisions_by_day(engine, "home_feed") == {"2026-03-02": 1}
+
+
+def test_a_reward_learned_after_the_base_holds_its_day(engine, settings):
+    decision_id = new_decision_id("home_feed", _ms(D1, 9))
+    EventLog(engine).write(
+        [
+            (
+                f"{_ms(D1, 9)}-0".encode(),
+                DecisionEvent(
+                    decision_id=decision_id,
+                    experiment="home_feed",
+                    decided_ms=_ms(D1, 9),
+                    config_version="cv1",
+                    policy="linucb",
+                    model_id="m1",
+                    request_id=None,
+                    context={},
+                    features=np.array([1.0]),
+                    impressions=(Impression("job_cleaning", 0, 0.5, 1.0),),
+                    propensity_estimated=False,
+                ),
+            ),
+            (  # its default reward, learned the next day after the worker was down
+                f"{_ms(DAYS[1], 8)}-0".encode(),
+                _reward_event(decision_id, "default", _ms(DAYS[1], 8)),
+            ),
+        ]
+    )
+    with engine.begin() as conn:
+        conn.execute(
+            sqlalchemy.text(
+                "INSERT INTO model_snapshots VALUES ('home_feed', :ms, 0, 'm1', 'job_cleaning', "
+                "now(), 1, 1, 0, '\\x00', '\\x00', '{0}', '{0}')"
+            ),
+            {"ms": _ms(D1, 22)},
+        )
+    done = apply_retention(engine, load_config(settings.config_path), 1.5, _now(DAYS[3], 0))
+    assert done.dropped == []
+    assert "holds 2026-03-01" in done.held["home_feed"]
+    assert _decisions_by_day(engine, "home_feed") == {"2026-03-01": 1}
