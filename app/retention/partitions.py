@@ -12,9 +12,9 @@ foreign keys point. An id that embeds no time (not made by /choose) gets day
 
 Partition ``decisions_20261204`` holds ``log_day`` 2026-12-04, and so on;
 ``{table}_default`` holds what no day partition covers. The foreign keys
-join the partitions of one day (:data:`FOREIGN_KEYS`; migration 0005 says why). The SQL function
-``decision_log_day(text)`` (migration 0005) is the same function as
-:func:`log_day`.
+join the partitions of one day (:data:`FOREIGN_KEYS`; migration 0005 says
+why). The SQL function ``decision_log_day(text)`` (migration 0005) is the
+same function as :func:`log_day`.
 """
 
 from __future__ import annotations
@@ -38,7 +38,6 @@ FOREIGN_KEYS = {
     "rewards": ("rewards_impression_fk", "decision_id, arm, log_day", "impressions"),
 }
 DAY_MS = 86_400_000
-EPOCH = dt.date(1970, 1, 1)
 PG_EPOCH_DAY = 10_957  # 2000-01-01, where Postgres counts dates from, in days since 1970
 _TIMED_ID = re.compile(r":([0-9a-f]{12})[0-9a-f]{16}\Z")
 _DAY_PARTITION = re.compile(r"_(\d{8})\Z")
