@@ -89,6 +89,11 @@ def experiments() -> str:
     return "bd:experiments"
 
 
+def live_workers() -> str:
+    """Sorted set of ``banditd worker`` holder names, scored by when each stops counting (ms)."""
+    return "bd:workers"
+
+
 def last_good_config() -> str:
     """Hash holding the text of the last experiments file a process accepted."""
     return "bd:config:last_good"

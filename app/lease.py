@@ -3,9 +3,18 @@
 Learning must apply a stream's rewards in stream order, once. Only the lease
 holder reads a stream; a worker that dies loses its lease after ``ttl_ms`` and
 another takes the stream over, claiming whatever the dead one left unacknowledged.
+
+Several workers share the experiments: each announces itself in a registry of
+live workers (:class:`LiveWorkers`) and holds at most its share, ⌈M/N⌉ of M
+experiments for N live workers, so the leases spread evenly and a worker that
+joins finds streams let go for it.
 """
 
 from __future__ import annotations
+
+import math
+import time
+import zlib
 
 import redis
 
@@ -53,6 +62,38 @@ class Leases:
     def release(self, experiment: str) -> None:
         """Give the lease up if this worker holds it."""
         self._release(keys=[keys.owner(experiment)], args=[self.holder])
+
+
+class LiveWorkers:
+    """The registry of live workers: each heartbeat counts its worker for ``ttl_ms``."""
+
+    def __init__(self, client: redis.Redis, holder: str, ttl_ms: int = 5_000) -> None:
+        self.client = client
+        self.holder = holder
+        self.ttl_ms = ttl_ms
+
+    def heartbeat(self) -> int:
+        """Count this worker as live for ``ttl_ms`` more; how many workers are live now."""
+        now_ms = int(time.time() * 1000)
+        pipe = self.client.pipeline()  # one key: a transaction, on a cluster too
+        pipe.zadd(keys.live_workers(), {self.holder: now_ms + self.ttl_ms})
+        pipe.zremrangebyscore(keys.live_workers(), "-inf", now_ms)  # the lapsed
+        pipe.zcard(keys.live_workers())
+        return max(1, int(pipe.execute()[2]))
+
+    def leave(self) -> None:
+        """Stop counting this worker (a clean shutdown): the others take its share at once."""
+        self.client.zrem(keys.live_workers(), self.holder)
+
+
+def share(experiments: int, live_workers: int) -> int:
+    """How many of ``experiments`` streams one of ``live_workers`` workers holds at most."""
+    return math.ceil(experiments / max(1, live_workers))
+
+
+def preference(holder: str, experiments: list[str]) -> list[str]:
+    """``experiments`` in ``holder``'s own order: workers reach for different streams first."""
+    return sorted(experiments, key=lambda e: (zlib.crc32(f"{holder}/{e}".encode()), e))
 
 
 def fence(pipe: redis.client.Pipeline, experiment: str, holder: str) -> None:

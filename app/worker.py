@@ -54,7 +54,7 @@ from app.event_stream import EventStream
 from app.events import decode
 from app.learner import Learned, Learner
 from app.learning_settings import LearningSettings
-from app.lease import LeaseLost, Leases
+from app.lease import LeaseLost, Leases, LiveWorkers, preference, share
 from app.metrics import worker as worker_metrics
 from app.model_store import ModelStore
 from app.poison import RETRYABLE, PoisonedBatch, poison_of, stream_vanished
@@ -116,6 +116,8 @@ class Worker:
         self.config = config
         self.consumer = f"{socket.gethostname()}-{os.getpid()}"
         self.leases = leases or Leases(stream.redis, self.consumer)
+        # the live workers, so that each holds only its share of the streams
+        self.peers = LiveWorkers(stream.redis, self.consumer, self.leases.ttl_ms)
         self.learner = Learner(store, holder=self.consumer)
         # what each config version's rewards are learned under
         self.versions = LearningSettings(stream.redis, lambda name: config.current().get(name))
@@ -146,6 +148,7 @@ class Worker:
         # instead of on every pass (leases last seconds, windows minutes).
         self.housekeeping_seconds = housekeeping_seconds
         self._housekept_at = float("-inf")
+        self._housekept_for: set[str] = set()  # the experiments the last housekeeping saw
         self.max_backoff = max_backoff
         self.clock = clock
         self.owned: set[str] = set()
@@ -268,10 +271,11 @@ class Worker:
         housekeeping = (
             not steady
             or now - self._housekept_at >= self.housekeeping_seconds
-            or not self.owned.issuperset(experiments)  # a stream to take over, or to let go
+            or self._housekept_for != set(experiments)  # a stream to take over, or to let go
         )
         if housekeeping:
             self._housekept_at = now
+            self._housekept_for = set(experiments)
             # renewing a lease touches the key that a read ahead WATCHes: let them finish first
             wait(list(self._read_ahead.values()))
             self._refresh_leases(experiments)
@@ -298,6 +302,7 @@ class Worker:
         for experiment in self.owned:
             self.leases.release(experiment)
         self.owned.clear()
+        self.peers.leave()
 
     def close(self) -> None:
         """``release``, then stop the writer and reader threads; the worker cannot run again."""
@@ -308,7 +313,16 @@ class Worker:
         self.retention.close()
 
     def _refresh_leases(self, experiments: list[str]) -> None:
-        for experiment in experiments:
+        # Held streams are renewed first; free ones are taken only up to this worker's
+        # share of the live workers' streams, in its own order of preference.
+        limit = share(len(experiments), self.peers.heartbeat())
+        ordered = preference(self.consumer, experiments)
+        ordered = [e for e in ordered if e in self.owned] + [
+            e for e in ordered if e not in self.owned
+        ]
+        for experiment in ordered:
+            if experiment not in self.owned and len(self.owned) >= limit:
+                continue  # left for the other workers
             taken = self.leases.take(experiment)
             held = taken is not None
             # "acquired" while still owned: our lease lapsed, and another worker may have
@@ -330,6 +344,14 @@ class Worker:
                 self.learner.forget(experiment)
                 log.info("lost the lease of %s", experiment)
                 worker_metrics.lease_changed(experiment, "lost")
+        # over the share (workers joined): let the last in this worker's order go to them
+        for experiment in [e for e in ordered if e in self.owned][limit:]:
+            self._abandon_writes(experiment)
+            self.leases.release(experiment)
+            self.owned.discard(experiment)
+            self.learner.forget(experiment)
+            log.info("let %s go to another worker: %d is this worker's share", experiment, limit)
+            worker_metrics.lease_changed(experiment, "released")
         for experiment in self.owned - set(experiments):
             self._abandon_writes(experiment)
             self.leases.release(experiment)

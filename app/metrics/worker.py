@@ -131,7 +131,7 @@ def sorted_out(experiment: str, entries: list, good_ids: list[bytes]) -> None:
 
 
 def lease_changed(experiment: str, change: str) -> None:
-    """Count a lease this worker ``acquired`` or ``lost``."""
+    """Count a lease this worker ``acquired``, ``lost`` or ``released`` (beyond its share)."""
     LEASE_CHANGES.labels(experiment, change).inc()
 
 
