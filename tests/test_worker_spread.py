@@ -83,6 +83,7 @@ def test_leases_spread_over_workers_and_follow_joins_and_deaths(service, redis_c
     service.add_worker()
     counts = poll(lambda: spread_over(redis_client, 3), timeout=JOIN_SECONDS + 5.0)
     took = time.monotonic() - joined_at
+    print(f"spread: 2 workers joined, shares {sorted(counts.values())} after {took:.1f} s")
     assert took <= JOIN_SECONDS, f"the joining workers took {took:.1f} s to get their share"
     assert max(counts.values()) <= math.ceil(len(EXPERIMENTS) / 3) + 1, counts
 
@@ -102,6 +103,7 @@ def test_leases_spread_over_workers_and_follow_joins_and_deaths(service, redis_c
     killed_at = time.monotonic()
     counts = poll(lambda: spread_over(redis_client, 2), timeout=LEASE_SECONDS + 5.0)
     took = time.monotonic() - killed_at
+    print(f"spread: a worker killed, shares {sorted(counts.values())} after {took:.1f} s")
     assert victim_holder not in counts
     assert took <= LEASE_SECONDS + 2.0, f"its share was taken {took:.1f} s after the kill"
 
