@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import logging
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable
 
 import sqlalchemy
 import sqlalchemy.exc
 from sqlalchemy.engine import Engine
+
+from app.periodic import PeriodicTask
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ class ViewRefresher:
     The worker calls :meth:`tick` once a loop; a refresh takes seconds on a big
     log, so it runs beside the worker's own work, at most one at a time, and a
     failure (Postgres away) is logged and tried again at the next due time.
+    The first tick refreshes: the views may be stale after a restart.
     """
 
     def __init__(
@@ -64,20 +66,22 @@ class ViewRefresher:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.engine = engine
-        self.every_seconds = every_seconds
-        self.clock = clock
-        self._due = clock()  # the first pass refreshes: the views may be stale after a restart
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="view-refresh")
-        self._running: Future | None = None
+        self._task = PeriodicTask(
+            self._refresh, every_seconds, clock=clock, thread_name="view-refresh"
+        )
+
+    @property
+    def every_seconds(self) -> float:
+        """How often the views are refreshed (<= 0: never)."""
+        return self._task.every_seconds
+
+    @every_seconds.setter
+    def every_seconds(self, seconds: float) -> None:
+        self._task.every_seconds = seconds
 
     def tick(self) -> None:
         """Start a refresh if one is due and none is running."""
-        if self.every_seconds <= 0 or self.clock() < self._due:
-            return
-        if self._running is not None and not self._running.done():
-            return
-        self._due = self.clock() + self.every_seconds
-        self._running = self._pool.submit(self._refresh)
+        self._task.tick()
 
     def _refresh(self) -> None:
         started = time.monotonic()
@@ -89,9 +93,8 @@ class ViewRefresher:
 
     def wait(self) -> None:
         """Wait for the refresh in progress, if any."""
-        if self._running is not None:
-            self._running.result()
+        self._task.wait()
 
     def close(self) -> None:
         """Wait for a refresh in progress, then stop the thread."""
-        self._pool.shutdown(wait=True)
+        self._task.close()

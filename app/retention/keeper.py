@@ -26,7 +26,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -35,6 +34,7 @@ import sqlalchemy.exc
 from sqlalchemy.engine import Connection, Engine
 
 from app.config import Config
+from app.periodic import PeriodicTask
 from app.retention.partitions import LOG_TABLES, create_ahead, day_partitions, drop_day
 
 log = logging.getLogger(__name__)
@@ -330,21 +330,12 @@ class RetentionKeeper:
         self.engine = engine
         self.config = config
         self.default_days = default_days
-        self.every_seconds = every_seconds
-        self.clock = clock
         self.wall_clock = wall_clock
-        self._due = clock()
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="retention")
-        self._running: Future | None = None
+        self._task = PeriodicTask(self._apply, every_seconds, clock=clock, thread_name="retention")
 
     def tick(self) -> None:
         """Start applying retention if it is due and not running."""
-        if self.every_seconds <= 0 or self.clock() < self._due:
-            return
-        if self._running is not None and not self._running.done():
-            return
-        self._due = self.clock() + self.every_seconds
-        self._running = self._pool.submit(self._apply)
+        self._task.tick()
 
     def _apply(self) -> Retained | None:
         now = dt.datetime.fromtimestamp(self.wall_clock(), dt.timezone.utc)
@@ -359,8 +350,8 @@ class RetentionKeeper:
 
     def wait(self) -> Retained | None:
         """The outcome of the run in progress or last run (None if none or failed)."""
-        return None if self._running is None else self._running.result()
+        return self._task.wait()
 
     def close(self) -> None:
         """Stop the thread after the run in progress."""
-        self._pool.shutdown()
+        self._task.close()
