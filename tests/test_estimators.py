@@ -1,0 +1,139 @@
+"""The estimators (bandits/estimators.py) learn and choose exactly as the service does."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from app import create_app
+from bandits import PolicyParams, select
+from bandits.estimators import BetaTS, LinearTS, LinUCB, SquareCB
+from bandits.ope import target_probabilities
+from tests.conftest import choose, reward
+
+CITIES = ("berlin", "hamburg")
+
+
+def taught(client, worker, rounds: int = 60) -> list[tuple[dict, str, float]]:
+    """Decisions and rewards through the API, learned by the worker: (context, arm, reward)."""
+    rng = np.random.default_rng(3)
+    seen = []
+    for i in range(rounds):
+        context = {"hour": int(rng.integers(0, 24)), "city": CITIES[i % 2]}
+        decision = choose(client, context=context).get_json()
+        arm = decision["arms"][0]["arm"]
+        value = float(arm == "job_kitchen" and context["city"] == "berlin")
+        assert reward(client, decision["decision_id"], arm, value).status_code == 202
+        seen.append((context, arm, value))
+    worker.run(until_idle=True)
+    return seen
+
+
+def test_learning_from_the_same_rewards_gives_the_workers_model(client, app, worker):
+    seen = taught(client, worker)
+    services = app.extensions["banditd"]
+    exp = services.chooser.experiment("home_feed")
+    X = np.stack([exp.features.encode(c) for c, _, _ in seen])
+    arms = [exp.arm_positions[a] for _, a, _ in seen]
+    model = LinUCB(n_arms=len(exp.arms), alpha=1.0).fit(X, arms, [r for _, _, r in seen])
+
+    live = services.chooser.cache.table(exp).state
+    np.testing.assert_array_equal(model.state.theta, live.theta)
+    np.testing.assert_array_equal(model.state.A_inv, live.A_inv)
+    np.testing.assert_array_equal(model.state.n, live.n)
+
+
+def test_the_estimator_makes_the_services_choice_on_the_live_model(client, settings, worker):
+    taught(client, worker)
+    fresh = create_app(settings, rng=np.random.default_rng(11))  # a known rng, nothing drawn yet
+    chooser = fresh.extensions["banditd"].chooser
+    exp = chooser.experiment("home_feed")
+    context = {"hour": 9, "city": "berlin"}
+    answer = choose(fresh.test_client(), context=context, k=3).get_json()
+
+    model = LinUCB(n_arms=len(exp.arms), alpha=1.0, random_state=11)
+    model.state = chooser.cache.table(exp).state  # the parameters /choose scored with
+    slate = model.choose(exp.features.encode(context), k=3)
+    assert [exp.arms[a] for a in slate.arms] == [a["arm"] for a in answer["arms"]]
+    assert slate.propensities.tolist() == [a["propensity"] for a in answer["arms"]]
+    assert slate.scores.tolist() == pytest.approx([a["score"] for a in answer["arms"]], rel=1e-12)
+
+
+def fitted(estimator, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    X = np.column_stack([np.ones(300), rng.normal(size=(300, 3))])
+    arms = rng.integers(0, estimator.n_arms, size=300)
+    rewards = (rng.random(300) < np.where(arms == 1, 0.7, 0.2)).astype(float)
+    return estimator.fit(X, arms, rewards), X, arms, rewards
+
+
+@pytest.mark.parametrize(
+    "estimator",
+    [
+        LinUCB(n_arms=4, alpha=0.5, epsilon=0.1, random_state=1),
+        LinearTS(n_arms=4, v=0.3, random_state=1),
+        BetaTS(n_arms=4, random_state=1),
+        SquareCB(n_arms=4, gamma_scale=30.0, random_state=1),
+    ],
+    ids=lambda e: e.policy,
+)
+def test_each_estimator_chooses_with_the_policy_functions(estimator):
+    model, X, _, _ = fitted(estimator)
+    again = type(model)(n_arms=4, random_state=1, **_knobs(model))
+    again.state = model.state
+    rng = np.random.default_rng(1)
+    for x in X[:20]:
+        expected = select(model.policy, model.state, x, rng, model.params, k=2)
+        got = again.choose(x, k=2)
+        assert got.arms.tolist() == expected.arms.tolist()
+        assert got.propensities.tolist() == expected.propensities.tolist()
+    proba = model.predict_proba(X[:50])
+    assert proba.shape == (50, 4)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    exact = target_probabilities(
+        model.policy, model.state, X[:50], model.params, np.random.default_rng(0), exact=True
+    )
+    np.testing.assert_allclose(proba, exact)
+    assert model.rank(X[:5], 3).shape == (5, 3)
+    only = model.predict(X[:30], candidates=[0, 2])
+    assert set(only.tolist()) <= {0, 2}
+    assert model.predict_proba(X[:5], candidates=[0, 2])[:, [1, 3]].sum() == 0.0
+
+
+def _knobs(model) -> dict:
+    p: PolicyParams = model.params
+    return {
+        "linucb": {"alpha": p.alpha, "epsilon": p.epsilon},
+        "lin_ts": {"v": p.v, "epsilon": p.epsilon, "draws": p.draws},
+        "beta_ts": {"epsilon": p.epsilon, "draws": p.draws},
+        "squarecb": {
+            "gamma_scale": p.gamma_scale,
+            "gamma_exponent": p.gamma_exponent,
+            "epsilon": p.epsilon,
+        },
+    }[model.policy]
+
+
+def test_partial_fit_in_pieces_learns_what_fit_learns_at_once():
+    whole, X, arms, rewards = fitted(LinUCB(n_arms=4, forgetting=0.99))
+    pieces = LinUCB(n_arms=4, forgetting=0.99)
+    for start in range(0, 300, 70):
+        pieces.partial_fit(
+            X[start : start + 70], arms[start : start + 70], rewards[start : start + 70]
+        )
+    np.testing.assert_array_equal(pieces.state.A_inv, whole.state.A_inv)
+    np.testing.assert_array_equal(pieces.state.theta, whole.state.theta)
+
+
+def test_the_better_arm_is_predicted_once_learned():
+    model, X, _, _ = fitted(LinUCB(n_arms=4, alpha=0.0))
+    assert (model.predict(X) == 1).mean() > 0.9  # arm 1 pays 0.7, the others 0.2
+
+
+def test_bad_arguments_are_refused():
+    with pytest.raises(ValueError, match="n_arms"):
+        LinUCB(n_arms=0)
+    with pytest.raises(ValueError, match="alpha"):
+        LinUCB(n_arms=2, alpha=-1.0)
+    with pytest.raises(ValueError):
+        LinUCB(n_arms=2).partial_fit(np.ones((1, 2)), [5], [1.0])  # no arm 5
