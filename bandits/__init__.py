@@ -6,7 +6,8 @@ service. State is a dataclass of arrays with the arm axis first
 (:mod:`bandits.learning`); each policy module has a pure ``select`` that ranks
 arms and reports their propensities (semantics in :mod:`bandits.policy`);
 :class:`FeatureSpec` turns a request's context into ``x``
-(:mod:`bandits.features`).
+(:mod:`bandits.features`). :mod:`bandits.estimators` wraps them in classes
+in the scikit-learn manner (``partial_fit``, ``predict``, ``predict_proba``).
 
 Policies, by registered name:
 
