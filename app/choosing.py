@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import orjson
@@ -19,6 +19,7 @@ from app.config_source import ConfigSource
 from app.errors import ApiError
 from app.event_stream import ARM_LIMIT_REACHED, EventStream
 from app.events import DecisionEvent, Impression
+from app.item_models.scoring import choose_items, encode_items
 from app.model_cache import ModelCache
 from app.validation import ChooseRequest
 from bandits import FeatureError, select
@@ -76,24 +77,38 @@ class Chooser:
         except FeatureError as exc:
             raise ApiError(400, "invalid_feature", exc.message, exc.field) from exc
 
-        table = self.cache.table(exp, req.candidates or ())
-        candidates = None if req.candidates is None else table.rows(req.candidates)
-        if assigned_to_holdout(exp.holdout, exp.name, req.unit_id, self.rng):
-            policy = HOLDOUT
-            selection = select_holdout(
-                exp.holdout_policy, len(table.arms), self.rng, k=req.k, candidates=candidates
-            )
+        held_out = assigned_to_holdout(exp.holdout, exp.name, req.unit_id, self.rng)
+        policy = HOLDOUT if held_out else exp.policy
+        item_vectors = None
+        if exp.item_model:
+            ids = exp.arms if req.candidates is None else req.candidates
+            items = self._item_features(exp, ids, req)
+            encoded = encode_items(exp, items)
+            if held_out:
+                selection = select_holdout(exp.holdout_policy, len(ids), self.rng, k=req.k)
+            else:
+                state = self.cache.table(exp).state
+                selection = choose_items(exp, state, x, encoded, self.rng, req.k)
+            shown = [(ids[a], items[a]) for a in selection.arms]
+            item_vectors = encoded[selection.arms]
         else:
-            policy = exp.policy
-            selection = select(
-                exp.policy, table.state, x, self.rng, exp.params, k=req.k, candidates=candidates
-            )
+            table = self.cache.table(exp, req.candidates or ())
+            candidates = None if req.candidates is None else table.rows(req.candidates)
+            if held_out:
+                selection = select_holdout(
+                    exp.holdout_policy, len(table.arms), self.rng, k=req.k, candidates=candidates
+                )
+            else:
+                selection = select(
+                    exp.policy, table.state, x, self.rng, exp.params, k=req.k, candidates=candidates
+                )
+            shown = [(table.arms[a], None) for a in selection.arms]
         now_ms = int(self.clock() * 1000)
         decision_id = new_decision_id(exp.name, now_ms)
         impressions = tuple(
-            Impression(table.arms[a], position, float(s), float(p))
-            for position, (a, s, p) in enumerate(
-                zip(selection.arms, selection.scores, selection.propensities)
+            Impression(arm, position, float(s), float(p), item)
+            for position, ((arm, item), s, p) in enumerate(
+                zip(shown, selection.scores, selection.propensities)
             )
         )
         response = orjson.dumps(
@@ -122,6 +137,7 @@ class Chooser:
             propensity_estimated=selection.estimated,
             candidates=req.candidates,
             unit_id=req.unit_id,
+            item_vectors=item_vectors,
         )
         earlier = self.stream.record_decision(
             event,
@@ -130,7 +146,7 @@ class Chooser:
             reward_min=exp.reward.min,
             reward_max=exp.reward.max,
             response=response,
-            max_arms=exp.max_arms if exp.dynamic else None,
+            max_arms=exp.max_arms if exp.dynamic and not exp.item_model else None,
         )
         if earlier is ARM_LIMIT_REACHED:
             raise ApiError(
@@ -140,6 +156,20 @@ class Chooser:
                 "candidates",
             )
         return earlier if earlier is not None else response
+
+    def _item_features(
+        self, exp: Experiment, ids: tuple[str, ...], req: ChooseRequest
+    ) -> list[dict[str, Any]]:
+        """The item features of each candidate, in order."""
+        items = getattr(req, "item_features", None)
+        if items is None:
+            raise ApiError(
+                400,
+                "missing_field",
+                f"{exp.name} scores items by their features: send each candidate's features",
+                "candidates",
+            )
+        return list(items)
 
     def _check_candidates(self, exp: Experiment, requested: tuple[str, ...] | None) -> None:
         if exp.dynamic:

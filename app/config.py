@@ -22,6 +22,7 @@ from typing import Any, Mapping, Sequence
 
 from bandits import POLICIES, FeatureSpec, PolicyParams
 from bandits.holdout import HOLDOUT_POLICIES
+from bandits.item_models import ITEM_POLICIES, ItemLayout
 
 NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
 MAX_NAME_LENGTH = 128
@@ -48,9 +49,16 @@ EXPERIMENT_KEYS = {
     "reward",
     "features",
     "retention_days",
+    "model",
+    "item_features",
+    "interactions",
 }
 REWARD_KEYS = {"default", "window_seconds", "min", "max"}
 FEATURE_KEYS = {"numeric", "categorical", "intercept"}
+ITEM_FEATURE_KEYS = {"numeric", "categorical"}
+DISJOINT, SHARED, HYBRID = "disjoint", "shared", "hybrid"
+MODELS = (DISJOINT, SHARED, HYBRID)  # per-arm (today's), over item features, both
+SHARED_ARM = "*"  # the row a shared model's state is kept under (never a valid arm id)
 
 
 class ConfigError(ValueError):
@@ -88,10 +96,28 @@ class Experiment:
     holdout: float = 0.0  # share of decisions made without the bandit
     holdout_policy: str = "random"
     retention_days: float | None = None  # how long the log keeps it; None: BANDITD_RETENTION_DAYS
+    model: str = DISJOINT
+    item_features: FeatureSpec | None = None  # declared for a shared or hybrid model only
+    layout: ItemLayout | None = None  # how context and item features cross (shared, hybrid)
 
     def position_weight(self, position: int) -> float:
         """How likely a user is to look at slot ``position`` (1.0 without position weights)."""
         return slot_weight(self.position_weights, position)
+
+    @property
+    def item_model(self) -> bool:
+        """Whether candidates are scored from their item features (a shared or hybrid model)."""
+        return self.model != DISJOINT
+
+    @property
+    def model_arms(self) -> tuple[str, ...]:
+        """The rows of learned state choosing starts from: the arms, or the shared model's one."""
+        return (SHARED_ARM,) if self.item_model else self.arms
+
+    @property
+    def model_dim(self) -> int:
+        """Length of the vectors the model learns from: the context's, or the shared ``D``."""
+        return self.layout.dim if self.layout is not None else self.features.dim
 
     @cached_property
     def arm_positions(self) -> dict[str, int]:
@@ -190,6 +216,12 @@ def _experiment(name: str, table: Any) -> Experiment:
             f"{where}.holdout_policy must be one of {list(HOLDOUT_POLICIES)}, "
             f"got {holdout_policy!r}"
         )
+    model, item_features, interactions, layout = _item_model(table, where, features)
+    if layout is not None and policy not in ITEM_POLICIES:
+        raise ConfigError(
+            f'{where}: model = "{model}" scores items with one of {sorted(ITEM_POLICIES)}, '
+            f"not {policy!r}"
+        )
 
     settings = {
         "policy": policy,
@@ -222,6 +254,21 @@ def _experiment(name: str, table: Any) -> Experiment:
     if retention_days is not None:  # likewise
         settings["retention_days"] = retention_days
     model_basis = {"columns": features.columns, "ridge": ridge}
+    if layout is not None:  # likewise: a per-arm model's version and model id stay
+        settings |= {
+            "model": model,
+            "item_features": {
+                "numeric": list(item_features.numeric),
+                "categorical": {k: list(v) for k, v in item_features.categorical},
+            },
+            "interactions": interactions,
+            "item_layout": layout_record(model, layout),
+        }
+        model_basis |= {
+            "model": model,
+            "item_columns": item_features.columns,
+            "pairs": [list(p) for p in layout.pairs],
+        }
     if position_weights:  # they change what theta estimates: attractiveness, not click rate
         model_basis["position_weights"] = list(position_weights)
     return Experiment(
@@ -242,7 +289,21 @@ def _experiment(name: str, table: Any) -> Experiment:
         holdout=holdout,
         holdout_policy=holdout_policy,
         retention_days=retention_days,
+        model=model,
+        item_features=item_features,
+        layout=layout,
     )
+
+
+def layout_record(model: str, layout: ItemLayout) -> dict[str, Any]:
+    """An item model's kind and layout as stored with its config version (JSON)."""
+    return {
+        "m": model,
+        "d": layout.context_dim,
+        "q": layout.item_dim,
+        "p": [list(p) for p in layout.pairs],
+        "a": layout.context_alone,
+    }
 
 
 def slot_weight(weights: Sequence[float], position: int) -> float:
@@ -299,6 +360,46 @@ def _forgetting(table: Mapping[str, Any], where: str, features: FeatureSpec) -> 
         raise ConfigError(f'{exc} (or "auto")') from None
 
 
+def _item_model(
+    table: Mapping[str, Any], where: str, context: FeatureSpec
+) -> tuple[str, FeatureSpec | None, dict[str, list[str]] | None, ItemLayout | None]:
+    """The model kind, item features, declared interactions (None: all pairs) and layout."""
+    model = table.get("model", DISJOINT)
+    if model not in MODELS:
+        raise ConfigError(f"{where}.model must be one of {list(MODELS)}, got {model!r}")
+    if model == DISJOINT:
+        for key in ("item_features", "interactions"):
+            if key in table:
+                raise ConfigError(
+                    f'{where}.{key} needs model = "shared" or "hybrid" (a per-arm model '
+                    "does not score items by their features)"
+                )
+        return model, None, None, None
+    if "item_features" not in table:
+        raise ConfigError(f'{where}: model = "{model}" needs [{where}.item_features]')
+    value = table["item_features"]
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where}.item_features must be a table")
+    _only_keys(value, ITEM_FEATURE_KEYS, f"{where}.item_features")
+    items = _features({**value, "intercept": False}, where, "item_features")
+    interactions = table.get("interactions")
+    if interactions is not None:
+        if not isinstance(interactions, Mapping) or not all(
+            isinstance(v, list) and all(isinstance(n, str) for n in v)
+            for v in interactions.values()
+        ):
+            raise ConfigError(
+                f"{where}.interactions must map context feature names to lists of item "
+                'feature names, e.g. { hour = ["pay"] }'
+            )
+        interactions = {k: list(v) for k, v in interactions.items()}
+    try:
+        layout = ItemLayout.from_specs(context, items, interactions)
+    except ValueError as exc:
+        raise ConfigError(f"{where}.interactions: {exc}") from exc
+    return model, items, interactions, layout
+
+
 def _reward(value: Any, where: str) -> RewardRule:
     where = f"{where}.reward"
     if not isinstance(value, Mapping):
@@ -317,8 +418,8 @@ def _reward(value: Any, where: str) -> RewardRule:
     return rule
 
 
-def _features(value: Any, where: str) -> FeatureSpec:
-    where = f"{where}.features"
+def _features(value: Any, where: str, table: str = "features") -> FeatureSpec:
+    where = f"{where}.{table}"
     if not isinstance(value, Mapping):
         raise ConfigError(f"{where} must be a table")
     _only_keys(value, FEATURE_KEYS, where)

@@ -31,7 +31,7 @@ COLUMNS = {
     "request_id, context, features, shown_count, propensity_estimated, candidates, unit_id, "
     "log_day",
     "impressions": "decision_id, experiment, arm, position, score, propensity, "
-    "propensity_estimated, decided_at, config_version, log_day",
+    "propensity_estimated, decided_at, config_version, log_day, item_features, item_vector",
     "rewards": "decision_id, experiment, arm, reward, kind, received_at, stream_ms, stream_seq, "
     "log_day",
 }
@@ -68,6 +68,7 @@ def _rows(entries: Sequence[tuple[bytes, Event]]) -> dict[str, list[bytes]]:
             day = _log_day(event.decision_id)
             config_version = text(event.config_version)
             estimated = pg.boolean(event.propensity_estimated)
+            vectors = event.item_vectors
             rows["decisions"].append(
                 pg.row(
                     decision_id,
@@ -98,6 +99,8 @@ def _rows(entries: Sequence[tuple[bytes, Event]]) -> dict[str, list[bytes]]:
                     decided_at,
                     config_version,
                     day,
+                    pg.NULL if i.item is None else pg.jsonb(orjson.dumps(i.item)),
+                    pg.NULL if vectors is None else pg.float8_array(vectors[i.position]),
                 )
                 for i in event.impressions
             )

@@ -1,9 +1,10 @@
 """The events that flow through the Redis stream, as plain dataclasses.
 
 The API appends them, the worker reads them. On the wire each is a Redis stream
-entry of a few byte-string fields: a decision is its JSON record ``d`` and its
-features ``x``; a reward names its decision, arm, value, kind, time and slot,
-and copies the decision's features ``x`` and ``c``, its config version. What
+entry of a few byte-string fields: a decision is its JSON record ``d``, its
+features ``x`` and, for an item model, its impressions' item features ``z``; a
+reward names its decision, arm, value, kind, time and slot, and copies the
+decision's ``x``, ``z`` and ``c``, its config version. What
 a config version fixes for learning (model, ridge, reward range, position
 weights, forgetting) is stored once per version (app/learning_settings.py),
 not with every decision. The functions below and the Lua scripts in
@@ -23,7 +24,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import orjson
 
-from app.config import slot_weight
+from app.config import SHARED_ARM, slot_weight
+from app.item_models.records import item_rows, shared_vector
 
 if TYPE_CHECKING:
     from app.learning_settings import LearningSettings
@@ -37,6 +39,7 @@ class Impression:
     position: int
     score: float
     propensity: float
+    item: dict | None = None  # the item features it was scored with (item models only)
 
 
 @dataclass(slots=True)
@@ -56,6 +59,7 @@ class DecisionEvent:
     propensity_estimated: bool
     candidates: tuple[str, ...] | None = None  # as the request named them; None: every arm
     unit_id: str | None = None  # the user or session, as the request named it
+    item_vectors: np.ndarray | None = None  # (k, q) encoded item features of the impressions
 
 
 @dataclass(slots=True)
@@ -75,6 +79,12 @@ class RewardEvent:
     reward_max: float
     weight: float = 1.0  # the position weight of the slot the arm was shown in
     forgetting: float = 1.0  # the decision's forgetting factor (1: remember everything)
+    model_arm: str | None = None  # the row it is learned into, when not ``arm`` (shared model)
+
+    @property
+    def learns_into(self) -> str:
+        """The row of the model this reward updates: its arm, or the shared model's row."""
+        return self.model_arm or self.arm
 
 
 @dataclass(slots=True)
@@ -90,11 +100,12 @@ class ConfigEvent:
 Event = DecisionEvent | RewardEvent | ConfigEvent
 
 
-def decision_entry(event: DecisionEvent) -> tuple[bytes, bytes]:
-    """The stream entry's two payload fields of a decision: ``d`` (JSON) and ``x`` (features).
+def decision_entry(event: DecisionEvent) -> tuple[bytes, bytes, bytes]:
+    """The stream entry's payload fields of a decision: ``d`` (JSON), ``x`` (features), ``z``.
 
-    Two fields, not one per attribute: every field is a script argument and a
-    stream field to copy on the /choose hot path.
+    A few fields, not one per attribute: every field is a script argument and
+    a stream field to copy on the /choose hot path. ``z`` holds the encoded
+    item features of the impressions, in slot order (empty without an item model).
     """
     record = {
         "id": event.decision_id,
@@ -103,12 +114,16 @@ def decision_entry(event: DecisionEvent) -> tuple[bytes, bytes]:
         "policy": event.policy,
         "req": event.request_id,
         "ctx": event.context,
-        "shown": [[i.arm, i.position, i.score, i.propensity] for i in event.impressions],
+        "shown": [
+            [i.arm, i.position, i.score, i.propensity] + ([] if i.item is None else [i.item])
+            for i in event.impressions
+        ],
         "est": event.propensity_estimated,
         "cands": event.candidates,
         "unit": event.unit_id,
     }
-    return orjson.dumps(record), event.features.astype(np.float64).tobytes()
+    z = b"" if event.item_vectors is None else event.item_vectors.astype(np.float64).tobytes()
+    return orjson.dumps(record), event.features.astype(np.float64).tobytes(), z
 
 
 def encode_config(event: ConfigEvent) -> dict[str, bytes | str]:
@@ -160,10 +175,11 @@ def decode(
             request_id=d["req"],
             context=d["ctx"],
             features=np.frombuffer(fields[b"x"], dtype=np.float64),
-            impressions=tuple(Impression(a, p, s, q) for a, p, s, q in d["shown"]),
+            impressions=tuple(Impression(*shown) for shown in d["shown"]),
             propensity_estimated=d["est"],
             candidates=None if d.get("cands") is None else tuple(d["cands"]),
             unit_id=d.get("unit"),  # absent from records of earlier releases
+            item_vectors=_item_vectors(fields, len(d["shown"])),
         )
     if kind == b"reward":
         raw, slot = fields[b"c"], int(fields[b"slot"])
@@ -173,20 +189,26 @@ def decode(
         else:
             c = _settings(versions, experiment, raw.decode())
             weight = slot_weight(c["pw"], slot)
+        x = np.frombuffer(fields[b"x"], dtype=np.float64)
+        kind = fields[b"kind"].decode()
+        item = c.get("item")
+        if item is not None and kind != "late":  # learns phi of x and the item shown (late: never)
+            x = shared_vector(item, x, item_rows(fields.get(b"z"), item["q"])[slot])
         event = RewardEvent(
             decision_id=fields[b"id"].decode(),
             experiment=experiment,
             arm=fields[b"arm"].decode(),
             reward=float(fields[b"r"]),
-            kind=fields[b"kind"].decode(),
+            kind=kind,
             received_ms=int(fields[b"ts"]),
-            features=np.frombuffer(fields[b"x"], dtype=np.float64),
+            features=x,
             model_id=c["model"],
             ridge=float(c["lam"]),
             reward_min=float(c["lo"]),
             reward_max=float(c["hi"]),
             weight=float(weight),
             forgetting=float(c["g"]),
+            model_arm=None if item is None else SHARED_ARM,
         )
         _check_learnable(event)
         return event
@@ -198,6 +220,14 @@ def decode(
             seen_ms=int(fields[b"ts"]),
         )
     raise ValueError(f"unknown event type {kind!r}")
+
+
+def _item_vectors(fields: dict[bytes, bytes], shown: int) -> np.ndarray | None:
+    """A decision entry's ``(k, q)`` item vectors, or None if it has none."""
+    raw = fields.get(b"z")
+    if not raw:
+        return None
+    return np.frombuffer(raw, dtype=np.float64).reshape(shown, -1)
 
 
 def reward_kind(fields: dict[bytes, bytes]) -> str | None:

@@ -177,12 +177,12 @@ class Learner:
         firsts: list[RewardEvent] = []  # per row: the arm's first reward
         index = []  # per reward: its arm's row
         for event in events:
-            row = place.get(event.arm)
+            row = place.get(event.learns_into)
             if row is None:
-                row = place[event.arm] = len(firsts)
+                row = place[event.learns_into] = len(firsts)
                 firsts.append(event)
             index.append(row)
-        loaded = [self._load((experiment, model_id, e.arm), e) for e in firsts]
+        loaded = [self._load((experiment, model_id, e.learns_into), e) for e in firsts]
         state = _stacked([arm_state for arm_state, _ in loaded])
         learn_rewards(state, index, events)
         counts = np.bincount(index, minlength=len(firsts))

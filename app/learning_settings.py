@@ -2,7 +2,8 @@
 
 A decision's rewards are learned under the settings in force when it was
 made: the model it belongs to, the ridge prior, the reward range, the
-position weights and the forgetting factor. Each decision names only its
+position weights, the forgetting factor and, for a model over item features, how
+context and item features cross. Each decision names only its
 config version; the settings of every version live in one Redis hash per
 experiment (``keys.learning_settings``), written by whichever process
 announces the version (an API process before its first decision under it,
@@ -29,16 +30,17 @@ from app.config import Experiment
 
 def settings_record(experiment: Experiment) -> bytes:
     """The learning settings of ``experiment``'s config version, as stored (JSON)."""
-    return orjson.dumps(
-        {
-            "model": experiment.model_id,
-            "lam": experiment.ridge,
-            "lo": experiment.reward.min,
-            "hi": experiment.reward.max,
-            "pw": list(experiment.position_weights),
-            "g": experiment.forgetting,
-        }
-    )
+    record = {
+        "model": experiment.model_id,
+        "lam": experiment.ridge,
+        "lo": experiment.reward.min,
+        "hi": experiment.reward.max,
+        "pw": list(experiment.position_weights),
+        "g": experiment.forgetting,
+    }
+    if experiment.item_model:  # how a reward's item features become the shared vector
+        record["item"] = experiment.settings["item_layout"]
+    return orjson.dumps(record)
 
 
 def queue_publish(pipe: redis.client.Pipeline, experiment: Experiment) -> None:

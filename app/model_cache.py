@@ -6,7 +6,8 @@ and, at most every ``refresh_seconds``, asks Redis whether the experiment's
 parameters changed at all (one GET of a counter every save bumps) and, if they
 did, which arms have a newer version, and fetches only those.
 
-A configured catalogue has one row per configured arm, in config order. A
+A configured catalogue has one row per configured arm, in config order; a
+model over item features has one row, its shared model, whatever the items. A
 dynamic catalogue starts empty and gains a row the first time this process
 sees a candidate; an arm that never learned anything has the prior. Requests
 may name any number of new candidates, refused ones too (a full catalogue), so
@@ -94,7 +95,8 @@ class ModelCache:
         key = (experiment.name, experiment.model_id)
         with self._lock:
             table = self._tables.get(key)
-            if table is None or (not experiment.dynamic and table.arms != list(experiment.arms)):
+            grows = experiment.dynamic and not experiment.item_model
+            if table is None or (not grows and table.arms != list(experiment.model_arms)):
                 table = self._new_table(experiment)
                 self._tables[key] = table
             self._latest[experiment.name] = experiment
@@ -106,7 +108,7 @@ class ModelCache:
                     table.latest = self.store.versions(experiment.name, experiment.model_id)
                     table.generation = generation
                     self._load(experiment, table, table.arms)
-            if experiment.dynamic:
+            if grows:
                 named = list(dict.fromkeys(candidates))
                 unseen = [a for a in named if a not in table.index]
                 if unseen and _too_many_prior_rows(table, len(unseen)):
@@ -147,9 +149,9 @@ class ModelCache:
         return self.table(experiment).state
 
     def _new_table(self, experiment: Experiment) -> ArmTable:
-        arms = list(experiment.arms)
+        arms = list(experiment.model_arms)
         capacity = len(arms) or 64
-        state = prior_scoring_state(capacity, experiment.features.dim, experiment.ridge)
+        state = prior_scoring_state(capacity, experiment.model_dim, experiment.ridge)
         return ArmTable(arms=arms, index={a: i for i, a in enumerate(arms)}, state=state)
 
     def _grow(self, experiment: Experiment, table: ArmTable, new_arms: list[str]) -> None:
@@ -157,7 +159,7 @@ class ModelCache:
         capacity = len(table.state.n)
         if needed > capacity:
             extra = prior_scoring_state(
-                max(needed, 2 * capacity) - capacity, experiment.features.dim, experiment.ridge
+                max(needed, 2 * capacity) - capacity, experiment.model_dim, experiment.ridge
             )
             old = table.state
             table.state = ScoringState(
@@ -182,7 +184,7 @@ class ModelCache:
                 experiment.name,
                 experiment.model_id,
                 changed[start : start + LOAD_CHUNK],
-                experiment.features.dim,
+                experiment.model_dim,
             )
             for arm, params in loaded.items():
                 i = table.index[arm]
@@ -215,7 +217,7 @@ def _compacted(experiment: Experiment, table: ArmTable, keep: Iterable[str]) -> 
     rows = table.rows(arms)
     old = table.state
     capacity = max(len(arms), 64)
-    state = prior_scoring_state(capacity, experiment.features.dim, experiment.ridge)
+    state = prior_scoring_state(capacity, experiment.model_dim, experiment.ridge)
     state.A_inv[: len(arms)] = old.A_inv[rows]
     state.theta[: len(arms)] = old.theta[rows]
     state.n[: len(arms)] = old.n[rows]

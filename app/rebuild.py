@@ -28,7 +28,8 @@ from sqlalchemy.engine import Engine
 
 from app import keys
 from app.lease import LeaseLost, Leases
-from app.config import slot_weight
+from app.config import SHARED_ARM, slot_weight
+from app.item_models.records import shared_vector
 from app.learner import learn_reward
 from app.live_model import LiveModel, Position, entry_id, read_live, scan_model_ids
 from app.model_store import ArmUpdate, ModelStore
@@ -44,7 +45,7 @@ SELECT r.stream_ms, r.stream_seq, r.decision_id, r.arm, r.reward, d.model_id, d.
        CASE WHEN c.settings->>'forgetting' = 'auto' THEN 0.0  -- app.config.AUTO_FORGETTING
             ELSE coalesce((c.settings->>'forgetting')::float8, 1.0) END AS forgetting,
        c.settings->'position_weights' AS position_weights,
-       i.position
+       i.position, i.item_vector, c.settings->'item_layout' AS item_layout
 FROM rewards r
 LEFT JOIN decisions d ON d.decision_id = r.decision_id AND d.log_day = r.log_day
 LEFT JOIN impressions i ON i.decision_id = r.decision_id AND i.arm = r.arm AND i.log_day = r.log_day
@@ -170,6 +171,14 @@ def _apply(result: Replay, row) -> None:
         )
     x = np.asarray(row.features, dtype=np.float64)
     key = (row.model_id, row.arm)
+    if row.item_layout is not None:  # an item model: the shared vector of x and the item shown
+        if row.item_vector is None:
+            raise RebuildError(
+                f"reward {row.decision_id}/{row.arm} at {row.stream_ms}-{row.stream_seq} "
+                "cannot be replayed: its impression logged no item features"
+            )
+        x = shared_vector(row.item_layout, x, np.asarray(row.item_vector, dtype=np.float64))
+        key = (row.model_id, SHARED_ARM)
     state = result.arms.get(key)
     if state is None:
         state = result.arms[key] = arm_prior(len(x), row.ridge)

@@ -12,7 +12,8 @@ service needs one experiment per environment, policy and seed (a fresh model
 each); ``--print-config`` prints them as TOML for ``BANDITD_CONFIG``.
 
 ``--study ope`` and ``--study propensity`` print the off-policy evaluation
-checks of :mod:`bandits.simulation.ope_study` instead.
+checks of :mod:`bandits.simulation.ope_study` instead, and ``--study items``
+the item models' study on short-lived items (:mod:`app.item_models.study`).
 """
 
 from __future__ import annotations
@@ -29,12 +30,14 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from app.item_models import study as items_study
 from app.settings import Settings
 from bandits import POLICIES, PolicyParams
 from bandits.auto_forgetting import AUTO
 from bandits.simulation.agents import banditd_factory
 from bandits.simulation import ope_study
 from bandits.simulation.environments import ENVIRONMENTS, Environment
+from bandits.simulation.item_world import ItemWorld
 from bandits.simulation.runner import RunResult, markdown_table
 from bandits.simulation.peers import available
 from bandits.simulation.runner import run as run_agent
@@ -89,7 +92,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--print-config", action="store_true", help="print the experiments --url needs, then exit"
     )
-    parser.add_argument("--study", choices=("ope", "propensity"), help="run an OPE check instead")
+    parser.add_argument(
+        "--study",
+        choices=("ope", "propensity", "items"),
+        help="run an OPE check, or the short-lived items study (item models), instead",
+    )
     parser.add_argument("--output", help="also write the Markdown tables to this file")
     parser.add_argument(
         "--results", help="also write every result, with its per-seed figures, to this JSON file"
@@ -330,6 +337,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     except ValueError as exc:
         print(f"banditd simulate: {exc}", file=sys.stderr)
         return 2
+    if args.study == "items":
+        return run_items(args, settings, seeds, started)
     envs = [ENVIRONMENTS[name]() for name in env_names]
     if args.print_config:
         print(experiments_toml(args.prefix, envs, specs, seeds), end="")
@@ -385,6 +394,50 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.results:
         with open(args.results, "w") as f:
             json.dump([per_seed(r) for r in results], f, indent=1)
+    return 0
+
+
+def run_items(
+    args: argparse.Namespace, settings: Settings, seeds: tuple[int, ...], started: float
+) -> int:
+    """``--study items``: item models against per-item LinUCB and VW, in process and over HTTP."""
+    world = ItemWorld()
+    rounds = args.rounds or 5000
+    alpha = 1.0
+    if args.print_config:
+        print(items_study.experiments_toml(args.prefix, world, seeds, alpha), end="")
+        return 0
+    transport = None
+    if args.url:
+        key = args.api_key or next(iter(sorted(settings.api_keys)), "")
+        transport = HttpTransport(args.url, key)
+
+    def progress(agent: str, seed: int, reward: float) -> None:
+        print(f"items: {agent} seed {seed}: {reward:.4f}", file=sys.stderr, flush=True)
+
+    try:
+        results = items_study.compare(
+            world, rounds, seeds, alpha, transport=transport, prefix=args.prefix, progress=progress
+        )
+    except RuntimeError as exc:
+        print(f"banditd simulate: {exc}", file=sys.stderr)
+        print(
+            "(does BANDITD_CONFIG include `banditd simulate --study items --print-config`?)",
+            file=sys.stderr,
+        )
+        return 1
+    finally:
+        if transport is not None:
+            transport.close()
+    text = items_study.report(results, world, rounds)
+    text += f"\n\n({time.perf_counter() - started:.0f} s)\n"
+    print(text)
+    if args.output:
+        with open(args.output, "w") as f:
+            f.write(text)
+    if args.results:
+        with open(args.results, "w") as f:
+            json.dump({name: r.tolist() for name, (r, _) in results.items()}, f, indent=1)
     return 0
 
 

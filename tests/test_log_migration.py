@@ -121,12 +121,19 @@ def batches(now: dt.datetime) -> list[list[tuple[bytes, object]]]:
     return out
 
 
+# columns of later revisions: log_day (0005) and the item features of an impression (0006),
+# which are NULL for every row the previous release wrote
+LATER_COLUMNS = frozenset({"log_day", "item_features", "item_vector"})
+NULL_FOR_OLD_ROWS = ("item_features", "item_vector")
+
+
 def _everything(engine) -> dict[str, list[dict]]:
     found = {}
     for table, key in KEYS.items():
         found[table] = [
-            {k: v for k, v in r.items() if k != "log_day"}
+            {k: v for k, v in r.items() if k not in LATER_COLUMNS}
             for r in rows(engine, f"SELECT * FROM {table} ORDER BY {key}")
+            if all(r.get(c) is None for c in NULL_FOR_OLD_ROWS)  # else the row shows up missing
         ]
     for view, key in VIEWS.items():
         found[view] = rows(engine, f"SELECT * FROM {view} ORDER BY {key}")

@@ -4,7 +4,8 @@
 -- ARGV: has_request, response, ttl_ms, deadline_ms, decision_id, max_arms (0: no
 --       registry), shown arm ids joined by ',', default reward, reward min,
 --       reward max, features, config version (its rewards are learned under its
---       settings), decision record (JSON)
+--       settings), decision record (JSON), item features of the shown arms (empty:
+--       not an item model)
 -- Returns false when recorded, the earlier response, or {'arm_limit'} when a
 -- dynamic catalogue would grow past max_arms (then nothing is recorded).
 if ARGV[1] == '1' then
@@ -24,9 +25,15 @@ if max_arms > 0 then
 end
 redis.call('HSET', KEYS[1], 'arms', ARGV[7], 'dl', ARGV[4], 'def', ARGV[8], 'lo', ARGV[9],
            'hi', ARGV[10], 'x', ARGV[11], 'c', ARGV[12])
+local items = ARGV[14] or ''
+if items ~= '' then redis.call('HSET', KEYS[1], 'z', items) end
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('ZADD', KEYS[2], ARGV[4], ARGV[5])
-redis.call('XADD', KEYS[3], '*', 't', 'decision', 'd', ARGV[13], 'x', ARGV[11])
+if items ~= '' then
+  redis.call('XADD', KEYS[3], '*', 't', 'decision', 'd', ARGV[13], 'x', ARGV[11], 'z', items)
+else
+  redis.call('XADD', KEYS[3], '*', 't', 'decision', 'd', ARGV[13], 'x', ARGV[11])
+end
 if ARGV[1] == '1' then
   redis.call('SET', KEYS[4], ARGV[2], 'PX', ARGV[3])
 end

@@ -9,7 +9,7 @@
 -- unknown_decision, arm_not_shown, out_of_range (then the decision's min and max).
 -- Rewards are compared as numbers, so '-0.0' and '0' are one reward.
 local f = redis.call('HMGET', KEYS[1], 'arms', 'dl', 'closed', 'r:' .. ARGV[2], 'lo', 'hi', 'x',
-                     'c', 'l:' .. ARGV[2])
+                     'c', 'l:' .. ARGV[2], 'z')
 if not f[1] then return {'unknown_decision'} end
 local slot = nil
 local i = 0
@@ -32,8 +32,13 @@ if kind == 'late' and f[9] then
   if tonumber(f[9]) == reward then return {'late_duplicate'} end
   return {'late_conflict', f[9]}
 end
-redis.call('XADD', KEYS[2], '*', 't', 'reward', 'id', ARGV[1], 'arm', ARGV[2], 'r', ARGV[3],
-           'kind', kind, 'ts', ARGV[4], 'slot', slot, 'x', f[7] or '', 'c', f[8])
+if f[10] then  -- an item model's decision: the shown items' features go along
+  redis.call('XADD', KEYS[2], '*', 't', 'reward', 'id', ARGV[1], 'arm', ARGV[2], 'r', ARGV[3],
+             'kind', kind, 'ts', ARGV[4], 'slot', slot, 'x', f[7] or '', 'c', f[8], 'z', f[10])
+else
+  redis.call('XADD', KEYS[2], '*', 't', 'reward', 'id', ARGV[1], 'arm', ARGV[2], 'r', ARGV[3],
+             'kind', kind, 'ts', ARGV[4], 'slot', slot, 'x', f[7] or '', 'c', f[8])
+end
 if kind == 'late' then
   redis.call('HSET', KEYS[1], 'l:' .. ARGV[2], ARGV[3])
   return {'window_closed'}

@@ -1,0 +1,40 @@
+"""Impressions keep the item features they were scored with (models over item features).
+
+An experiment with ``model = "shared"`` or ``"hybrid"`` scores each candidate
+from its item features, which a request sends inline or the feature store
+supplies, and which may change later. So that a rebuild or an estimate replays
+exactly what was scored, each impression of such a decision logs them: as
+given (``item_features``, JSON, for people) and as encoded (``item_vector``,
+in the config version's column order, for the replay). Both stay NULL for a
+per-arm model. Adding a nullable column to the partitioned parent adds it to
+every partition, without rewriting rows.
+
+Revision ID: 0006
+Revises: 0005
+Create Date: 2026-12-04
+"""
+
+from alembic import op
+
+revision = "0006"
+down_revision = "0005"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.execute("ALTER TABLE impressions ADD COLUMN item_features jsonb")
+    op.execute("ALTER TABLE impressions ADD COLUMN item_vector double precision[]")
+    op.execute(
+        "COMMENT ON COLUMN impressions.item_features IS "
+        "'The item features the arm was scored with, as given (shared and hybrid models)'"
+    )
+    op.execute(
+        "COMMENT ON COLUMN impressions.item_vector IS "
+        "'The item features as encoded for the model, in the config version''s column order'"
+    )
+
+
+def downgrade() -> None:
+    op.execute("ALTER TABLE impressions DROP COLUMN item_vector")
+    op.execute("ALTER TABLE impressions DROP COLUMN item_features")
