@@ -14,7 +14,7 @@ from typing import Any, Callable
 import numpy as np
 import orjson
 
-from app.config import Experiment
+from app.config import SHARED, Experiment
 from app.config_source import ConfigSource
 from app.errors import ApiError
 from app.event_stream import ARM_LIMIT_REACHED, EventStream
@@ -87,8 +87,7 @@ class Chooser:
             if held_out:
                 selection = select_holdout(exp.holdout_policy, len(ids), self.rng, k=req.k)
             else:
-                state = self.cache.table(exp).state
-                selection = choose_items(exp, state, x, encoded, self.rng, req.k)
+                selection = choose_items(exp, self.cache, ids, x, encoded, self.rng, req.k)
             shown = [(ids[a], items[a]) for a in selection.arms]
             item_vectors = encoded[selection.arms]
         else:
@@ -146,7 +145,8 @@ class Chooser:
             reward_min=exp.reward.min,
             reward_max=exp.reward.max,
             response=response,
-            max_arms=exp.max_arms if exp.dynamic and not exp.item_model else None,
+            # a shared model keeps no state per item: its catalogue needs no limit
+            max_arms=exp.max_arms if exp.dynamic and exp.model != SHARED else None,
         )
         if earlier is ARM_LIMIT_REACHED:
             raise ApiError(

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import orjson
 
-from app.config import SHARED_ARM, slot_weight
+from app.config import SHARED, SHARED_ARM, slot_weight
 from app.item_models.records import item_rows, shared_vector
 
 if TYPE_CHECKING:
@@ -80,6 +80,7 @@ class RewardEvent:
     weight: float = 1.0  # the position weight of the slot the arm was shown in
     forgetting: float = 1.0  # the decision's forgetting factor (1: remember everything)
     model_arm: str | None = None  # the row it is learned into, when not ``arm`` (shared model)
+    shared_features: np.ndarray | None = None  # a hybrid model's phi (``features``: its x)
 
     @property
     def learns_into(self) -> str:
@@ -192,8 +193,11 @@ def decode(
         x = np.frombuffer(fields[b"x"], dtype=np.float64)
         kind = fields[b"kind"].decode()
         item = c.get("item")
+        phi = None
         if item is not None and kind != "late":  # learns phi of x and the item shown (late: never)
-            x = shared_vector(item, x, item_rows(fields.get(b"z"), item["q"])[slot])
+            phi = shared_vector(item, x, item_rows(fields.get(b"z"), item["q"])[slot])
+            if item["m"] == SHARED:
+                x, phi = phi, None
         event = RewardEvent(
             decision_id=fields[b"id"].decode(),
             experiment=experiment,
@@ -208,7 +212,8 @@ def decode(
             reward_max=float(c["hi"]),
             weight=float(weight),
             forgetting=float(c["g"]),
-            model_arm=None if item is None else SHARED_ARM,
+            model_arm=SHARED_ARM if item is not None and item["m"] == SHARED else None,
+            shared_features=phi,
         )
         _check_learnable(event)
         return event

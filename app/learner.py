@@ -15,11 +15,12 @@ import numpy as np
 import redis
 
 from app.events import Event, RewardEvent
-from app.config import AUTO_FORGETTING
+from app.config import AUTO_FORGETTING, SHARED_ARM
 from app.model_store import ArmUpdate, ModelStore
 from bandits import LearningState, rescale, update
 from bandits.auto_forgetting import AUTO
 from bandits.batch_learning import update_many
+from bandits.item_models import HybridState, hybrid_update
 
 
 def learn_reward(
@@ -87,6 +88,15 @@ def learn_rewards(state: LearningState, arms: list[int], events: list[RewardEven
     )
 
 
+def learn_hybrid_reward(state: HybridState, arm: int, event: RewardEvent) -> None:
+    """Learn one reward of a hybrid model into ``arm`` of ``state``: the worker's and a
+    rebuild's update alike. ``event.features`` is its context, ``shared_features`` its phi."""
+    x, phi = event.features, event.shared_features
+    if event.weight != 1.0:  # the position-based model, as for a per-arm model
+        x, phi = x * event.weight, phi * event.weight
+    hybrid_update(state, arm, x, phi, event.reward, discount=event.forgetting, ridge=event.ridge)
+
+
 def entry_order(entry_id: bytes | None) -> tuple[int, int]:
     """Sort key of a Redis stream entry id (``ms-seq``); None sorts first."""
     if not entry_id:
@@ -126,11 +136,13 @@ class Learner:
         self.store = store
         self.holder = holder  # saves are fenced on this worker's lease
         self._arms: dict[tuple[str, str, str], tuple[LearningState, int]] = {}
+        self._extras: dict[tuple[str, str, str], np.ndarray] = {}  # hybrid arms' B
         self._applied: dict[str, tuple[int, int]] = {}
 
     def forget(self, experiment: str) -> None:
         """Drop what is cached for ``experiment``; it is reloaded from Redis when needed."""
         self._arms = {k: v for k, v in self._arms.items() if k[0] != experiment}
+        self._extras = {k: v for k, v in self._extras.items() if k[0] != experiment}
         self._applied.pop(experiment, None)
 
     def learn(self, experiment: str, entries: list[tuple[bytes, Event]]) -> int:
@@ -160,12 +172,15 @@ class Learner:
             return None
         learned = {}
         for model_id, events in rewards.items():
-            learned.update(self._learn_model(experiment, model_id, events))
+            if events[0].shared_features is not None:
+                learned.update(self._learn_hybrid(experiment, model_id, events))
+            else:
+                learned.update(self._learn_model(experiment, model_id, events))
         self._arms.update(learned)
         self._applied[experiment] = entry_order(last_id)
         updates = [
-            ArmUpdate(model_id=m, arm=a, state=state, version=version)
-            for (_, m, a), (state, version) in learned.items()
+            ArmUpdate(key[1], key[2], state, version, extra=self._extras.get(key))
+            for key, (state, version) in learned.items()
         ]
         return Learned(experiment, updates, last_id, sum(map(len, rewards.values())))
 
@@ -190,6 +205,46 @@ class Learner:
             (experiment, model_id, arm): (_arm(state, row), loaded[row][1] + int(counts[row]))
             for arm, row in place.items()
         }
+
+    def _learn_hybrid(
+        self, experiment: str, model_id: str, events: list[RewardEvent]
+    ) -> dict[tuple[str, str, str], tuple[LearningState, int]]:
+        """Learn a hybrid model's rewards in order: the shared row and each rewarded arm's."""
+        first = events[0]
+        dim, shared_dim = len(first.features), len(first.shared_features)
+        shared_key = (experiment, model_id, SHARED_ARM)
+        shared, shared_version = self._arms.get(shared_key) or self.store.load_learning(
+            experiment, model_id, SHARED_ARM, shared_dim, first.ridge
+        )
+        place: dict[str, int] = {}
+        loaded = []
+        for event in events:
+            if event.arm not in place:
+                place[event.arm] = len(loaded)
+                loaded.append(self._load_hybrid((experiment, model_id, event.arm), event, dim))
+        state = HybridState(
+            shared=_arm(shared, 0),
+            arms=_stacked([arm_state for arm_state, _, _ in loaded]),
+            B=np.stack([extra for _, extra, _ in loaded]),
+        )
+        for event in events:
+            learn_hybrid_reward(state, place[event.arm], event)
+        counts = np.bincount([place[e.arm] for e in events], minlength=len(loaded))
+        learned = {shared_key: (state.shared, shared_version + len(events))}
+        for arm, row in place.items():
+            key = (experiment, model_id, arm)
+            learned[key] = (_arm(state.arms, row), loaded[row][2] + int(counts[row]))
+            self._extras[key] = state.B[row].copy()
+        return learned
+
+    def _load_hybrid(
+        self, key: tuple[str, str, str], event: RewardEvent, dim: int
+    ) -> tuple[LearningState, np.ndarray, int]:
+        cached = self._arms.get(key)
+        if cached is not None and key in self._extras:
+            return cached[0], self._extras[key], cached[1]
+        shared_dim = len(event.shared_features)
+        return self.store.load_hybrid_arm(*key, dim, shared_dim, event.ridge)
 
     def commit(
         self,

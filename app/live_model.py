@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
+import numpy as np
 import redis
 
 from app import keys
@@ -32,6 +33,7 @@ class LiveArm:
 
     state: LearningState  # one arm: arrays keep the leading arm axis of length 1
     version: int
+    extra: np.ndarray | None = None  # a hybrid model's arm: its (d, D) B_a
 
 
 @dataclass
@@ -85,7 +87,7 @@ def read_live(
                 pipe.multi()
                 pipe.get(applied)
                 for model, arm in arms:
-                    pipe.hmget(keys.arm(experiment, model, arm), LEARNING_FIELDS)
+                    pipe.hmget(keys.arm(experiment, model, arm), LEARNING_FIELDS + ("B",))
                 watermark, *values = pipe.execute()
             except redis.WatchError:
                 continue
@@ -97,5 +99,9 @@ def read_live(
 
 
 def _decode(values: list[bytes]) -> LiveArm:
-    state, version = decode_learning(values)
-    return LiveArm(state=state, version=version)
+    state, version = decode_learning(values[:-1])
+    raw = values[-1]
+    extra = None
+    if raw is not None:
+        extra = np.frombuffer(raw, dtype=np.float64).reshape(state.theta.shape[1], -1).copy()
+    return LiveArm(state=state, version=version, extra=extra)

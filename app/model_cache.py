@@ -7,7 +7,9 @@ parameters changed at all (one GET of a counter every save bumps) and, if they
 did, which arms have a newer version, and fetches only those.
 
 A configured catalogue has one row per configured arm, in config order; a
-model over item features has one row, its shared model, whatever the items. A
+shared model over item features has one row whatever the items, and a hybrid
+one a table of its arms (with their ``B``) and a one-row table of its shared
+part. A
 dynamic catalogue starts empty and gains a row the first time this process
 sees a candidate; an arm that never learned anything has the prior. Requests
 may name any number of new candidates, refused ones too (a full catalogue), so
@@ -25,7 +27,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from app.config import Experiment
+from app.config import HYBRID, SHARED, SHARED_ARM, Experiment
 from app.model_store import ModelStore
 from bandits import ScoringState
 
@@ -48,6 +50,7 @@ class ArmTable:
     arms: list[str]
     index: dict[str, int]
     state: ScoringState
+    extra: np.ndarray | None = None  # a hybrid model's arms: (rows, d, D) B, like ``state``
     versions: dict[str, int] = field(default_factory=dict)
     latest: dict[str, int] = field(default_factory=dict)  # versions in Redis at the last look
     checked_at: float = float("-inf")
@@ -70,6 +73,29 @@ def prior_scoring_state(n_arms: int, dim: int, ridge: float) -> ScoringState:
     )
 
 
+@dataclass(frozen=True)
+class TableShape:
+    """What one table of an experiment holds: its fixed rows, their dimension, their ``B``."""
+
+    arms: tuple[str, ...]
+    dim: int
+    grows: bool  # a dynamic catalogue's arms: rows are added as candidates come
+    extra: tuple[int, int] | None = None  # the (d, D) shape of a hybrid arm's B
+
+
+SHARED_PART = "shared"  # a hybrid model's shared part; its arms are the default part
+
+
+def table_shape(experiment: Experiment, part: str | None = None) -> TableShape:
+    """The shape of ``experiment``'s table (``part``: a hybrid model's ``"shared"`` one)."""
+    if experiment.model == SHARED or part == SHARED_PART:
+        return TableShape((SHARED_ARM,), experiment.layout.dim, False)
+    extra = None
+    if experiment.model == HYBRID:
+        extra = (experiment.features.dim, experiment.layout.dim)
+    return TableShape(experiment.arms, experiment.features.dim, experiment.dynamic, extra)
+
+
 class ModelCache:
     """Stacked, recent-enough choosing parameters of each experiment."""
 
@@ -83,21 +109,25 @@ class ModelCache:
         self.store = store
         self.refresh_seconds = refresh_seconds
         self.clock = clock
-        self._tables: dict[tuple[str, str], ArmTable] = {}
+        self._tables: dict[tuple[str, str, str | None], ArmTable] = {}
         self._latest: dict[str, Experiment] = {}  # by name: the config last asked for
         self._lock = threading.Lock()
 
-    def table(self, experiment: Experiment, candidates: Iterable[str] = ()) -> ArmTable:
+    def table(
+        self, experiment: Experiment, candidates: Iterable[str] = (), part: str | None = None
+    ) -> ArmTable:
         """The experiment's arm table, at most ``refresh_seconds`` old.
 
         For a dynamic catalogue, ``candidates`` not seen before get rows first.
+        ``part`` ``"shared"`` is a hybrid model's shared part.
         """
-        key = (experiment.name, experiment.model_id)
+        key = (experiment.name, experiment.model_id, part)
+        shape = table_shape(experiment, part)
+        grows = shape.grows
         with self._lock:
             table = self._tables.get(key)
-            grows = experiment.dynamic and not experiment.item_model
-            if table is None or (not grows and table.arms != list(experiment.model_arms)):
-                table = self._new_table(experiment)
+            if table is None or (not grows and table.arms != list(shape.arms)):
+                table = self._new_table(shape, experiment.ridge)
                 self._tables[key] = table
             self._latest[experiment.name] = experiment
             now = self.clock()
@@ -107,22 +137,22 @@ class ModelCache:
                 if generation is None or generation != table.generation:
                     table.latest = self.store.versions(experiment.name, experiment.model_id)
                     table.generation = generation
-                    self._load(experiment, table, table.arms)
+                    self._load(experiment, shape, table, table.arms)
             if grows:
                 named = list(dict.fromkeys(candidates))
                 unseen = [a for a in named if a not in table.index]
                 if unseen and _too_many_prior_rows(table, len(unseen)):
-                    table = self._tables[key] = _compacted(experiment, table, named)
+                    table = self._tables[key] = _compacted(shape, experiment.ridge, table, named)
                     unseen = [a for a in named if a not in table.index]
                 if unseen:
-                    self._grow(experiment, table, unseen)
-                    self._load(experiment, table, unseen)
+                    self._grow(shape, experiment.ridge, table, unseen)
+                    self._load(experiment, shape, table, unseen)
             return table
 
     def invalidate(self, experiment: str) -> None:
         """Have the next ``table`` of ``experiment`` look for newer parameters at once."""
         with self._lock:
-            for (name, _), table in self._tables.items():
+            for (name, _, _), table in self._tables.items():
                 if name == experiment:
                     table.checked_at = float("-inf")
 
@@ -132,6 +162,8 @@ class ModelCache:
         latest = self._latest.get(experiment)
         if latest is not None:  # else no /choose asked for it yet: nothing to keep fresh
             self.table(latest)
+            if latest.model == HYBRID:
+                self.table(latest, part=SHARED_PART)
 
     def invalidate_all(self) -> None:
         """``invalidate`` every experiment."""
@@ -148,19 +180,22 @@ class ModelCache:
         """Parameters of ``experiment.arms``, in that order (configured catalogues)."""
         return self.table(experiment).state
 
-    def _new_table(self, experiment: Experiment) -> ArmTable:
-        arms = list(experiment.model_arms)
+    def _new_table(self, shape: TableShape, ridge: float) -> ArmTable:
+        arms = list(shape.arms)
         capacity = len(arms) or 64
-        state = prior_scoring_state(capacity, experiment.model_dim, experiment.ridge)
-        return ArmTable(arms=arms, index={a: i for i, a in enumerate(arms)}, state=state)
+        return ArmTable(
+            arms=arms,
+            index={a: i for i, a in enumerate(arms)},
+            state=prior_scoring_state(capacity, shape.dim, ridge),
+            extra=_prior_extra(capacity, shape),
+        )
 
-    def _grow(self, experiment: Experiment, table: ArmTable, new_arms: list[str]) -> None:
+    def _grow(self, shape: TableShape, ridge: float, table: ArmTable, new_arms: list[str]) -> None:
         needed = len(table.arms) + len(new_arms)
         capacity = len(table.state.n)
         if needed > capacity:
-            extra = prior_scoring_state(
-                max(needed, 2 * capacity) - capacity, experiment.model_dim, experiment.ridge
-            )
+            added = max(needed, 2 * capacity) - capacity
+            extra = prior_scoring_state(added, shape.dim, ridge)
             old = table.state
             table.state = ScoringState(
                 A_inv=np.concatenate([old.A_inv, extra.A_inv]),
@@ -169,11 +204,15 @@ class ModelCache:
                 successes=np.concatenate([old.successes, extra.successes]),
                 failures=np.concatenate([old.failures, extra.failures]),
             )
+            if table.extra is not None:
+                table.extra = np.concatenate([table.extra, _prior_extra(added, shape)])
         for arm in new_arms:
             table.index[arm] = len(table.arms)
             table.arms.append(arm)
 
-    def _load(self, experiment: Experiment, table: ArmTable, arms: Iterable[str]) -> None:
+    def _load(
+        self, experiment: Experiment, shape: TableShape, table: ArmTable, arms: Iterable[str]
+    ) -> None:
         """Fetch the arms whose version in Redis differs from the one held."""
         changed = [a for a in arms if table.latest.get(a, 0) != table.versions.get(a, 0)]
         if not changed:
@@ -184,7 +223,8 @@ class ModelCache:
                 experiment.name,
                 experiment.model_id,
                 changed[start : start + LOAD_CHUNK],
-                experiment.model_dim,
+                shape.dim,
+                shape.extra,
             )
             for arm, params in loaded.items():
                 i = table.index[arm]
@@ -193,6 +233,8 @@ class ModelCache:
                 state.n[i] = params.n
                 state.successes[i] = params.successes
                 state.failures[i] = params.failures
+                if table.extra is not None:
+                    table.extra[i] = params.extra
                 table.versions[arm] = params.version
 
 
@@ -206,7 +248,12 @@ def _too_many_prior_rows(table: ArmTable, adding: int) -> bool:
     return len(table.arms) + adding - learned > max(SPARE_PRIOR_ROWS, learned)
 
 
-def _compacted(experiment: Experiment, table: ArmTable, keep: Iterable[str]) -> ArmTable:
+def _prior_extra(rows: int, shape: TableShape) -> np.ndarray | None:
+    """``B`` of hybrid arms that learned nothing (None for other tables)."""
+    return None if shape.extra is None else np.zeros((rows, *shape.extra))
+
+
+def _compacted(shape: TableShape, ridge: float, table: ArmTable, keep: Iterable[str]) -> ArmTable:
     """A new table of ``table``'s arms that learned something, and of those in ``keep``.
 
     A new object, not ``table`` changed: a request of another thread may still be
@@ -217,7 +264,10 @@ def _compacted(experiment: Experiment, table: ArmTable, keep: Iterable[str]) -> 
     rows = table.rows(arms)
     old = table.state
     capacity = max(len(arms), 64)
-    state = prior_scoring_state(capacity, experiment.model_dim, experiment.ridge)
+    state = prior_scoring_state(capacity, shape.dim, ridge)
+    extra = _prior_extra(capacity, shape)
+    if extra is not None:
+        extra[: len(arms)] = table.extra[rows]
     state.A_inv[: len(arms)] = old.A_inv[rows]
     state.theta[: len(arms)] = old.theta[rows]
     state.n[: len(arms)] = old.n[rows]
@@ -227,6 +277,7 @@ def _compacted(experiment: Experiment, table: ArmTable, keep: Iterable[str]) -> 
         arms=arms,
         index={a: i for i, a in enumerate(arms)},
         state=state,
+        extra=extra,
         versions={a: table.versions[a] for a in arms if a in table.versions},
         latest=table.latest,
         checked_at=table.checked_at,

@@ -2,8 +2,9 @@
 
 Each arm of each model is one hash: the learning statistics (``A``, ``b``,
 counts) and what choosing needs precomputed (``A_inv``, ``theta``), as raw
-float64 bytes, plus a version. A per-model hash of arm versions lets an API
-process see in one round trip which arms changed since it last looked.
+float64 bytes, plus a version (and, for an arm of a hybrid model, its ``B``).
+A per-model hash of arm versions lets an API process see in one round trip
+which arms changed since it last looked.
 
 The worker is the only writer. It saves a batch of arms together with the id
 of the last stream entry whose learning they contain, in one transaction, so a
@@ -37,6 +38,7 @@ class ArmScoring:
     successes: float
     failures: float
     version: int
+    extra: np.ndarray | None = None  # a hybrid model's arm: its (d, D) B_a
 
 
 @dataclass
@@ -47,6 +49,7 @@ class ArmUpdate:
     arm: str
     state: LearningState  # K = 1
     version: int
+    extra: np.ndarray | None = None  # a hybrid model's arm: its (d, D) B_a
 
 
 def decode_learning(values: list[bytes]) -> tuple[LearningState, int]:
@@ -72,6 +75,13 @@ def decode_learning(values: list[bytes]) -> tuple[LearningState, int]:
     return state, int(v)
 
 
+def extra_matrix(raw: bytes | None, shape: tuple[int, int]) -> np.ndarray:
+    """A hybrid arm's ``B`` from its stored bytes (zeros if it has none yet)."""
+    if raw is None:
+        return np.zeros(shape)
+    return np.frombuffer(raw, dtype=np.float64).reshape(shape)
+
+
 class ModelStore:
     """Read and write arm parameters of every experiment."""
 
@@ -84,17 +94,26 @@ class ModelStore:
         return {k.decode(): int(v) for k, v in raw.items()}
 
     def load_scoring(
-        self, experiment: str, model_id: str, arms: list[str], dim: int
+        self,
+        experiment: str,
+        model_id: str,
+        arms: list[str],
+        dim: int,
+        extra: tuple[int, int] | None = None,
     ) -> dict[str, ArmScoring]:
-        """Choosing parameters of the given arms; arms never updated are left out."""
+        """Choosing parameters of the given arms; arms never updated are left out.
+
+        ``extra`` is the shape of a hybrid arm's ``B`` (then read too).
+        """
+        fields = SCORING_FIELDS if extra is None else SCORING_FIELDS + ("B",)
         pipe = self.redis.pipeline(transaction=False)
         for arm in arms:
-            pipe.hmget(keys.arm(experiment, model_id, arm), SCORING_FIELDS)
+            pipe.hmget(keys.arm(experiment, model_id, arm), fields)
         found = {}
         for arm, values in zip(arms, pipe.execute()):
             if values[0] is None:
                 continue
-            a_inv, theta, n, s, f, v = values
+            a_inv, theta, n, s, f, v = values[:6]
             found[arm] = ArmScoring(
                 A_inv=np.frombuffer(a_inv, dtype=np.float64).reshape(dim, dim),
                 theta=np.frombuffer(theta, dtype=np.float64),
@@ -102,6 +121,7 @@ class ModelStore:
                 successes=float(s),
                 failures=float(f),
                 version=int(v),
+                extra=None if extra is None else extra_matrix(values[6], extra),
             )
         return found
 
@@ -113,6 +133,16 @@ class ModelStore:
         if values[0] is None:
             return arm_prior(dim, ridge), 0
         return decode_learning(values)
+
+    def load_hybrid_arm(
+        self, experiment: str, model_id: str, arm: str, dim: int, shared_dim: int, ridge: float
+    ) -> tuple[LearningState, np.ndarray, int]:
+        """A hybrid model's arm: its state, ``B`` and version; the prior (version 0) if new."""
+        values = self.redis.hmget(keys.arm(experiment, model_id, arm), LEARNING_FIELDS + ("B",))
+        if values[0] is None:
+            return arm_prior(dim, ridge), np.zeros((dim, shared_dim)), 0
+        state, version = decode_learning(values[:8])
+        return state, extra_matrix(values[8], (dim, shared_dim)).copy(), version
 
     def generation(self, experiment: str) -> bytes | None:
         """A value that changes whenever any arm of ``experiment`` is saved (None: never saved)."""
@@ -156,6 +186,8 @@ class ModelStore:
                     "f": repr(float(s.failures[0])),
                     "v": u.version,
                 }
+                if u.extra is not None:
+                    fields["B"] = u.extra.tobytes()
                 pipe.hset(keys.arm(experiment, u.model_id, u.arm), mapping=fields)
                 pipe.hset(keys.arm_versions(experiment, u.model_id), u.arm, u.version)
             pipe.set(keys.applied(experiment), applied_through)

@@ -28,14 +28,16 @@ from sqlalchemy.engine import Engine
 
 from app import keys
 from app.lease import LeaseLost, Leases
-from app.config import SHARED_ARM, slot_weight
+from app.config import HYBRID, SHARED_ARM, slot_weight
+from app.events import RewardEvent
 from app.item_models.records import shared_vector
-from app.learner import learn_reward
+from app.learner import learn_hybrid_reward, learn_reward
 from app.live_model import LiveModel, Position, entry_id, read_live, scan_model_ids
 from app.model_store import ArmUpdate, ModelStore
 from app.retention.keeper import replay_base
 from app.snapshots import END, latest_snapshot
 from bandits import LearningState, arm_prior
+from bandits.item_models import HybridState
 
 REWARDS = """
 SELECT r.stream_ms, r.stream_seq, r.decision_id, r.arm, r.reward, d.model_id, d.features,
@@ -69,6 +71,7 @@ class Replay:
     """Arm states recomputed from the log up to a position."""
 
     arms: dict[tuple[str, str], LearningState]  # (model_id, arm) -> one-arm state
+    extras: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)  # hybrid arms' B
     snapshot: Position | None = None  # where the replay started, if from a snapshot
     replayed: int = 0  # rewards applied after the snapshot
     last: Position | None = None  # position of the last reward included (snapshot's if none)
@@ -143,6 +146,7 @@ def replay(
         result.kept_since = retained[1]
     if snapshot is not None:
         result.arms = snapshot.arms
+        result.extras = snapshot.extras
         result.last = snapshot.position
     after = result.snapshot or (-1, -1)
     until = upto or END
@@ -177,8 +181,11 @@ def _apply(result: Replay, row) -> None:
                 f"reward {row.decision_id}/{row.arm} at {row.stream_ms}-{row.stream_seq} "
                 "cannot be replayed: its impression logged no item features"
             )
-        x = shared_vector(row.item_layout, x, np.asarray(row.item_vector, dtype=np.float64))
-        key = (row.model_id, SHARED_ARM)
+        phi = shared_vector(row.item_layout, x, np.asarray(row.item_vector, dtype=np.float64))
+        if row.item_layout["m"] == HYBRID:
+            _apply_hybrid(result, row, x, phi)
+            return
+        x, key = phi, (row.model_id, SHARED_ARM)
     state = result.arms.get(key)
     if state is None:
         state = result.arms[key] = arm_prior(len(x), row.ridge)
@@ -192,6 +199,37 @@ def _apply(result: Replay, row) -> None:
         weight=slot_weight(row.position_weights or (), row.position or 0),
         forgetting=row.forgetting,
     )
+    result.replayed += 1
+    result.last = (row.stream_ms, row.stream_seq)
+
+
+def _apply_hybrid(result: Replay, row, x: np.ndarray, phi: np.ndarray) -> None:
+    """One reward of a hybrid model: its shared row and its arm's, as the worker learns it."""
+    shared_key, key = (row.model_id, SHARED_ARM), (row.model_id, row.arm)
+    if shared_key not in result.arms:
+        result.arms[shared_key] = arm_prior(len(phi), row.ridge)
+    if key not in result.arms:
+        result.arms[key] = arm_prior(len(x), row.ridge)
+        result.extras[key] = np.zeros((len(x), len(phi)))
+    # one-arm views: the update writes through to the replay's own arrays
+    state = HybridState(result.arms[shared_key], result.arms[key], result.extras[key][None])
+    event = RewardEvent(
+        decision_id=row.decision_id,
+        experiment="",
+        arm=row.arm,
+        reward=row.reward,
+        kind="explicit",
+        received_ms=0,
+        features=x,
+        model_id=row.model_id,
+        ridge=row.ridge,
+        reward_min=row.reward_min,
+        reward_max=row.reward_max,
+        weight=slot_weight(row.position_weights or (), row.position or 0),
+        forgetting=row.forgetting,
+        shared_features=phi,
+    )
+    learn_hybrid_reward(state, 0, event)
     result.replayed += 1
     result.last = (row.stream_ms, row.stream_seq)
 
@@ -224,13 +262,15 @@ def verify(
         # a model first saved after the scan: read the live model again, with it
         models |= new_models
     checks = [
-        _compare(key, result.arms.get(key), live.arms.get(key), tolerance)
+        _compare(key, result.arms.get(key), live.arms.get(key), tolerance, result.extras.get(key))
         for key in sorted(set(result.arms) | set(live.arms))
     ]
     return Verification(experiment, live.watermark, result, checks, tolerance)
 
 
-def _compare(key, log: LearningState | None, live, tolerance: float) -> ArmCheck:
+def _compare(
+    key, log: LearningState | None, live, tolerance: float, extra: np.ndarray | None = None
+) -> ArmCheck:
     model_id, arm = key
     if log is None or live is None:
         n_log = 0.0 if log is None else float(log.n[0])
@@ -246,6 +286,10 @@ def _compare(key, log: LearningState | None, live, tolerance: float) -> ArmCheck
         "successes": (log.successes, state.successes),
         "failures": (log.failures, state.failures),
     }
+    if extra is not None or live.extra is not None:  # a hybrid arm: its B too
+        if extra is None or live.extra is None:
+            return ArmCheck(model_id, arm, log.n[0], state.n[0], np.inf, np.inf, np.inf, False)
+        pairs["B"] = (extra, live.extra)
     if any(a.shape != b.shape for a, b in pairs.values()):
         return ArmCheck(model_id, arm, log.n[0], state.n[0], np.inf, np.inf, np.inf, False)
     diff = {name: float(np.max(np.abs(a - b), initial=0.0)) for name, (a, b) in pairs.items()}
@@ -285,7 +329,9 @@ def rebuild(
         models = scan_model_ids(client, experiment) | {model for model, _ in result.arms}
         live = read_live(client, experiment, models)
         updates = [
-            ArmUpdate(model_id=m, arm=a, state=state, version=_next_version(live, (m, a), state))
+            ArmUpdate(
+                m, a, state, _next_version(live, (m, a), state), extra=result.extras.get((m, a))
+            )
             for (m, a), state in sorted(result.arms.items())
         ]
         marks = [p for p in (live.watermark, result.last) if p is not None]

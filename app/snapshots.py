@@ -23,7 +23,7 @@ import csv
 import io
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -42,13 +42,13 @@ log = logging.getLogger(__name__)
 STAGE = (
     "experiment text, stream_ms bigint, stream_seq bigint, model_id text, arm text, "
     "taken_ms bigint, n float8, successes float8, failures float8, "
-    "a bytea, a_inv bytea, b text, theta text"
+    "a bytea, a_inv bytea, b text, theta text, extra bytea"
 )
 INSERT = """
 INSERT INTO model_snapshots (experiment, stream_ms, stream_seq, model_id, arm, taken_at,
-       n, successes, failures, a, a_inv, b, theta)
+       n, successes, failures, a, a_inv, b, theta, extra)
 SELECT experiment, stream_ms, stream_seq, model_id, arm, to_timestamp(taken_ms / 1000.0),
-       n, successes, failures, a, a_inv, b::float8[], theta::float8[]
+       n, successes, failures, a, a_inv, b::float8[], theta::float8[], extra
 FROM stage_model_snapshots
 ON CONFLICT DO NOTHING
 """
@@ -71,7 +71,7 @@ WHERE experiment = :experiment AND (stream_ms, stream_seq) < (
     SELECT base_ms, base_seq FROM log_retention WHERE experiment = :experiment)
 """
 LATEST = """
-SELECT model_id, arm, stream_ms, stream_seq, n, successes, failures, a, a_inv, b, theta
+SELECT model_id, arm, stream_ms, stream_seq, n, successes, failures, a, a_inv, b, theta, extra
 FROM model_snapshots
 WHERE experiment = :experiment AND (stream_ms, stream_seq) = (
     SELECT stream_ms, stream_seq FROM model_snapshots
@@ -85,13 +85,23 @@ WHERE experiment = :experiment AND (stream_ms, stream_seq) = (
     WHERE experiment = :experiment AND (stream_ms, stream_seq) <= (:ms, :seq)
     ORDER BY stream_ms DESC, stream_seq DESC LIMIT 1)
 """
+# A reward of a shared model is learned by its one row '*' (app.config.SHARED_ARM); one of a
+# hybrid model by its arm's row and the shared row both.
 LOGGED_COUNTS = """
-SELECT d.model_id, r.arm, count(*) AS n
-FROM rewards r JOIN decisions d ON d.decision_id = r.decision_id AND d.log_day = r.log_day
-WHERE r.experiment = :experiment AND r.kind IN ('explicit', 'default')
-  AND (r.stream_ms, r.stream_seq) > (:after_ms, :after_seq)
-  AND (r.stream_ms, r.stream_seq) <= (:upto_ms, :upto_seq)
-GROUP BY d.model_id, r.arm
+WITH learned AS (
+    SELECT d.model_id, r.arm, c.settings->'item_layout'->>'m' AS item_model
+    FROM rewards r
+    JOIN decisions d ON d.decision_id = r.decision_id AND d.log_day = r.log_day
+    LEFT JOIN config_versions c
+           ON c.experiment = d.experiment AND c.config_version = d.config_version
+    WHERE r.experiment = :experiment AND r.kind IN ('explicit', 'default')
+      AND (r.stream_ms, r.stream_seq) > (:after_ms, :after_seq)
+      AND (r.stream_ms, r.stream_seq) <= (:upto_ms, :upto_seq)
+)
+SELECT model_id, CASE WHEN item_model = 'shared' THEN '*' ELSE arm END AS arm, count(*) AS n
+FROM learned GROUP BY 1, 2
+UNION ALL
+SELECT model_id, '*', count(*) FROM learned WHERE item_model = 'hybrid' GROUP BY 1
 """
 END = (2**63 - 1, 2**63 - 1)
 MATRIX_DTYPE = np.dtype(
@@ -105,6 +115,7 @@ class Snapshot:
 
     position: Position
     arms: dict[tuple[str, str], LearningState]  # (model_id, arm) -> one-arm state
+    extras: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)  # hybrid arms' B
 
 
 def write_snapshot(engine: Engine, experiment: str, live: LiveModel, taken_ms: int) -> None:
@@ -131,6 +142,7 @@ def write_snapshot(engine: Engine, experiment: str, live: LiveModel, taken_ms: i
                 _matrix(s.A_inv[0]),
                 _array(s.b[0]),
                 _array(s.theta[0]),
+                None if params.extra is None else _matrix(params.extra),
             ]
         )
     buffer.seek(0)
@@ -159,7 +171,7 @@ def latest_snapshot(
         ).all()
     if not rows:
         return None
-    arms = {}
+    arms, extras = {}, {}
     for r in rows:
         dim = len(r.theta)
         arms[(r.model_id, r.arm)] = LearningState(
@@ -171,7 +183,11 @@ def latest_snapshot(
             A=_read_matrix(r.a, dim),
             b=np.array([r.b], dtype=np.float64),
         )
-    return Snapshot(position=(rows[0].stream_ms, rows[0].stream_seq), arms=arms)
+        if r.extra is not None:
+            extras[(r.model_id, r.arm)] = (
+                np.frombuffer(r.extra, dtype=MATRIX_DTYPE).astype(np.float64).reshape(dim, -1)
+            )
+    return Snapshot((rows[0].stream_ms, rows[0].stream_seq), arms, extras)
 
 
 def take_snapshot(

@@ -111,6 +111,7 @@ __all__ = [
     "hybrid_prior",
     "hybrid_update",
     "hybrid_moments",
+    "hybrid_scoring_moments",
     "hybrid_add_arms",
     "hybrid_reset_arm",
     "select_items",
@@ -419,6 +420,23 @@ def hybrid_moments(
     mean = phi @ beta + np.einsum("cd,cd->c", u, state.arms.b[arms] - B @ beta)
     r = phi - np.einsum("cdk,cd->ck", B, u)
     quad = np.einsum("ck,ck->c", r @ state.shared.A_inv[0], r) + u @ x
+    return mean, np.maximum(quad, 0.0)
+
+
+def hybrid_scoring_moments(
+    shared: ScoringState, arms: ScoringState, B: np.ndarray, x: np.ndarray, phi: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`hybrid_moments` from what choosing keeps: ``A^{-1}`` and ``theta``, not ``b``.
+
+    ``shared`` is the shared part (row 0), ``arms`` and ``B`` (``(C, d, D)``) the
+    candidates' own rows, in candidate order. With ``theta_c = A_c^{-1} b_c`` the
+    paper's mean is ``phi_c . beta + x . theta_c - (A_c^{-1} x) . (B_c beta)``.
+    """
+    beta = shared.theta[0]
+    u = arms.A_inv @ x  # (C, d): A_c^{-1} x
+    mean = phi @ beta + arms.theta @ x - np.einsum("cd,cd->c", u, B @ beta)
+    r = phi - np.einsum("cdk,cd->ck", B, u)
+    quad = np.einsum("ck,ck->c", r @ shared.A_inv[0], r) + u @ x
     return mean, np.maximum(quad, 0.0)
 
 

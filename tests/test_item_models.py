@@ -320,3 +320,27 @@ def test_hybrid_forgetting_keeps_inverses_consistent():
     for a in range(3):
         np.testing.assert_allclose(state.arms.A_inv[a], np.linalg.inv(state.arms.A[a]), atol=1e-10)
     assert np.isfinite(state.B).all() and np.abs(state.B).max() < 100
+
+
+def test_hybrid_scoring_moments_equal_the_papers_from_theta_instead_of_b():
+    from bandits.item_models import hybrid_scoring_moments
+    from bandits.state import ScoringState
+
+    rng = np.random.default_rng(11)
+    state = hybrid_prior(5, 4, 9)
+    for _ in range(50):
+        x, phi = rng.standard_normal(4), rng.standard_normal(9)
+        hybrid_update(state, int(rng.integers(5)), x, phi, float(rng.random()))
+    arms, x, phi = np.array([3, 1, 4]), rng.standard_normal(4), rng.standard_normal((3, 9))
+
+    def scoring(s, rows):
+        return ScoringState(
+            s.A_inv[rows], s.theta[rows], s.n[rows], s.successes[rows], s.failures[rows]
+        )
+
+    mean, quad = hybrid_moments(state, arms, x, phi)
+    got = hybrid_scoring_moments(
+        scoring(state.shared, [0]), scoring(state.arms, arms), state.B[arms], x, phi
+    )
+    np.testing.assert_allclose(got[0], mean, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(got[1], quad, rtol=0, atol=1e-12)

@@ -1,4 +1,10 @@
-"""Choose among candidates by their item features (the /choose side of an item model)."""
+"""Choose among candidates by their item features (the /choose side of an item model).
+
+A shared model scores a candidate from its features alone: one state for
+every item. A hybrid model adds the candidate's own per-arm part, so its
+candidates are rows of an arm table (a dynamic catalogue grows one, bounded by
+``max_arms`` as for a per-arm model) next to the one-row shared table.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +12,11 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from app.config import Experiment
+from app.config import HYBRID, Experiment
 from app.errors import ApiError
 from bandits import FeatureError, ScoringState
-from bandits.item_models import select_items, shared_moments
+from app.model_cache import SHARED_PART, ModelCache
+from bandits.item_models import hybrid_scoring_moments, select_items, shared_moments
 from bandits.policy import Selection
 
 
@@ -37,17 +44,27 @@ def encode_items(experiment: Experiment, items: Sequence[Mapping[str, Any]]) -> 
 
 def choose_items(
     experiment: Experiment,
-    state: ScoringState,
+    cache: ModelCache,
+    ids: Sequence[str],
     x: np.ndarray,
     items: np.ndarray,
     rng: np.random.Generator,
     k: int,
 ) -> Selection:
-    """Rank ``k`` of the candidates (rows of ``items``) under the experiment's shared model.
+    """Rank ``k`` of the candidates ``ids`` (features: rows of ``items``) under the item model.
 
     The selection's ``arms`` are positions into the candidates.
     """
     phi = experiment.layout.features(x, items)
-    mean, quad = shared_moments(state, phi)  # row 0 is the shared model; spare rows unused
-    learned = float(state.n[0])  # rewards learned: t of SquareCB's gamma
+    if experiment.model == HYBRID:
+        shared = cache.table(experiment, part=SHARED_PART).state
+        table = cache.table(experiment, ids)
+        rows = table.rows(ids)
+        own = table.state
+        arms = ScoringState(own.A_inv[rows], own.theta[rows], own.n[rows], own.n[rows], own.n[rows])
+        mean, quad = hybrid_scoring_moments(shared, arms, table.extra[rows], x, phi)
+    else:
+        shared = cache.table(experiment).state
+        mean, quad = shared_moments(shared, phi)  # row 0 is the shared model; spare rows unused
+    learned = float(shared.n[0])  # rewards learned: t of SquareCB's gamma
     return select_items(experiment.policy, mean, quad, rng, experiment.params, k=k, learned=learned)

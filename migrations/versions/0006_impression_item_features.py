@@ -1,4 +1,4 @@
-"""Impressions keep the item features they were scored with (models over item features).
+"""Impressions keep the item features they were scored with; snapshots keep hybrid arms' B.
 
 An experiment with ``model = "shared"`` or ``"hybrid"`` scores each candidate
 from its item features, which a request sends inline or the feature store
@@ -8,6 +8,9 @@ given (``item_features``, JSON, for people) and as encoded (``item_vector``,
 in the config version's column order, for the replay). Both stay NULL for a
 per-arm model. Adding a nullable column to the partitioned parent adds it to
 every partition, without rewriting rows.
+
+A hybrid model's arm also has a matrix ``B`` of its own (Li et al. 2010), which
+a snapshot keeps in ``model_snapshots.extra`` (NULL for every other arm).
 
 Revision ID: 0006
 Revises: 0005
@@ -33,8 +36,14 @@ def upgrade() -> None:
         "COMMENT ON COLUMN impressions.item_vector IS "
         "'The item features as encoded for the model, in the config version''s column order'"
     )
+    op.execute("ALTER TABLE model_snapshots ADD COLUMN extra bytea")
+    op.execute(
+        "COMMENT ON COLUMN model_snapshots.extra IS "
+        "'A hybrid model''s arm: its B matrix (context x shared features), as a is stored'"
+    )
 
 
 def downgrade() -> None:
+    op.execute("ALTER TABLE model_snapshots DROP COLUMN extra")
     op.execute("ALTER TABLE impressions DROP COLUMN item_vector")
     op.execute("ALTER TABLE impressions DROP COLUMN item_features")
