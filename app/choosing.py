@@ -79,7 +79,7 @@ class Chooser:
 
         held_out = assigned_to_holdout(exp.holdout, exp.name, req.unit_id, self.rng)
         policy = HOLDOUT if held_out else exp.policy
-        item_vectors = None
+        item_vectors = encoded = None
         if exp.item_model:
             ids = exp.arms if req.candidates is None else req.candidates
             items = self._item_features(exp, ids, req)
@@ -137,6 +137,7 @@ class Chooser:
             candidates=req.candidates,
             unit_id=req.unit_id,
             item_vectors=item_vectors,
+            candidate_vectors=encoded,
         )
         earlier = self.stream.record_decision(
             event,

@@ -20,6 +20,11 @@ The target's model parameters (``--params``):
   scored on outcomes it was fitted to), the more so the shorter the history
   before the window.
 
+For a model over item features (``model = "shared"`` or ``"hybrid"``) the
+target scores each decision's logged candidates by their item features
+(:mod:`app.item_models.evaluation`); ``log`` then replays the log up to the
+window's start as a rebuild does.
+
 Without ``--since`` the window starts at the median decision time of the
 experiment's current model, so half the log trains and half evaluates.
 """
@@ -43,6 +48,12 @@ from app.evaluation_log import (
     parameters_from_log,
     read_window,
     target_arms,
+)
+from app.item_models.evaluation import (
+    ItemModel,
+    estimate_items,
+    model_from_arms,
+    read_item_window,
 )
 from app.settings import Settings
 from bandits import ScoringState, prior
@@ -96,6 +107,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def target_experiment(experiment: Experiment, overrides: list[str]) -> Experiment:
     """``experiment`` with ``KEY=VALUE`` overrides, validated like the config file."""
     table: dict[str, Any] = json.loads(json.dumps(experiment.settings))
+    table.pop("item_layout", None)  # derived from the item features, not a config key
     for item in overrides:
         key, sep, raw = item.partition("=")
         key = key.strip()
@@ -218,21 +230,32 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if since is None:
         print(f"banditd evaluate: no decisions logged for {experiment.name}", file=sys.stderr)
         return 1
-    window = read_window(engine, experiment, since, until)
-    if not window.arms:
+    if experiment.item_model:
+        window = read_item_window(engine, experiment, since, until)
+    else:
+        window = read_window(engine, experiment, since, until)
+    if not len(window.arms):
         engine.dispose()
         print(f"banditd evaluate: no settled decisions in the window from {since}", file=sys.stderr)
         return 1
-    arms = target_arms(engine, target)
-    if args.params == "live":
-        state, learned = parameters_live(settings, target, arms)
+    if experiment.item_model:
+        model = item_model(settings, engine, target, args.params, since)
+        engine.dispose()
+        arms = ["(each decision's candidates, by their item features)"]
+        learned = model.learned
+        estimates, weights = estimate_items(
+            window, target, model, level=args.level, seed=args.seed, exact=args.exact
+        )
     else:
-        state, learned = parameters_from_log(engine, target, arms, since)
-    engine.dispose()
-
-    estimates, weights = estimate(
-        window, target, arms, state, level=args.level, seed=args.seed, exact=args.exact
-    )
+        arms = target_arms(engine, target)
+        if args.params == "live":
+            state, learned = parameters_live(settings, target, arms)
+        else:
+            state, learned = parameters_from_log(engine, target, arms, since)
+        engine.dispose()
+        estimates, weights = estimate(
+            window, target, arms, state, level=args.level, seed=args.seed, exact=args.exact
+        )
     report = {
         "experiment": experiment.name,
         "model_id": experiment.model_id,
@@ -262,6 +285,24 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     }
     print(json.dumps(report, indent=2) if args.json else render(report))
     return 0
+
+
+def item_model(
+    settings: Settings, engine: Engine, target: Experiment, params: str, since: datetime
+) -> ItemModel:
+    """The item model a target scores with: replayed up to ``since``, or the live one."""
+    if params == "live":
+        from app.live_model import read_live
+        from app.services import redis_client
+
+        live = read_live(redis_client(settings.redis_url), target.name, [target.model_id])
+        arms = {key: arm.state for key, arm in live.arms.items()}
+        extras = {key: arm.extra for key, arm in live.arms.items() if arm.extra is not None}
+        return model_from_arms(target, arms, extras)
+    from app.rebuild import replay
+
+    replayed = replay(engine, target.name, (int(since.timestamp() * 1000), 0))
+    return model_from_arms(target, replayed.arms, replayed.extras)
 
 
 def _se(values: np.ndarray) -> float:

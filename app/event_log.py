@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 from typing import Sequence
 
+import numpy as np
 import orjson
 import psycopg2.errors
 import sqlalchemy
@@ -29,7 +30,7 @@ COLUMNS = {
     "config_versions": "experiment, config_version, settings, first_seen_at",
     "decisions": "decision_id, experiment, decided_at, config_version, policy, model_id, "
     "request_id, context, features, shown_count, propensity_estimated, candidates, unit_id, "
-    "log_day",
+    "log_day, candidate_items",
     "impressions": "decision_id, experiment, arm, position, score, propensity, "
     "propensity_estimated, decided_at, config_version, log_day, item_features, item_vector",
     "rewards": "decision_id, experiment, arm, reward, kind, received_at, stream_ms, stream_seq, "
@@ -85,6 +86,7 @@ def _rows(entries: Sequence[tuple[bytes, Event]]) -> dict[str, list[bytes]]:
                     pg.text_array(event.candidates),
                     pg.text(event.unit_id),
                     day,
+                    _flat(event.candidate_vectors),
                 )
             )
             rows["impressions"].extend(
@@ -129,6 +131,11 @@ def _rows(entries: Sequence[tuple[bytes, Event]]) -> dict[str, list[bytes]]:
                 )
             )
     return rows
+
+
+def _flat(vectors: np.ndarray | None) -> bytes:
+    """Every candidate's item vector, row after row, as one float8[] (or NULL)."""
+    return pg.NULL if vectors is None else pg.float8_array(vectors.reshape(-1))
 
 
 def _log_day(decision_id: str) -> bytes:

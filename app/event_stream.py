@@ -71,7 +71,7 @@ class EventStream:
         """
         exp = event.experiment
         ttl_ms = max(deadline_ms - event.decided_ms, 0) + LATE_GRACE_MS
-        record, features, items = decision_entry(event)
+        record, features, items, candidate_items = decision_entry(event)
         result = self._record_decision(
             keys=[
                 keys.decision(exp, event.decision_id),
@@ -95,6 +95,7 @@ class EventStream:
                 event.config_version,  # copied into each reward: what to learn it under
                 record,
                 items,
+                candidate_items,
             ],
         )
         return ARM_LIMIT_REACHED if isinstance(result, list) else result

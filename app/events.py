@@ -60,6 +60,7 @@ class DecisionEvent:
     candidates: tuple[str, ...] | None = None  # as the request named them; None: every arm
     unit_id: str | None = None  # the user or session, as the request named it
     item_vectors: np.ndarray | None = None  # (k, q) encoded item features of the impressions
+    candidate_vectors: np.ndarray | None = None  # (C, q) every candidate's, in candidate order
 
 
 @dataclass(slots=True)
@@ -101,12 +102,15 @@ class ConfigEvent:
 Event = DecisionEvent | RewardEvent | ConfigEvent
 
 
-def decision_entry(event: DecisionEvent) -> tuple[bytes, bytes, bytes]:
-    """The stream entry's payload fields of a decision: ``d`` (JSON), ``x`` (features), ``z``.
+def decision_entry(event: DecisionEvent) -> tuple[bytes, bytes, bytes, bytes]:
+    """The stream entry's payload fields of a decision: ``d`` (JSON), ``x`` (features), ``z``
+    and ``zc``.
 
     A few fields, not one per attribute: every field is a script argument and
     a stream field to copy on the /choose hot path. ``z`` holds the encoded
-    item features of the impressions, in slot order (empty without an item model).
+    item features of the impressions, in slot order, and ``zc`` those of every
+    candidate, in candidate order, for off-policy estimates (both empty
+    without an item model).
     """
     record = {
         "id": event.decision_id,
@@ -123,8 +127,16 @@ def decision_entry(event: DecisionEvent) -> tuple[bytes, bytes, bytes]:
         "cands": event.candidates,
         "unit": event.unit_id,
     }
-    z = b"" if event.item_vectors is None else event.item_vectors.astype(np.float64).tobytes()
-    return orjson.dumps(record), event.features.astype(np.float64).tobytes(), z
+    return (
+        orjson.dumps(record),
+        event.features.astype(np.float64).tobytes(),
+        _raw(event.item_vectors),
+        _raw(event.candidate_vectors),
+    )
+
+
+def _raw(vectors: np.ndarray | None) -> bytes:
+    return b"" if vectors is None else vectors.astype(np.float64).tobytes()
 
 
 def encode_config(event: ConfigEvent) -> dict[str, bytes | str]:
@@ -163,6 +175,7 @@ def decode(
     kind = fields.get(b"t")
     if kind == b"decision":
         d = orjson.loads(fields[b"d"])
+        shown = _item_vectors(fields.get(b"z"), len(d["shown"]))
         model_id = d.get("model")  # in records of the previous release
         if model_id is None:
             model_id = _settings(versions, experiment, d["cv"])["model"]
@@ -180,7 +193,8 @@ def decode(
             propensity_estimated=d["est"],
             candidates=None if d.get("cands") is None else tuple(d["cands"]),
             unit_id=d.get("unit"),  # absent from records of earlier releases
-            item_vectors=_item_vectors(fields, len(d["shown"])),
+            item_vectors=shown,
+            candidate_vectors=None if shown is None else _item_vectors(fields.get(b"zc"), shown),
         )
     if kind == b"reward":
         raw, slot = fields[b"c"], int(fields[b"slot"])
@@ -227,12 +241,14 @@ def decode(
     raise ValueError(f"unknown event type {kind!r}")
 
 
-def _item_vectors(fields: dict[bytes, bytes], shown: int) -> np.ndarray | None:
-    """A decision entry's ``(k, q)`` item vectors, or None if it has none."""
-    raw = fields.get(b"z")
+def _item_vectors(raw: bytes | None, rows: int | np.ndarray) -> np.ndarray | None:
+    """A decision entry's item vectors: ``rows`` of them, or rows as long as ``rows``' rows."""
     if not raw:
         return None
-    return np.frombuffer(raw, dtype=np.float64).reshape(shown, -1)
+    vectors = np.frombuffer(raw, dtype=np.float64)
+    return (
+        vectors.reshape(rows, -1) if isinstance(rows, int) else vectors.reshape(-1, rows.shape[1])
+    )
 
 
 def reward_kind(fields: dict[bytes, bytes]) -> str | None:

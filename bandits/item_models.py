@@ -115,6 +115,7 @@ __all__ = [
     "hybrid_add_arms",
     "hybrid_reset_arm",
     "select_items",
+    "item_target_probabilities",
     "learned_rewards",
 ]
 
@@ -495,6 +496,30 @@ ITEM_POLICIES: dict[str, Callable[..., Selection]] = {
     "lin_ts": _lin_ts,
     "squarecb": _squarecb,
 }
+
+
+def item_target_probabilities(
+    policy: str,
+    mean: np.ndarray,
+    quad: np.ndarray,
+    params: PolicyParams,
+    rng: np.random.Generator,
+    *,
+    learned: float = 0.0,
+    exact: bool = False,
+) -> np.ndarray:
+    """Slot-0 probability of each candidate under :func:`select_items`, for off-policy estimates.
+
+    ``mean`` and ``quad`` are the candidates' ``(C,)`` moments; the result is
+    ``(C,)`` and sums to 1: :func:`bandits.ope.target_probabilities` of the
+    candidates as arms of a one-feature model (as :func:`select_items` scores
+    them), with ``learned`` rewards for SquareCB's ``gamma``.
+    """
+    from .ope import target_probabilities  # ope builds on the per-arm policies this extends
+
+    state = _moment_state(np.asarray(mean, dtype=np.float64), np.asarray(quad, dtype=np.float64))
+    state.n[0] = learned  # only SquareCB reads it: its gamma follows the rewards learned
+    return target_probabilities(policy, state, _ONE[None], params, rng, exact=exact)[0]
 
 
 def select_items(

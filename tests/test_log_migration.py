@@ -121,10 +121,11 @@ def batches(now: dt.datetime) -> list[list[tuple[bytes, object]]]:
     return out
 
 
-# columns of later revisions: log_day (0005), the item features of an impression and a
-# hybrid arm's B in a snapshot (0006), which are NULL for every row the previous release wrote
-LATER_COLUMNS = frozenset({"log_day", "item_features", "item_vector", "extra"})
-NULL_FOR_OLD_ROWS = ("item_features", "item_vector", "extra")
+# columns of later revisions: log_day (0005); the item features of an impression and of a
+# decision's candidates, and a hybrid arm's B in a snapshot (0006), NULL for every row the
+# previous release wrote
+LATER_COLUMNS = frozenset({"log_day", "item_features", "item_vector", "candidate_items", "extra"})
+NULL_FOR_OLD_ROWS = ("item_features", "item_vector", "candidate_items", "extra")
 
 
 def _everything(engine) -> dict[str, list[dict]]:

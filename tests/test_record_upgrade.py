@@ -43,7 +43,7 @@ def _previous_release_decision(app, hour: float, arm: str, now_ms: int) -> str:
         impressions=(Impression(arm, 0, 0.5, 1.0),),
         propensity_estimated=False,
     )
-    record, features, _ = decision_entry(event)
+    record, features, _, _ = decision_entry(event)
     old_record = orjson.dumps({**orjson.loads(record), "model": exp.model_id})
     old_carry = orjson.dumps(
         {"model": exp.model_id, "lam": exp.ridge, "lo": 0.0, "hi": 1.0, "w": [1.0], "g": 1.0}

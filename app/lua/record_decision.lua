@@ -4,8 +4,8 @@
 -- ARGV: has_request, response, ttl_ms, deadline_ms, decision_id, max_arms (0: no
 --       registry), shown arm ids joined by ',', default reward, reward min,
 --       reward max, features, config version (its rewards are learned under its
---       settings), decision record (JSON), item features of the shown arms (empty:
---       not an item model)
+--       settings), decision record (JSON), item features of the shown arms and of
+--       every candidate (both empty: not an item model)
 -- Returns false when recorded, the earlier response, or {'arm_limit'} when a
 -- dynamic catalogue would grow past max_arms (then nothing is recorded).
 if ARGV[1] == '1' then
@@ -30,7 +30,8 @@ if items ~= '' then redis.call('HSET', KEYS[1], 'z', items) end
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('ZADD', KEYS[2], ARGV[4], ARGV[5])
 if items ~= '' then
-  redis.call('XADD', KEYS[3], '*', 't', 'decision', 'd', ARGV[13], 'x', ARGV[11], 'z', items)
+  redis.call('XADD', KEYS[3], '*', 't', 'decision', 'd', ARGV[13], 'x', ARGV[11], 'z', items,
+             'zc', ARGV[15] or '')
 else
   redis.call('XADD', KEYS[3], '*', 't', 'decision', 'd', ARGV[13], 'x', ARGV[11])
 end

@@ -9,7 +9,10 @@ in the config version's column order, for the replay). Both stay NULL for a
 per-arm model. Adding a nullable column to the partitioned parent adds it to
 every partition, without rewriting rows.
 
-A hybrid model's arm also has a matrix ``B`` of its own (Li et al. 2010), which
+Off-policy estimates score a target policy on every candidate a decision had,
+so a decision of an item model also logs all of its candidates' encoded item
+features (``decisions.candidate_items``, row after row). A hybrid model's arm
+also has a matrix ``B`` of its own (Li et al. 2010), which
 a snapshot keeps in ``model_snapshots.extra`` (NULL for every other arm).
 
 Revision ID: 0006
@@ -36,6 +39,12 @@ def upgrade() -> None:
         "COMMENT ON COLUMN impressions.item_vector IS "
         "'The item features as encoded for the model, in the config version''s column order'"
     )
+    op.execute("ALTER TABLE decisions ADD COLUMN candidate_items double precision[]")
+    op.execute(
+        "COMMENT ON COLUMN decisions.candidate_items IS "
+        "'Every candidate''s encoded item features, row after row in candidate order "
+        "(item models): what an off-policy estimate scores a target policy on'"
+    )
     op.execute("ALTER TABLE model_snapshots ADD COLUMN extra bytea")
     op.execute(
         "COMMENT ON COLUMN model_snapshots.extra IS "
@@ -45,5 +54,6 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.execute("ALTER TABLE model_snapshots DROP COLUMN extra")
+    op.execute("ALTER TABLE decisions DROP COLUMN candidate_items")
     op.execute("ALTER TABLE impressions DROP COLUMN item_vector")
     op.execute("ALTER TABLE impressions DROP COLUMN item_features")
