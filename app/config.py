@@ -52,11 +52,13 @@ EXPERIMENT_KEYS = {
     "model",
     "item_features",
     "interactions",
+    "missing_item",
 }
 REWARD_KEYS = {"default", "window_seconds", "min", "max"}
 FEATURE_KEYS = {"numeric", "categorical", "intercept"}
 ITEM_FEATURE_KEYS = {"numeric", "categorical"}
 DISJOINT, SHARED, HYBRID = "disjoint", "shared", "hybrid"
+MISSING_ITEM_CHOICES = ("error", "empty")  # an id the feature store lacks: a 400, or no features
 MODELS = (DISJOINT, SHARED, HYBRID)  # per-arm (today's), over item features, both
 SHARED_ARM = "*"  # the row a shared model's state is kept under (never a valid arm id)
 
@@ -99,6 +101,7 @@ class Experiment:
     model: str = DISJOINT
     item_features: FeatureSpec | None = None  # declared for a shared or hybrid model only
     layout: ItemLayout | None = None  # how context and item features cross (shared, hybrid)
+    missing_item: str = "error"  # a candidate the feature store lacks: "error" (400) or "empty"
 
     def position_weight(self, position: int) -> float:
         """How likely a user is to look at slot ``position`` (1.0 without position weights)."""
@@ -207,6 +210,12 @@ def _experiment(name: str, table: Any) -> Experiment:
             f"got {holdout_policy!r}"
         )
     model, item_features, interactions, layout = _item_model(table, where, features)
+    missing_item = table.get("missing_item", "error")
+    if missing_item not in MISSING_ITEM_CHOICES:
+        raise ConfigError(
+            f"{where}.missing_item must be one of {list(MISSING_ITEM_CHOICES)}, "
+            f"got {missing_item!r}"
+        )
     if model == HYBRID and forgetting == AUTO_FORGETTING:
         raise ConfigError(
             f'{where}: forgetting = "auto" does not work with model = "hybrid" yet; '
@@ -246,6 +255,8 @@ def _experiment(name: str, table: Any) -> Experiment:
         settings |= {"gamma_scale": params.gamma_scale, "gamma_exponent": params.gamma_exponent}
     if holdout > 0:  # absent otherwise, so that the versions of existing configs stay
         settings |= {"holdout": holdout, "holdout_policy": holdout_policy}
+    if missing_item != "error":  # likewise
+        settings["missing_item"] = missing_item
     if retention_days is not None:  # likewise
         settings["retention_days"] = retention_days
     model_basis = {"columns": features.columns, "ridge": ridge}
@@ -287,6 +298,7 @@ def _experiment(name: str, table: Any) -> Experiment:
         model=model,
         item_features=item_features,
         layout=layout,
+        missing_item=missing_item,
     )
 
 

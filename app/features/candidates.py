@@ -1,0 +1,147 @@
+"""Resolve a /choose request's candidates and entities into ids, item features and context.
+
+A candidate is an arm id, or an object ``{"id": ..., "features": {...}}``. The
+rule for where a candidate's item features come from:
+
+- an object with ``features`` brings its own: they are used as they are, and
+  the store is not asked about that id (inline features replace stored ones);
+- any other candidate (a bare id, or an object without ``features``) is looked
+  up in the feature store; an id the store does not hold is a 400
+  ``unknown_item`` naming it, or has no features, as the experiment's
+  ``missing_item`` (``"error"`` or ``"empty"``) says.
+
+Stored item features are narrowed to the item features the experiment
+declares, so the store may hold more than one experiment's model uses.
+Entities (``{"user": "u42"}``) add their stored features to the context,
+narrowed the same way to the declared context features; the request's own
+context values win, and an entity the store does not hold adds nothing (a
+new user has no profile yet). Without declared item features only the
+entities are looked up. Every lookup of one request is one Redis round trip
+(app/features/store.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+from app.config import Experiment
+from app.errors import ApiError
+from app.features.store import FeatureStore
+from bandits import FeatureSpec
+
+MISSING_ERROR, MISSING_EMPTY = "error", "empty"
+
+
+@dataclass(frozen=True)
+class ResolvedCandidates:
+    """A /choose request's candidates with their item features, and the merged context."""
+
+    ids: tuple[str, ...]  # candidate arm ids, in request order (the arms when none were sent)
+    item_features: tuple[dict[str, Any], ...] | None  # per candidate; None without item_features
+    context: dict[str, Any]  # request context merged over the stored entities' features
+
+
+def resolve(
+    client,
+    experiment: Experiment,
+    candidates: Sequence[str | Mapping[str, Any]] | None,
+    context: Mapping[str, Any],
+    entities: Mapping[str, str] | None,
+) -> ResolvedCandidates:
+    """The ids, item features and merged context of one /choose request.
+
+    ``candidates`` as the request sent them (ids or ``{"id", "features"?}``
+    objects; None: the experiment's arms), ``entities`` maps a kind to an id.
+    400 ``unknown_item`` for a candidate without features under
+    ``missing_item = "error"``.
+    """
+    if candidates is None:
+        ids, inline = experiment.arms, None
+    else:
+        ids = tuple(c if isinstance(c, str) else c["id"] for c in candidates)
+        inline = (
+            None
+            if all(isinstance(c, str) for c in candidates)
+            else tuple(None if isinstance(c, str) else c.get("features") for c in candidates)
+        )
+    return resolve_parsed(client, experiment, ids, inline, context, entities)
+
+
+def resolve_parsed(
+    client,
+    experiment: Experiment,
+    ids: Sequence[str],
+    inline: Sequence[Mapping[str, Any] | None] | None,
+    context: Mapping[str, Any],
+    entities: Mapping[str, str] | None,
+) -> ResolvedCandidates:
+    """:func:`resolve` for candidates already split into ids and inline features.
+
+    ``inline`` holds per candidate its inline features or None (look it up);
+    ``inline`` None means no candidate brought any. This is the shape of a
+    parsed ChooseRequest (``candidates``, ``inline_features``).
+    """
+    ids = tuple(ids)
+    item_spec: FeatureSpec | None = getattr(experiment, "item_features", None)
+    wanted = () if item_spec is None else _lookups(ids, inline)
+    found = FeatureStore(client).lookup(experiment.name, [ids[i] for i in wanted], entities or {})
+    merged = _merge_context(experiment.features, found.entities, context)
+    if item_spec is None:
+        return ResolvedCandidates(ids, None, merged)
+    items: list[dict[str, Any]] = (
+        [{} for _ in ids] if inline is None else [dict(f) if f else {} for f in inline]
+    )
+    names = _names(item_spec)
+    missing = []
+    for position, stored in zip(wanted, found.items):
+        if stored is None:
+            missing.append(ids[position])
+        else:
+            items[position] = {k: v for k, v in stored.items() if k in names}
+    if missing and getattr(experiment, "missing_item", MISSING_ERROR) == MISSING_ERROR:
+        raise _unknown_items(experiment.name, missing)
+    return ResolvedCandidates(ids, tuple(items), merged)
+
+
+def _lookups(ids: tuple[str, ...], inline: Sequence[Mapping[str, Any] | None] | None) -> list[int]:
+    """Positions of the candidates whose features come from the store."""
+    if inline is None:
+        return list(range(len(ids)))
+    return [i for i, features in enumerate(inline) if features is None]
+
+
+def _merge_context(
+    spec: FeatureSpec,
+    stored: Mapping[str, Mapping[str, Any] | None],
+    context: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The request context over the entities' declared features (kinds in request order)."""
+    if not stored:
+        return dict(context)
+    names = _names(spec)
+    merged: dict[str, Any] = {}
+    for features in stored.values():
+        if features:
+            merged.update((k, v) for k, v in features.items() if k in names)
+    merged.update(context)
+    return merged
+
+
+def _names(spec: FeatureSpec) -> frozenset[str]:
+    return frozenset(spec.numeric) | frozenset(name for name, _ in spec.categorical)
+
+
+def _unknown_items(experiment: str, missing: list[str]) -> ApiError:
+    named = repr(missing[0])
+    if len(missing) > 1:
+        named += f" (and {len(missing) - 1} more: {', '.join(map(repr, missing[1:4]))}"
+        named += ", ...)" if len(missing) > 4 else ")"
+    return ApiError(
+        400,
+        "unknown_item",
+        f"candidate {named} has no features in the feature store of {experiment} and none were"
+        f' sent: PUT /items/{experiment}/<id> first, send {{"id", "features"}}, or set'
+        ' missing_item = "empty"',
+        "candidates",
+    )
