@@ -288,7 +288,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def item_model(
-    settings: Settings, engine: Engine, target: Experiment, params: str, since: datetime
+    settings: Settings,
+    engine: Engine | None,
+    target: Experiment,
+    params: str,
+    since: datetime | None,
 ) -> ItemModel:
     """The item model a target scores with: replayed up to ``since``, or the live one."""
     if params == "live":

@@ -6,7 +6,8 @@ experiment's recent decisions: ``theta . x`` with the standard error
 ``sqrt(x^T A^-1 x)`` (scaled by ``v`` for ``lin_ts``, its posterior's scale).
 ``beta_ts`` shows each arm's posterior mean success rate ``Beta(1 + s, 1 + f)``
 and its standard deviation, mapped back onto the reward range. ``random`` has
-no model.
+no model, and a model over item features (shared or hybrid) no estimate of an
+arm by itself: it scores an item from the item's features.
 """
 
 from __future__ import annotations
@@ -51,8 +52,8 @@ def arm_estimates(
     Arms the model never learned from are left out; so is everything for a
     ``random`` policy or, for a linear policy, when no context is known yet.
     """
-    if experiment.policy not in LINEAR | {"beta_ts"}:
-        return {}
+    if experiment.policy not in LINEAR | {"beta_ts"} or experiment.item_model:
+        return {}  # an item model's estimate is per item, from its features: no arm's own
     if experiment.policy in LINEAR and x is None:
         return {}
     found = store.load_scoring(experiment.name, experiment.model_id, arms, experiment.features.dim)

@@ -21,8 +21,9 @@ import numpy as np
 from sqlalchemy.engine import Connection
 
 from app.config import ConfigError, Experiment
-from app.evaluate import estimate, parameters_live, target_experiment
+from app.evaluate import estimate, item_model, parameters_live, target_experiment
 from app.evaluation_log import Window
+from app.item_models.evaluation import estimate_items, read_item_sample
 from app.settings import Settings
 
 PROPOSABLE = ("policy", "alpha", "epsilon", "v")
@@ -105,7 +106,10 @@ def what_if(
 ) -> dict[str, Any]:
     """Off-policy estimates of the current settings and of ``target`` on the same sample."""
     limit = affordable_sample((experiment, target), sample)
-    window = read_sample(conn, experiment, limit)
+    if experiment.item_model:
+        window = read_item_sample(conn, experiment, limit)
+    else:
+        window = read_sample(conn, experiment, limit)
     answer: dict[str, Any] = {
         "experiment": experiment.name,
         "sample": len(window.arms),
@@ -116,14 +120,22 @@ def what_if(
         "proposed": _settings_of(target),
         "toml": toml_lines(experiment, target),
     }
-    if not window.arms:
+    if not len(window.arms):
         return answer | {"logged": None, "estimates": None, "warnings": ["no settled decisions"]}
-    arms = list(target.arms) or sorted(set(window.arms))
-    state, learned = parameters_live(settings, target, arms)
-    base_arms = list(experiment.arms) or arms
-    base_state, _ = parameters_live(settings, experiment, base_arms)
-    current, _ = estimate(window, scored(experiment), base_arms, base_state, **_options(experiment))
-    proposed, weights = estimate(window, scored(target), arms, state, **_options(target))
+    if experiment.item_model:  # one model (tuning keeps it), scoring each decision's candidates
+        model = item_model(settings, None, target, "live", None)
+        learned = model.learned
+        current, _ = estimate_items(window, experiment, model, **_options(experiment))
+        proposed, weights = estimate_items(window, target, model, **_options(target))
+    else:
+        arms = list(target.arms) or sorted(set(window.arms))
+        state, learned = parameters_live(settings, target, arms)
+        base_arms = list(experiment.arms) or arms
+        base_state, _ = parameters_live(settings, experiment, base_arms)
+        current, _ = estimate(
+            window, scored(experiment), base_arms, base_state, **_options(experiment)
+        )
+        proposed, weights = estimate(window, scored(target), arms, state, **_options(target))
     rewards = window.rewards
     se = float(rewards.std(ddof=1) / np.sqrt(rewards.size)) if rewards.size > 1 else None
     return answer | {
@@ -146,18 +158,22 @@ def scored(experiment: Experiment) -> Experiment:
 def affordable_sample(experiments: tuple[Experiment, ...], sample: int) -> int:
     """``sample`` cut so that no ``lin_ts`` among ``experiments`` draws more than MC_WORK."""
     for e in experiments:
-        if e.policy == "lin_ts":
+        if e.policy == "lin_ts" and not e.item_model:
             per_decision = min(e.params.draws, MC_DRAWS) * max(len(e.arms), 1)
             sample = min(sample, max(100, MC_WORK // per_decision))
     return sample
 
 
 def _options(experiment: Experiment) -> dict[str, Any]:
-    return {"level": LEVEL, "seed": SEED, "exact": experiment.policy == "beta_ts"}
+    # an item model's lin_ts by quadrature: Monte Carlo over hundreds of candidates costs more
+    exact = experiment.policy == "beta_ts" or (
+        experiment.item_model and experiment.policy == "lin_ts"
+    )
+    return {"level": LEVEL, "seed": SEED, "exact": exact}
 
 
 def _sampling_notes(experiments: tuple[Experiment, ...], asked: int, limit: int) -> list[str]:
-    if not any(e.policy == "lin_ts" for e in experiments):
+    if not any(e.policy == "lin_ts" and not e.item_model for e in experiments):
         return []
     note = f"lin_ts's choice probabilities are Monte Carlo estimates ({MC_DRAWS} draws a decision)"
     if limit < asked:

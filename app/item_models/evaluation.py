@@ -21,7 +21,7 @@ from datetime import datetime
 
 import numpy as np
 import sqlalchemy
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from app.config import HYBRID, SHARED_ARM, Experiment
 from bandits import LearningState, ScoringState, arm_prior
@@ -38,6 +38,18 @@ WINDOW_SQL = sqlalchemy.text("""
       AND d.candidate_items IS NOT NULL
       AND d.decided_at >= :since AND (CAST(:until AS timestamptz) IS NULL OR d.decided_at < :until)
     ORDER BY d.decided_at, d.decision_id
+""")
+
+
+SAMPLE_SQL = sqlalchemy.text("""
+    SELECT d.features, d.candidates, d.candidate_items, i.arm, i.propensity,
+           i.propensity_estimated, i.reward, i.config_version
+    FROM decisions d
+    JOIN impression_rewards i ON i.decision_id = d.decision_id AND i.position = 0
+    WHERE d.experiment = :experiment AND d.model_id = :model_id
+      AND i.reward_kind IS NOT NULL AND d.candidate_items IS NOT NULL
+    ORDER BY d.decided_at DESC
+    LIMIT :limit
 """)
 
 
@@ -81,6 +93,16 @@ def read_item_window(
     }
     with engine.connect() as conn:
         rows = conn.execute(WINDOW_SQL, params).all()
+    return _window(rows, experiment)
+
+
+def read_item_sample(conn: Connection, experiment: Experiment, size: int) -> ItemWindow:
+    """The newest ``size`` settled slot-0 decisions of the experiment's current model."""
+    params = {"experiment": experiment.name, "model_id": experiment.model_id, "limit": size}
+    return _window(conn.execute(SAMPLE_SQL, params).all(), experiment)
+
+
+def _window(rows, experiment: Experiment) -> ItemWindow:
     q = experiment.item_features.dim
     candidates = [list(r.candidates or experiment.arms) for r in rows]
     return ItemWindow(
