@@ -26,12 +26,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from . import ope, select
+from . import POLICIES, ope, select
 from .batch_learning import update_many
+from .batch_selection import Selections, select_many
 from .policy import PolicyParams, Selection
 from .state import LearningState, prior
 
-__all__ = ["BanditEstimator", "LinUCB", "LinearTS", "BetaTS", "SquareCB"]
+__all__ = ["BanditEstimator", "LinUCB", "LinearTS", "BetaTS", "SquareCB", "estimator_for"]
 
 
 class BanditEstimator:
@@ -114,10 +115,19 @@ class BanditEstimator:
             candidates=cand,
         )
 
+    def choose_many(
+        self, X: np.ndarray, k: int = 1, candidates: Sequence[int] | None = None
+    ) -> Selections:
+        """The slates of every row of ``X`` at once, vectorised where the policy allows."""
+        X = np.atleast_2d(np.asarray(X, dtype=np.float64))
+        cand = None if candidates is None else np.asarray(candidates, dtype=np.intp)
+        return select_many(
+            self.policy, self._fitted(X.shape[1]), X, self.rng, self.params, k=k, candidates=cand
+        )
+
     def rank(self, X: np.ndarray, k: int, candidates: Sequence[int] | None = None) -> np.ndarray:
         """``(n, k)`` arms, best first, for each row of ``X``."""
-        X = np.atleast_2d(np.asarray(X, dtype=np.float64))
-        return np.stack([self.choose(x, k, candidates).arms for x in X])
+        return self.choose_many(X, k, candidates).arms
 
     def predict(self, X: np.ndarray, candidates: Sequence[int] | None = None) -> np.ndarray:
         """``(n,)`` the arm chosen for each row of ``X``."""
@@ -201,3 +211,31 @@ class SquareCB(BanditEstimator):
             gamma_scale=gamma_scale, gamma_exponent=gamma_exponent, epsilon=epsilon
         )
         super().__init__(n_arms, params=params, **options)
+
+
+ESTIMATORS: dict[str, type[BanditEstimator]] = {
+    "linucb": LinUCB,
+    "lin_ts": LinearTS,
+    "beta_ts": BetaTS,
+    "squarecb": SquareCB,
+}
+
+
+def estimator_for(policy: str, n_arms: int, params: PolicyParams, **options) -> BanditEstimator:
+    """An unfitted estimator of ``policy`` (any of :data:`bandits.POLICIES`) with ``params``.
+
+    ``options`` are :class:`BanditEstimator`'s (``ridge``, ``forgetting``, ``random_state``).
+
+    >>> estimator_for("linucb", 3, PolicyParams(alpha=0.5)).params.alpha
+    0.5
+    """
+    cls = ESTIMATORS.get(policy)
+    if cls is None:  # epsilon_greedy, random: the base class runs any registered policy
+        if policy not in POLICIES:
+            raise ValueError(f"unknown policy {policy!r}")
+        model = BanditEstimator(n_arms, params=params, **options)
+        model.policy = policy
+        return model
+    model = cls(n_arms, **options)
+    model.params = params
+    return model

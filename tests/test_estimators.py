@@ -137,3 +137,67 @@ def test_bad_arguments_are_refused():
         LinUCB(n_arms=2, alpha=-1.0)
     with pytest.raises(ValueError):
         LinUCB(n_arms=2).partial_fit(np.ones((1, 2)), [5], [1.0])  # no arm 5
+
+
+def _linucb_world(seed: int = 5, arms: int = 6):
+    model, X, _, _ = fitted(LinUCB(n_arms=arms, alpha=0.7, random_state=seed), seed)
+    return model, np.random.default_rng(seed).normal(size=(400, X.shape[1]))
+
+
+def _slot_propensities(state, params, x, arms, policy="linucb"):
+    """The propensities select's semantics give the slate ``arms`` at ``x`` (bandits/slate.py)."""
+    from bandits.policy import linear_moments
+    from bandits.slate import slot_probabilities
+
+    mean, quad = linear_moments(state, x, slice(None))
+    scores = mean + params.alpha * np.sqrt(quad) if policy == "linucb" else mean
+    remaining = np.ones(len(scores), dtype=bool)
+    out = []
+    for arm in arms:
+        out.append(slot_probabilities(scores, remaining, params.epsilon)[arm])
+        remaining[arm] = False
+    return out
+
+
+@pytest.mark.parametrize("epsilon", [0.0, 0.2])
+def test_choose_many_gives_selects_slates_and_propensities(epsilon):
+    model, X = _linucb_world()
+    model.params = PolicyParams(alpha=0.7, epsilon=epsilon)
+    many = model.choose_many(X, k=3)
+    for i, x in enumerate(X):
+        expected = _slot_propensities(model.state, model.params, x, many.arms[i])
+        np.testing.assert_allclose(many.propensities[i], expected, rtol=1e-12)
+        one = select("linucb", model.state, x, np.random.default_rng(i), model.params, k=3)
+        np.testing.assert_allclose(
+            many.scores[i], _scores_of(model, x)[many.arms[i]], rtol=1e-12, atol=1e-14
+        )
+        if epsilon == 0.0:  # no ties here: the slate is the deterministic ranking
+            assert many.arms[i].tolist() == one.arms.tolist()
+            assert many.propensities[i].tolist() == one.propensities.tolist()
+
+
+def _scores_of(model, x):
+    from bandits.policy import linear_moments
+
+    mean, quad = linear_moments(model.state, x, slice(None))
+    return mean + model.params.alpha * np.sqrt(quad)
+
+
+def test_choose_many_breaks_ties_and_explores_uniformly():
+    model = LinUCB(n_arms=4, alpha=1.0, epsilon=0.2, random_state=3)
+    X = np.ones((40_000, 2))  # at the prior every arm ties
+    many = model.choose_many(X, k=2)
+    assert np.allclose(many.propensities[:, 0], 0.25) and np.allclose(
+        many.propensities[:, 1], 1 / 3
+    )
+    counts = np.bincount(many.arms[:, 0], minlength=4) / len(X)
+    assert np.abs(counts - 0.25).max() < 0.01  # 4 standard errors is 0.0087
+    assert (many.arms[:, 0] != many.arms[:, 1]).all()
+
+    taught, X = _linucb_world()
+    taught.params = PolicyParams(alpha=0.7, epsilon=0.2)
+    x = np.repeat(X[:1], 40_000, axis=0)
+    top = select("linucb", taught.state, X[0], np.random.default_rng(0), PolicyParams(alpha=0.7))
+    first = taught.choose_many(x, k=1).arms[:, 0]
+    share = (first == top.arms[0]).mean()
+    assert abs(share - (0.8 + 0.2 / 6)) < 0.01  # the greedy arm, or explored onto it
