@@ -9,12 +9,15 @@ Lua scripts next to the data.
 
 from __future__ import annotations
 
+import time
 from importlib import resources
 from typing import Iterable, Mapping
 
 import redis
+from redis.cluster import RedisCluster
 
 from app import keys
+from app.cluster.replication import ReplicaWait
 from app.config import Experiment
 from app.lease import LeaseLost, fence
 from app.events import ConfigEvent, DecisionEvent, decision_entry, encode_config
@@ -22,6 +25,7 @@ from app.learning_settings import queue_publish
 
 GROUP = "workers"
 LATE_GRACE_MS = 3_600_000  # how long after its window a decision still answers 409, not 404
+CLUSTER_POLL_MS = 10  # how often a worker on a cluster looks for new entries while idle
 
 Entry = tuple[bytes, dict[bytes, bytes]]
 ARM_LIMIT_REACHED = object()  # what record_decision returns when a catalogue is full
@@ -39,8 +43,10 @@ def _script(client: redis.Redis, name: str):
 class EventStream:
     """Append and consume banditd events; one stream per experiment."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, *, replicas: ReplicaWait | None = None) -> None:
         self.redis = client
+        # an answer's write waits for the replicas (app/cluster/replication.py)
+        self.replicas = replicas or ReplicaWait(client, 0)
         self._record_decision = _script(client, "record_decision.lua")
         self._record_reward = _script(client, "record_reward.lua")
         self._close_windows = _script(client, "close_windows.lua")
@@ -72,7 +78,8 @@ class EventStream:
         exp = event.experiment
         ttl_ms = max(deadline_ms - event.decided_ms, 0) + LATE_GRACE_MS
         record, features, items, candidate_items = decision_entry(event)
-        result = self._record_decision(
+        result = self.replicas.script(
+            self._record_decision,
             keys=[
                 keys.decision(exp, event.decision_id),
                 keys.pending(exp),
@@ -110,7 +117,8 @@ class EventStream:
         (appended as late), ``unknown_decision``, ``arm_not_shown`` or
         ``out_of_range`` (detail: "min..max" of the decision).
         """
-        result = self._record_reward(
+        result = self.replicas.script(
+            self._record_reward,
             keys=[keys.decision(experiment, decision_id), keys.stream(experiment)],
             args=[decision_id, arm, reward, now_ms],
         )
@@ -245,10 +253,34 @@ class EventStream:
         """
         if not after:
             return False
+        if isinstance(self.redis, RedisCluster) and len(after) > 1:
+            return self._poll_any(after, block_ms)
         reply = self.redis.xread(
             {keys.stream(e): last or "$" for e, last in after.items()}, count=1, block=block_ms
         )
         return bool(reply)
+
+    def _poll_any(self, after: Mapping[str, bytes | None], block_ms: int) -> bool:
+        """``wait_for_any`` on a cluster, where one XREAD cannot name streams of several
+        slots: a pipelined non-blocking XREAD per stream every ``CLUSTER_POLL_MS``."""
+        last = dict(after)
+        unset = [e for e, entry_id in last.items() if entry_id is None]
+        if unset:  # "$": what is last now
+            pipe = self.redis.pipeline(transaction=False)
+            for e in unset:
+                pipe.xrevrange(keys.stream(e), count=1)
+            for e, newest in zip(unset, pipe.execute()):
+                last[e] = newest[0][0] if newest else b"0-0"
+        deadline = time.monotonic() + block_ms / 1000
+        while True:
+            pipe = self.redis.pipeline(transaction=False)
+            for e, entry_id in last.items():
+                pipe.xread({keys.stream(e): entry_id}, count=1)
+            if any(pipe.execute()):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(min(CLUSTER_POLL_MS / 1000, max(0.0, deadline - time.monotonic())))
 
     def ack(self, experiment: str, entry_ids: Iterable[bytes]) -> None:
         """Acknowledge and delete processed entries."""

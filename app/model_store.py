@@ -19,6 +19,7 @@ from typing import Callable
 
 import numpy as np
 import redis
+from redis.cluster import RedisCluster
 
 from app import keys
 from app.lease import LeaseLost, fence
@@ -191,12 +192,17 @@ class ModelStore:
                 pipe.hset(keys.arm(experiment, u.model_id, u.arm), mapping=fields)
                 pipe.hset(keys.arm_versions(experiment, u.model_id), u.arm, u.version)
             pipe.set(keys.applied(experiment), applied_through)
+            # a cluster's transaction takes no PUBLISH (no key): it follows the EXEC there
+            publish_after = updates and isinstance(self.redis, RedisCluster)
             if updates:
                 pipe.incr(keys.generation(experiment))
-                pipe.publish(keys.models_saved(), experiment)
+                if not publish_after:
+                    pipe.publish(keys.models_saved(), experiment)
             if also is not None:
                 also(pipe)
             try:
                 pipe.execute()
             except redis.WatchError as exc:
                 raise LeaseLost(experiment) from exc
+        if publish_after:
+            self.redis.publish(keys.models_saved(), experiment)

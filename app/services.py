@@ -8,6 +8,7 @@ import redis
 import sqlalchemy
 from sqlalchemy.engine import Engine
 
+from app import cluster
 from app.config_source import ConfigSource
 from app.event_log import EventLog
 from app.event_stream import EventStream
@@ -27,13 +28,16 @@ class Services:
     stream: EventStream
     store: ModelStore
     event_log: EventLog
+    replicas: cluster.ReplicaWait
 
 
 def redis_client(url: str) -> redis.Redis:
-    """A Redis client that fails fast instead of hanging when Redis is away."""
-    return redis.Redis.from_url(
-        url, socket_connect_timeout=0.1, socket_timeout=2.0, health_check_interval=30
-    )
+    """A Redis client that fails fast instead of hanging when Redis is away.
+
+    A :class:`redis.cluster.RedisCluster` when ``url`` names a Redis Cluster node
+    (app/cluster/).
+    """
+    return cluster.connect(url)
 
 
 def sqlalchemy_url(url: str) -> str:
@@ -59,6 +63,11 @@ def build_services(settings: Settings) -> Services:
     """Connect to Redis and Postgres (lazily) and read the experiments file."""
     client = redis_client(settings.redis_url)
     engine = database_engine(settings.database_url)
+    replicas = cluster.ReplicaWait(
+        client,
+        cluster.replicas_to_wait(client, settings.redis_replicas_to_wait),
+        settings.redis_wait_timeout_ms,
+    )
     return Services(
         settings=settings,
         redis=client,
@@ -68,7 +77,8 @@ def build_services(settings: Settings) -> Services:
             check_seconds=settings.config_check_seconds,
             last_good=LastGoodConfig(client),
         ),
-        stream=EventStream(client),
+        stream=EventStream(client, replicas=replicas),
         store=ModelStore(client),
         event_log=EventLog(engine),
+        replicas=replicas,
     )

@@ -156,6 +156,13 @@ class Settings:
         unset: forever). An experiment's ``retention_days`` overrides it; the
         worker drops whole day partitions once every experiment in them is
         past its retention (app/retention/).
+    redis_replicas_to_wait:
+        How many replicas must hold a write before banditd answers for it
+        (``BANDITD_REDIS_REPLICAS_TO_WAIT``; Redis ``WAIT``). Unset: 1 when
+        ``REDIS_URL`` names a Redis Cluster with replicas, else 0 (app/cluster/).
+    redis_wait_timeout_ms:
+        How long such a write waits for its replicas before the answer is a 503
+        (``BANDITD_REDIS_WAIT_TIMEOUT_MS``, default 1000).
     """
 
     config_path: str = DEFAULT_CONFIG_PATH
@@ -177,6 +184,8 @@ class Settings:
     log_level: str = "INFO"
     request_log: str = "all"
     retention_days: float | None = None
+    redis_replicas_to_wait: int | None = None
+    redis_wait_timeout_ms: int = 1000
 
     def __post_init__(self) -> None:
         self.parsed_api_keys()  # a malformed BANDITD_API_KEYS stops the process at start
@@ -211,6 +220,12 @@ class Settings:
             log_level=_log_level(env.get("BANDITD_LOG_LEVEL", "INFO")),
             request_log=_request_log(env.get("BANDITD_REQUEST_LOG", "all")),
             retention_days=_retention_days(env.get("BANDITD_RETENTION_DAYS", "")),
+            redis_replicas_to_wait=_count_or_unset(
+                "BANDITD_REDIS_REPLICAS_TO_WAIT", env.get("BANDITD_REDIS_REPLICAS_TO_WAIT", "")
+            ),
+            redis_wait_timeout_ms=_positive_ms(
+                "BANDITD_REDIS_WAIT_TIMEOUT_MS", env.get("BANDITD_REDIS_WAIT_TIMEOUT_MS", "1000")
+            ),
         )
 
 
@@ -228,6 +243,22 @@ def _retention_days(text: str) -> float | None:
     if not (math.isfinite(days) and days > 0):
         raise ValueError(f"BANDITD_RETENTION_DAYS must be a number of days > 0, got {text!r}")
     return days
+
+
+def _count_or_unset(name: str, text: str) -> int | None:
+    """A whole number >= 0, or None when unset or empty."""
+    if not text.strip():
+        return None
+    if not text.strip().isdigit():
+        raise ValueError(f"{name} must be a whole number >= 0, got {text!r}")
+    return int(text)
+
+
+def _positive_ms(name: str, text: str) -> int:
+    """A whole number of milliseconds > 0."""
+    if not text.strip().isdigit() or int(text) <= 0:
+        raise ValueError(f"{name} must be a whole number of milliseconds > 0, got {text!r}")
+    return int(text)
 
 
 def _log_format(text: str) -> str:

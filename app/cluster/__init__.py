@@ -1,0 +1,13 @@
+"""Redis Cluster: telling a cluster node from a single server, the client for each, and WAIT."""
+
+from app.cluster.client import connect, is_cluster, primaries
+from app.cluster.replication import ReplicaWait, ReplicationLagging, replicas_to_wait
+
+__all__ = [
+    "ReplicaWait",
+    "ReplicationLagging",
+    "connect",
+    "is_cluster",
+    "primaries",
+    "replicas_to_wait",
+]

@@ -1,0 +1,73 @@
+"""One Redis client for either deployment: a single server, or a Redis Cluster.
+
+``REDIS_URL`` names one server. If that server runs with ``cluster-enabled yes``
+(``INFO cluster`` says ``cluster_enabled:1``), banditd talks to the whole
+cluster through redis-py's :class:`redis.cluster.RedisCluster`, which learns
+the slot map from that node, sends each command to the master of its key's
+slot, and follows ``MOVED`` redirections after a failover. Every key of one
+experiment carries the hash tag ``{experiment}`` (:mod:`app.keys`), so an
+experiment's scripts and transactions stay on one shard while experiments
+spread over the shards.
+"""
+
+from __future__ import annotations
+
+import redis
+from redis.cluster import ClusterNode, RedisCluster
+
+CONNECT_TIMEOUT_S = 0.1  # fail fast instead of hanging when Redis is away
+SOCKET_TIMEOUT_S = 2.0
+HEALTH_CHECK_INTERVAL_S = 30
+
+
+def is_cluster(url: str) -> bool:
+    """Whether the server ``url`` names runs in cluster mode (``INFO cluster``)."""
+    probe = redis.Redis.from_url(
+        url, socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=SOCKET_TIMEOUT_S
+    )
+    try:
+        return bool(probe.info("cluster").get("cluster_enabled"))
+    finally:
+        probe.close()
+
+
+def connect(url: str) -> redis.Redis | RedisCluster:
+    """A client for ``url``: :class:`RedisCluster` if it names a cluster node, else ``Redis``.
+
+    Both fail fast when Redis is away. A cluster URL's database must be 0
+    (a cluster has only that one). If the server does not answer, the client
+    is a single server's, which connects when first used, as before clusters.
+    """
+    try:
+        cluster = is_cluster(url)
+    except (redis.ConnectionError, redis.TimeoutError):
+        cluster = False
+    if cluster:
+        return RedisCluster.from_url(
+            url,
+            socket_connect_timeout=CONNECT_TIMEOUT_S,
+            socket_timeout=SOCKET_TIMEOUT_S,
+            health_check_interval=HEALTH_CHECK_INTERVAL_S,
+        )
+    return redis.Redis.from_url(
+        url,
+        socket_connect_timeout=CONNECT_TIMEOUT_S,
+        socket_timeout=SOCKET_TIMEOUT_S,
+        health_check_interval=HEALTH_CHECK_INTERVAL_S,
+    )
+
+
+def primaries(client: redis.Redis | RedisCluster) -> list[redis.Redis]:
+    """A plain client per master: the cluster's masters, or the one server itself.
+
+    For what a cluster client does not fan out: counting replicas, flushing
+    every shard in a test, reading each master's ``INFO``.
+    """
+    if isinstance(client, RedisCluster):
+        return [client.get_redis_connection(node) for node in client.get_primaries()]
+    return [client]
+
+
+def node_of(client: RedisCluster, key: str) -> ClusterNode:
+    """The master that serves ``key``'s slot, as the client's slot map has it now."""
+    return client.get_node_from_key(key)

@@ -1,0 +1,126 @@
+"""banditd on a Redis Cluster of 3 masters and 3 replicas (issue 15).
+
+The cluster is the session's (tests/conftest.py ``redis_cluster``), started by
+scripts/redis_cluster.sh; Postgres is the test database as everywhere else.
+"""
+
+from __future__ import annotations
+
+import textwrap
+
+import numpy as np
+import pytest
+import redis
+from redis.cluster import RedisCluster
+
+from app import create_app, keys
+from app.cluster import ReplicaWait, connect, is_cluster, replicas_to_wait
+from app.services import build_services
+from app.settings import Settings
+from app.worker import Worker
+from tests.conftest import API_KEY, AUTH, TEST_DATABASE_URL, TEST_REDIS_URL, FakeClock, poll, rows
+
+# Six experiments: their hash tags put them on all three masters.
+EXPERIMENTS = [f"exp{i}" for i in range(6)]
+TOML = "\n".join(textwrap.dedent(f"""
+        [experiments.{name}]
+        policy = "linucb"
+        alpha = 1.0
+        epsilon = 0.0
+        arms = ["a", "b", "c"]
+        reward = {{ default = 0.0, window_seconds = 900, min = 0.0, max = 1.0 }}
+
+        [experiments.{name}.features]
+        numeric = ["hour"]
+        """) for name in EXPERIMENTS)
+
+
+@pytest.fixture
+def cluster_settings(tmp_path, redis_cluster, cluster_client, engine) -> Settings:
+    path = tmp_path / "experiments.toml"
+    path.write_text(TOML)
+    return Settings(
+        config_path=str(path),
+        redis_url=redis_cluster.url,
+        database_url=TEST_DATABASE_URL,
+        api_keys=frozenset({API_KEY}),
+        config_check_seconds=0.0,
+        model_refresh_seconds=0.0,
+    )
+
+
+def test_a_cluster_node_gets_the_cluster_client_and_a_single_server_the_plain_one(
+    redis_cluster,
+):
+    assert is_cluster(redis_cluster.url)
+    assert isinstance(connect(redis_cluster.url), RedisCluster)
+    assert not is_cluster(TEST_REDIS_URL)
+    single = connect(TEST_REDIS_URL)
+    assert type(single) is redis.Redis
+
+
+def test_answers_wait_for_one_replica_by_default_on_a_cluster_with_replicas(
+    redis_cluster, cluster_client
+):
+    assert replicas_to_wait(cluster_client, None) == 1
+    assert replicas_to_wait(cluster_client, 0) == 0
+    assert replicas_to_wait(connect(TEST_REDIS_URL), None) == 0
+    settings = Settings.from_env(
+        {"REDIS_URL": redis_cluster.url, "BANDITD_REDIS_REPLICAS_TO_WAIT": "1"}
+    )
+    assert settings.redis_replicas_to_wait == 1
+    assert Settings.from_env({}).redis_replicas_to_wait is None
+    with pytest.raises(ValueError, match="BANDITD_REDIS_REPLICAS_TO_WAIT"):
+        Settings.from_env({"BANDITD_REDIS_REPLICAS_TO_WAIT": "one"})
+
+
+def test_a_write_not_replicated_in_time_is_refused(redis_cluster, cluster_client):
+    """WAIT for more replicas than the shard has: the write is not acknowledged."""
+    script = cluster_client.register_script("return redis.call('SET', KEYS[1], ARGV[1])")
+    assert ReplicaWait(cluster_client, 1).script(script, keys=["{x}:k"], args=["v"]) == b"OK"
+    with pytest.raises(redis.ConnectionError, match="1 of 2 replicas"):
+        ReplicaWait(cluster_client, 2, timeout_ms=50).script(script, keys=["{x}:k"], args=["w"])
+
+
+def test_experiments_spread_over_the_three_masters(cluster_client):
+    masters = {cluster_client.get_node_from_key(keys.stream(e)).name for e in EXPERIMENTS}
+    assert len(masters) == 3
+
+
+def test_choose_reward_learn_and_log_on_a_cluster(cluster_settings, cluster_client, engine):
+    """Every experiment, on every shard: decisions and rewards recorded with WAIT,
+    learned by the worker, logged in Postgres, and the saves heard by the API."""
+    app = create_app(cluster_settings, rng=np.random.default_rng(7))
+    services = app.extensions["banditd"]
+    assert services.replicas.replicas == 1
+    services.saves.start()
+    try:
+        api = app.test_client()
+        decisions = []
+        for i, name in enumerate(EXPERIMENTS * 3):
+            body = {"experiment": name, "context": {"hour": i % 24}, "request_id": f"r{i}"}
+            answer = api.post("/choose", json=body, headers=AUTH)
+            assert answer.status_code == 200, answer.get_json()
+            again = api.post("/choose", json=body, headers=AUTH)  # idempotent on a cluster too
+            assert again.get_json() == answer.get_json()
+            decisions.append((name, answer.get_json()))
+        for _name, answer in decisions:
+            arm = answer["arms"][0]["arm"]
+            sent = {"decision_id": answer["decision_id"], "arm": arm, "reward": 1.0}
+            assert api.post("/reward", json=sent, headers=AUTH).status_code == 202
+
+        worker = Worker.from_services(
+            build_services(cluster_settings), clock=FakeClock(), block_ms=10
+        )
+        try:
+            assert worker.run(until_idle=True) >= 2 * len(decisions)
+        finally:
+            worker.close()
+        logged = rows(engine, "SELECT experiment, count(*) AS n FROM decisions GROUP BY 1")
+        assert {r["experiment"]: r["n"] for r in logged} == {e: 3 for e in EXPERIMENTS}
+        assert rows(engine, "SELECT count(*) AS n FROM rewards")[0]["n"] == len(decisions)
+        for name in EXPERIMENTS:
+            assert cluster_client.get(keys.applied(name)) is not None
+        poll(lambda: services.saves.heard >= 1, timeout=10)
+    finally:
+        services.saves.stop()
