@@ -13,6 +13,7 @@ from flask import Flask
 from app import auth, console, errors
 from app.api import choose, experiments, health, reward, spec
 from app.choosing import Chooser
+from app.features import routes as feature_store
 from app.metrics import api as metrics_api
 from app.model_cache import ModelCache
 from app.model_push import SaveListener
@@ -67,7 +68,7 @@ def create_app(
     errors.register(app)
     metrics_api.install(app, families)  # before auth: a refused request is timed and counted
     auth.register(app)
-    for blueprint in (choose.bp, reward.bp, health.bp, experiments.bp, spec.bp):
+    for blueprint in (choose.bp, reward.bp, health.bp, experiments.bp, spec.bp, feature_store.bp):
         app.register_blueprint(blueprint)
     for blueprint in console.BLUEPRINTS:
         app.register_blueprint(blueprint)

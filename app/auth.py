@@ -29,6 +29,11 @@ ACTIONS = {
     "choose.choose": "choose",
     "reward.reward": "reward",
     "experiments.list_experiments": "read",
+    "feature_store.put_item": "items",
+    "feature_store.put_items": "items",
+    "feature_store.delete_item": "items",
+    "feature_store.put_entity": "items",  # entities serve every experiment: they need *:items
+    "feature_store.delete_entity": "items",
 }
 
 # The console's pages, static files and data (app/console) also take HTTP Basic with the key
@@ -75,8 +80,10 @@ def register(app: Flask) -> None:
         action = ACTIONS.get(request.endpoint)
         if action is None:
             raise ApiError(403, "forbidden", "this route needs an API key without scopes")
-        if not key.allows(action, _experiment(action)):
-            target = "every experiment" if action == "read" else "this experiment"
+        experiment = _experiment(action)
+        if not key.allows(action, experiment):
+            every = action == "read" or (action == "items" and experiment is None)
+            target = "every experiment" if every else "this experiment"
             raise ApiError(403, "forbidden", f"this API key may not {action} for {target}")
 
     @app.after_request
@@ -112,6 +119,8 @@ def _experiment(action: str) -> str | None:
     """The experiment the request acts on; None if it names none (or every one)."""
     if action == "read":
         return None
+    if action == "items":  # from the URL: a bulk body is not read before its larger limit is set
+        return (request.view_args or {}).get("experiment")
     body = json_body(request)
     if not isinstance(body, dict):
         return None

@@ -13,7 +13,7 @@ DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 DEFAULT_DATABASE_URL = "postgresql://banditd:banditd@localhost:5432/banditd"
 DEFAULT_CONFIG_PATH = "examples/experiments.toml"
 
-KEY_ACTIONS = frozenset({"choose", "reward", "read"})
+KEY_ACTIONS = frozenset({"choose", "reward", "read", "items"})
 _SCOPE = re.compile(
     r"(?P<experiments>\*|[A-Za-z0-9_.-]{1,128}(?:\|[A-Za-z0-9_.-]{1,128})*)"
     r":(?P<actions>\*|[a-z]+(?:\|[a-z]+)*)"
@@ -48,9 +48,10 @@ def parse_api_keys(entries: Iterable[str]) -> tuple[ApiKey, ...]:
 
     An entry is ``KEY`` (every action on every experiment) or
     ``KEY=SCOPE+SCOPE...`` with ``SCOPE`` = ``EXPERIMENTS:ACTIONS``, each a
-    ``|``-separated list or ``*``; actions are ``choose``, ``reward`` and
-    ``read`` (``GET /experiments``, which needs ``*:read``; the console's pages
-    and data of an experiment, app/console). The scopes start
+    ``|``-separated list or ``*``; actions are ``choose``, ``reward``,
+    ``items`` (writing the feature store, app/features; entities need
+    ``*:items``) and ``read`` (``GET /experiments``, which needs ``*:read``; the
+    console's pages and data of an experiment, app/console). The scopes start
     after the entry's last ``=``, so a key may end in ``=`` (base64 padding).
     A key given several times may do what any of its entries allows.
 
@@ -110,8 +111,9 @@ class Settings:
 
         A bare key may do everything; ``KEY=EXPERIMENTS:ACTIONS`` only that,
         with ``|`` between names, ``*`` for all, ``+`` between scopes, and the
-        actions ``choose``, ``reward`` and ``read`` (``GET /experiments``,
-        granted by ``*:read`` only; the console of an experiment). See
+        actions ``choose``, ``reward``, ``items`` (the feature store) and
+        ``read`` (``GET /experiments``, granted by ``*:read`` only; the console
+        of an experiment). See
         :func:`parse_api_keys`.
     port:
         Where ``make run`` binds gunicorn (``PORT``).

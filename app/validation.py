@@ -34,6 +34,7 @@ from app import openapi
 from app.errors import ApiError
 
 _FIELD = re.compile(r"[^.\[]+")  # the top-level field of a name like "candidates[3]"
+_CANDIDATE_FEATURE = re.compile(r"candidates\[\d+\]\.features\.")
 
 # The schemas' pattern for free text. It leaves surrogates to orjson: with a
 # \ud800-\udfff range added, schemathesis generated U+0000 for "valid" strings.
@@ -47,10 +48,13 @@ class ChooseRequest:
 
     experiment: str
     context: dict[str, Any]
-    candidates: tuple[str, ...] | None
+    candidates: tuple[str, ...] | None  # the candidates' ids, objects' ids included
     k: int
     request_id: str | None
     unit_id: str | None = None
+    # per candidate its inline features, or None (look it up); None if no candidate has any
+    inline_features: tuple[dict[str, Any] | None, ...] | None = None
+    entities: dict[str, str] | None = None  # entity kind -> id, whose stored features join context
 
 
 @dataclass(frozen=True)
@@ -154,14 +158,16 @@ class RequestValidator:
     def choose(self, body: Any) -> ChooseRequest:
         """Validate a /choose body."""
         self._choose(body)
-        candidates = body.get("candidates")
+        candidates, inline = _candidates(body.get("candidates"))
         return ChooseRequest(
             experiment=body["experiment"],
             context=body["context"],
-            candidates=None if candidates is None else tuple(candidates),
+            candidates=candidates,
             k=int(body["k"]),  # JSON Schema counts 2.0 as an integer
             request_id=body.get("request_id"),
             unit_id=body.get("unit_id"),
+            inline_features=inline,
+            entities=body.get("entities") or None,
         )
 
     def reward(self, body: Any) -> RewardRequest:
@@ -170,6 +176,31 @@ class RequestValidator:
         # -0.0 is 0: one reward, one canonical value (and string) for conflict checks
         reward = float(body["reward"]) + 0.0
         return RewardRequest(decision_id=body["decision_id"], arm=body["arm"], reward=reward)
+
+
+def _candidates(
+    candidates: list | None,
+) -> tuple[tuple[str, ...] | None, tuple[dict[str, Any] | None, ...] | None]:
+    """The candidate ids and, if any candidate is an object with features, each one's features."""
+    if candidates is None:
+        return None, None
+    if all(isinstance(c, str) for c in candidates):
+        return tuple(candidates), None
+    ids = tuple(c if isinstance(c, str) else c["id"] for c in candidates)
+    if len(set(ids)) != len(ids):  # uniqueItems cannot see "a" and {"id": "a"} as one
+        raise ApiError(
+            400, "invalid_field", "candidates must be a list without duplicates", "candidates"
+        )
+    inline = tuple(None if isinstance(c, str) else c.get("features") for c in candidates)
+    return ids, (None if all(f is None for f in inline) else inline)
+
+
+def schema_check(name: str) -> Callable[[Any], None]:
+    """A check of a body against ``components.schemas[name]`` of the published document.
+
+    It fills in defaults and raises the ApiError this module's rules give.
+    """
+    return _compile(openapi.document(), name)
 
 
 def _compile(document: dict[str, Any], name: str) -> Callable[[Any], None]:
@@ -188,13 +219,33 @@ def _compile(document: dict[str, Any], name: str) -> Callable[[Any], None]:
 def _api_error(exc: fastjsonschema.JsonSchemaValueException, body: Any) -> ApiError:
     # exc.name is "data", "data.k", "data.candidates[3]" or "data.context.<feature>";
     # not exc.path, which would split a feature name that contains a dot.
+    if exc.rule == "anyOf":
+        exc = _branch_error(exc)
     where = (exc.name or "data").removeprefix("data").removeprefix(".")
     if not where:
         return _body_error(exc, body)
-    if where.startswith("context."):
+    if where.startswith("context.") or _CANDIDATE_FEATURE.match(where):
         return ApiError(400, "invalid_feature", f"{where} must be {_expected(exc)}", where)
     field = _FIELD.match(where).group()
     return ApiError(400, "invalid_field", f"{where} must be {_expected(exc)}", field)
+
+
+def _branch_error(
+    exc: fastjsonschema.JsonSchemaValueException,
+) -> fastjsonschema.JsonSchemaValueException:
+    """For an anyOf (a candidate: an id or an object), the error of the branch of its JSON type.
+
+    Only on the error path: that branch is compiled again here, to say what is wrong inside it.
+    """
+    kinds = {str: "string", dict: "object"}
+    for branch in exc.rule_definition:
+        if branch.get("type") == kinds.get(type(exc.value)):
+            try:
+                fastjsonschema.validate(branch, exc.value)
+            except fastjsonschema.JsonSchemaValueException as inner:
+                inner.name = (exc.name or "data") + (inner.name or "data").removeprefix("data")
+                return inner
+    return exc
 
 
 def _body_error(exc: fastjsonschema.JsonSchemaValueException, body: Any) -> ApiError:
@@ -243,6 +294,12 @@ def _expected(exc: fastjsonschema.JsonSchemaValueException) -> str:
         return words[rule].format(limit)
     if rule == "uniqueItems":
         return "a list without duplicates"
+    if rule == "anyOf":
+        return " or ".join(_TYPE_WORDS.get(b.get("type"), "valid") for b in limit)
+    if rule == "required":
+        return f"an object with {', '.join(limit)}"
+    if rule == "additionalProperties":
+        return f"an object of only {', '.join(sorted(exc.definition.get('properties', {})))}"
     if rule == "propertyNames":
         low, high = limit.get("minLength", 0), limit.get("maxLength")
         names = f"an object whose names are {low} to {high} characters long"

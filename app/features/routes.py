@@ -1,0 +1,103 @@
+"""The feature store routes: items per experiment (one or in bulk) and entities, put and delete."""
+
+from __future__ import annotations
+
+import re
+
+from flask import Blueprint, Response, current_app, request
+
+from app.api.responses import json_response
+from app.config import valid_name
+from app.errors import ApiError
+from app.features.store import FeatureStore, StoredItem
+from app.validation import json_body, schema_check
+
+bp = Blueprint("feature_store", __name__)
+
+BULK_MAX_BODY_BYTES = 16 * 1024 * 1024  # 10,000 items of a few dozen features each
+ENTITY_ID = re.compile(r"[A-Za-z0-9_.:@-]{1,128}")  # the EntityId schema of app/openapi.json
+
+_check_write = schema_check("FeaturesWrite")
+_check_bulk = schema_check("ItemsBulkWrite")
+
+
+@bp.put("/items/<experiment>/<item_id>")
+def put_item(experiment: str, item_id: str) -> Response:
+    """Store (replace) one item's features for an experiment."""
+    _check_id(experiment, valid_name(experiment), "experiment")
+    _check_id(item_id, valid_name(item_id), "item_id")
+    body = _write_body()
+    _known_experiment(experiment)
+    item = StoredItem(item_id, body["features"], int(body["ttl_seconds"]))
+    _store().put_item(experiment, item)
+    return json_response({"experiment": experiment, "id": item_id, "ttl_seconds": item.ttl_seconds})
+
+
+@bp.post("/items/<experiment>")
+def put_items(experiment: str) -> Response:
+    """Store (replace) many items' features at once."""
+    _check_id(experiment, valid_name(experiment), "experiment")
+    request.max_content_length = BULK_MAX_BODY_BYTES
+    body = json_body(request)
+    _check_bulk(body)
+    _known_experiment(experiment)
+    ttl = body["ttl_seconds"]
+    # int(): JSON Schema counts 60.0 as an integer
+    items = (
+        StoredItem(i["id"], i["features"], int(i.get("ttl_seconds", ttl))) for i in body["items"]
+    )
+    return json_response(
+        {"experiment": experiment, "stored": _store().put_items(experiment, items)}
+    )
+
+
+@bp.delete("/items/<experiment>/<item_id>")
+def delete_item(experiment: str, item_id: str) -> Response:
+    """Forget one item's stored features."""
+    _check_id(experiment, valid_name(experiment), "experiment")
+    _check_id(item_id, valid_name(item_id), "item_id")
+    _known_experiment(experiment)
+    return json_response({"deleted": _store().delete_item(experiment, item_id)})
+
+
+@bp.put("/entities/<kind>/<entity_id>")
+def put_entity(kind: str, entity_id: str) -> Response:
+    """Store (replace) one entity's features."""
+    _check_entity(kind, entity_id)
+    body = _write_body()
+    ttl = int(body["ttl_seconds"])
+    _store().put_entity(kind, entity_id, body["features"], ttl)
+    return json_response({"kind": kind, "id": entity_id, "ttl_seconds": ttl})
+
+
+@bp.delete("/entities/<kind>/<entity_id>")
+def delete_entity(kind: str, entity_id: str) -> Response:
+    """Forget one entity's stored features."""
+    _check_entity(kind, entity_id)
+    return json_response({"deleted": _store().delete_entity(kind, entity_id)})
+
+
+def _store() -> FeatureStore:
+    return FeatureStore(current_app.extensions["banditd"].redis)
+
+
+def _write_body() -> dict:
+    body = json_body(request)
+    _check_write(body)  # fills in the default ttl_seconds
+    return body
+
+
+def _known_experiment(name: str) -> None:
+    """404 unless ``name`` is a configured experiment."""
+    current_app.extensions["banditd"].chooser.experiment(name)
+
+
+def _check_entity(kind: str, entity_id: str) -> None:
+    _check_id(kind, valid_name(kind), "kind")
+    valid = ENTITY_ID.fullmatch(entity_id) is not None
+    _check_id(entity_id, valid, "entity_id", "letters, digits, _-.:@")
+
+
+def _check_id(value: str, valid: bool, field: str, chars: str = "letters, digits, _-.") -> None:
+    if not valid:
+        raise ApiError(400, "invalid_field", f"{field} must be 1-128 characters of {chars}", field)
