@@ -1,5 +1,5 @@
 """The ``banditd`` console command: migrate, worker, rebuild, simulate, evaluate, report,
-deadletters."""
+deadletters, score."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from app.export import cli as export_cli
 from app.logs import configure_logging
 from app.metrics import worker_server
 from app.settings import Settings
+from app.score import cli as score_cli
 from app.status import cli as status_cli
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
@@ -168,6 +169,12 @@ def main(argv: list[str] | None = None) -> int:
     export_cli.add_arguments(
         commands.add_parser("export", help="an experiment's log as Parquet, partitioned by day")
     )
+    score_cli.add_arguments(
+        commands.add_parser(
+            "score",
+            help="rank arms for a file of contexts (JSON lines or Parquet) with the live model",
+        )
+    )
     status_cli.add_arguments(
         commands.add_parser(
             "status",
@@ -223,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
             return export_cli.run(args, settings)
         elif args.command == "status":
             return status_cli.run(args, settings)
+        elif args.command == "score":
+            return score_cli.run(args, settings)
         elif args.command == "retention":
             return run_retention(settings)
         elif args.command == "rebuild":

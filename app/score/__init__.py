@@ -1,0 +1,1 @@
+"""Batch scoring (``banditd score``); the live model, a snapshot or a replay as an estimator."""

@@ -1,0 +1,154 @@
+"""``banditd score --experiment NAME --input FILE --output FILE``: rank arms for a file of contexts.
+
+Scores every context with the experiment's policy on its live model (the
+parameters ``/choose`` uses now; ``--model snapshot`` for the latest copy in
+Postgres), streamed a chunk at a time, and writes each row back with its
+ranked ``arms``, their ``scores`` and ``propensities``. Nothing is recorded:
+the decisions are not logged and nothing is learned. A progress bar goes to
+stderr, a JSON summary to stdout. Exit codes: 0 done, 1 Redis or Postgres
+unavailable, 2 bad arguments or input (the message says which row or line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import redis
+import sqlalchemy.exc
+
+from app.config import ConfigError, load_config
+from app.live_model import LiveModelBusy
+from app.score.columns import encode_batch
+from app.score.files import (
+    FORMATS,
+    InputError,
+    ScoredWriter,
+    format_of,
+    input_size,
+    parquet_schema,
+    read_chunks,
+)
+from app.score.model import LoadedModel, ModelUnavailable, estimator, live_model, snapshot_model
+from app.score.progress import ProgressBar
+from app.settings import Settings
+from bandits import FeatureError
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare ``banditd score``'s options on ``parser``."""
+    parser.add_argument("--experiment", required=True, help="an experiment of BANDITD_CONFIG")
+    parser.add_argument("--input", required=True, type=Path, help="contexts: JSON lines or Parquet")
+    parser.add_argument("--output", required=True, type=Path, help="where the scored rows go")
+    parser.add_argument(
+        "--format",
+        choices=FORMATS,
+        help="of the input and the output (default: parquet for .parquet/.pq, else jsonl)",
+    )
+    parser.add_argument("--k", type=int, default=1, help="arms ranked per row (default 1)")
+    parser.add_argument(
+        "--candidates", help="comma-separated arms to rank (default: every configured arm)"
+    )
+    parser.add_argument(
+        "--model",
+        choices=("live", "snapshot"),
+        default="live",
+        help="the live parameters in Redis (default) or the latest snapshot in Postgres",
+    )
+    parser.add_argument("--seed", type=int, help="seeds exploration and tie-breaks")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    """Score ``args.input`` into ``args.output``; the exit code."""
+    fmt = args.format or format_of(args.input)
+    try:
+        exp = load_config(settings.config_path).get(args.experiment)
+        if exp is None:
+            return _fail(f"no experiment named {args.experiment!r} in {settings.config_path}")
+        arms = None if args.candidates is None else tuple(args.candidates.split(","))
+        if arms is not None and not exp.dynamic:
+            unknown = [a for a in arms if a not in exp.arm_positions]
+            if unknown:
+                return _fail(f"{unknown[0]!r} is not an arm of {exp.name}")
+        model = _load(args.model, settings, exp, arms)
+        if not 1 <= args.k <= len(model.arms):
+            return _fail(f"--k must be between 1 and {len(model.arms)} (the arms), got {args.k}")
+        if not args.input.is_file():
+            return _fail(f"{args.input}: no such file")
+        summary = score_file(args, fmt, exp, model)
+    except (ConfigError, ModelUnavailable, InputError) as exc:
+        return _fail(str(exc))
+    except FeatureError as exc:
+        return _fail(f"{args.input}: {exc}")
+    except (redis.RedisError, sqlalchemy.exc.SQLAlchemyError, LiveModelBusy) as exc:
+        print(f"banditd score: cannot load the model: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(summary))
+    return 0
+
+
+def score_file(args: argparse.Namespace, fmt: str, exp, model: LoadedModel) -> dict:
+    """Stream the input through the estimator into the output; a summary of what was done."""
+    fitted = estimator(exp, model, np.random.default_rng(args.seed))
+    progress = None if args.quiet else ProgressBar(input_size(args.input, fmt), "banditd score")
+    started = time.monotonic()
+    rows = 0
+    schema = parquet_schema(args.input) if fmt == "parquet" else None
+    with ScoredWriter(args.output, fmt, model.arms, schema) as out:
+        for chunk in read_chunks(args.input, fmt, exp.features):
+            try:
+                X = encode_batch(exp.features, chunk.batch)
+            except FeatureError as exc:
+                raise FeatureError(exc.field, f"{exc.message} in rows {_rows(chunk)}") from exc
+            picked = fitted.choose_many(X, args.k)
+            out.write(chunk, picked.arms, picked.scores, picked.propensities)
+            rows += len(X)
+            if progress:
+                progress.update(rows, chunk.read)
+    seconds = time.monotonic() - started
+    if progress:
+        progress.update(rows, progress.total, final=True)
+    return {
+        "experiment": exp.name,
+        "rows": rows,
+        "seconds": round(seconds, 3),
+        "model": model.source,
+        "model_position": None if model.position is None else "%d-%d" % model.position,
+        "config_version": exp.version,
+        "output": str(args.output),
+    }
+
+
+def _load(source: str, settings: Settings, exp, arms) -> LoadedModel:
+    if source == "snapshot":
+        from app.services import database_engine
+
+        engine = database_engine(settings.database_url)
+        try:
+            return snapshot_model(engine, exp, arms)
+        finally:
+            engine.dispose()
+    from app.services import redis_client
+
+    client = redis_client(settings.redis_url)
+    try:
+        return live_model(client, exp, arms)
+    finally:
+        client.close()
+
+
+def _rows(chunk) -> str:
+    return f"{chunk.first_row}-{chunk.first_row + chunk.batch.num_rows - 1} (from 0)"
+
+
+def _fail(message: str) -> int:
+    print(f"banditd score: {message}", file=sys.stderr)
+    return 2

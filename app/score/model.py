@@ -1,0 +1,121 @@
+"""An experiment's model as arrays: live from Redis, from a Postgres snapshot, or replayed.
+
+Each loader returns a :class:`LoadedModel`: one stacked
+:class:`~bandits.state.LearningState` over the arms asked for (in that
+order; an arm that never learned has the prior, as in ``/choose``) and the
+stream position it includes every reward up to. :func:`estimator` puts it
+into the estimator of the experiment's policy (bandits/estimators.py).
+
+>>> from app.config import load_config  # doctest: +SKIP
+>>> exp = load_config("examples/experiments.toml").get("home_feed")  # doctest: +SKIP
+>>> model = estimator(exp, live_model(redis.Redis(), exp))  # doctest: +SKIP
+>>> model.choose(exp.features.encode({"hour": 9}), k=2)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import redis
+from sqlalchemy.engine import Engine
+
+from app.config import DISJOINT, Experiment
+from app.live_model import Position, read_live
+from app.rebuild import replay
+from app.snapshots import latest_snapshot
+from bandits import LearningState, arm_prior
+from bandits.estimators import BanditEstimator, estimator_for
+
+
+class ModelUnavailable(ValueError):
+    """The model cannot be loaded as asked (e.g. no snapshot yet); the message says why."""
+
+
+@dataclass
+class LoadedModel:
+    """An experiment's arms as one state, and the stream position it includes rewards up to."""
+
+    arms: tuple[str, ...]
+    state: LearningState
+    position: Position | None  # None: nothing learned yet (every arm at its prior)
+    source: str  # "live", "snapshot" or "replay"
+
+
+def live_model(
+    client: redis.Redis, exp: Experiment, arms: Sequence[str] | None = None
+) -> LoadedModel:
+    """The parameters ``/choose`` scores with now, read in one Redis transaction."""
+    arms = _arms(exp, arms)
+    live = read_live(client, exp.name, [exp.model_id])
+    found = {arm: a.state for (model, arm), a in live.arms.items() if model == exp.model_id}
+    return LoadedModel(arms, _stack(exp, arms, found), live.watermark, "live")
+
+
+def snapshot_model(
+    engine: Engine,
+    exp: Experiment,
+    arms: Sequence[str] | None = None,
+    upto: Position | None = None,
+) -> LoadedModel:
+    """The latest snapshot the worker copied to Postgres (at or before ``upto``)."""
+    arms = _arms(exp, arms)
+    snap = latest_snapshot(engine, exp.name, upto)
+    if snap is None:
+        raise ModelUnavailable(f"{exp.name} has no model snapshot in Postgres yet")
+    found = {arm: s for (model, arm), s in snap.arms.items() if model == exp.model_id}
+    return LoadedModel(arms, _stack(exp, arms, found), snap.position, "snapshot")
+
+
+def replayed_model(
+    engine: Engine,
+    exp: Experiment,
+    arms: Sequence[str] | None = None,
+    upto: Position | None = None,
+) -> LoadedModel:
+    """The model the log's rewards up to ``upto`` (default: all) teach, as a rebuild computes it."""
+    arms = _arms(exp, arms)
+    result = replay(engine, exp.name, upto)
+    found = {arm: s for (model, arm), s in result.arms.items() if model == exp.model_id}
+    return LoadedModel(arms, _stack(exp, arms, found), result.last, "replay")
+
+
+def estimator(
+    exp: Experiment, model: LoadedModel, random_state: int | np.random.Generator | None = None
+) -> BanditEstimator:
+    """The estimator of ``exp``'s policy and knobs holding ``model``'s state."""
+    fitted = estimator_for(
+        exp.policy,
+        len(model.arms),
+        exp.params,
+        ridge=exp.ridge,
+        forgetting=exp.forgetting,
+        random_state=random_state,
+    )
+    fitted.state = model.state
+    return fitted
+
+
+def _arms(exp: Experiment, arms: Sequence[str] | None) -> tuple[str, ...]:
+    if exp.model != DISJOINT:
+        raise ModelUnavailable(
+            f"{exp.name} scores items by their features (model = {exp.model!r}); "
+            "only per-arm models can be loaded here"
+        )
+    if arms is None:
+        if exp.dynamic:
+            raise ModelUnavailable(f"{exp.name} has a dynamic catalogue: name the candidate arms")
+        return exp.arms
+    return tuple(arms)
+
+
+def _stack(exp: Experiment, arms: Sequence[str], found: Mapping[str, LearningState]):
+    dim = exp.features.dim
+    parts = [found.get(arm) or arm_prior(dim, exp.ridge) for arm in arms]
+    return LearningState(
+        **{name: np.concatenate([getattr(p, name) for p in parts]) for name in FIELDS}
+    )
+
+
+FIELDS = ("A_inv", "theta", "n", "successes", "failures", "A", "b")

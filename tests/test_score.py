@@ -1,0 +1,189 @@
+"""``banditd score``: a file of contexts ranked by the live model (or a snapshot), as /choose ranks.
+
+The command runs as a subprocess (the installed ``banditd``) against the test
+Redis and database, on a model the worker learned from rewards sent through
+the API.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from app import create_app
+from app.snapshots import take_snapshot
+from tests.conftest import TEST_DATABASE_URL, TEST_REDIS_URL, choose
+from tests.test_estimators import taught
+
+BANDITD = Path(__file__).resolve().parent.parent / ".venv" / "bin" / "banditd"
+CONTEXTS = [
+    {"id": "a", "hour": 9, "city": "berlin"},
+    {"id": "b", "hour": 23, "city": "hamburg"},
+    {"id": "c", "context": {"hour": 4, "city": "berlin"}},
+    {"id": "d", "city": "munich"},  # a city not declared: no category
+    {"id": "e"},
+]
+
+
+def score(config_file: Path, *args: str) -> subprocess.CompletedProcess:
+    """Run ``banditd score --experiment home_feed ARGS``; stdout and stderr captured."""
+    env = {
+        **os.environ,
+        "BANDITD_CONFIG": str(config_file),
+        "REDIS_URL": TEST_REDIS_URL,
+        "DATABASE_URL": TEST_DATABASE_URL,
+    }
+    return subprocess.run(
+        [str(BANDITD), "score", "--experiment", "home_feed", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+    return path
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def redis_state(client) -> dict:
+    """Every key, with its stream length for streams."""
+    return {k: client.xlen(k) if client.type(k) == b"stream" else None for k in client.keys()}
+
+
+def context_of(row: dict) -> dict:
+    skip = {"id", "arms", "scores", "propensities"}
+    return {k: v for k, v in row.get("context", row).items() if k not in skip}
+
+
+def test_scored_rows_rank_as_choose_does_on_the_live_model(
+    client, settings, worker, config_file, tmp_path, redis_client
+):
+    taught(client, worker)
+    before = redis_state(redis_client)
+    source = write_jsonl(tmp_path / "in.jsonl", CONTEXTS)
+    done = score(config_file, "--input", str(source), "--output", str(tmp_path / "out.jsonl"))
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert (summary["rows"], summary["model"]) == (len(CONTEXTS), "live")
+    assert "100.0%" in done.stderr  # the progress bar's last line
+    after = redis_state(redis_client)  # nothing recorded, nothing learned (leases may lapse)
+    assert set(after) <= set(before) and {k: before[k] for k in after} == after
+
+    scored = read_jsonl(tmp_path / "out.jsonl")
+    assert [r["id"] for r in scored] == [r["id"] for r in CONTEXTS]
+    assert all({k: v for k, v in r.items() if k in c} == c for r, c in zip(scored, CONTEXTS))
+    fresh = create_app(settings)  # the same live parameters, epsilon 0: no draw decides
+    for row in scored:
+        answer = choose(fresh.test_client(), context=context_of(row), k=1).get_json()
+        assert row["arms"] == [a["arm"] for a in answer["arms"]]
+        assert row["propensities"] == [a["propensity"] for a in answer["arms"]]
+        assert row["scores"] == pytest.approx([a["score"] for a in answer["arms"]], rel=1e-12)
+
+
+def test_parquet_in_parquet_out_with_a_ranked_slate(
+    client, worker, config_file, tmp_path, redis_client
+):
+    taught(client, worker)
+    flat = [{k: v for k, v in c.items() if k != "context"} for c in CONTEXTS[:2]]
+    table = pa.Table.from_pylist(flat * 3000)  # several Parquet batches
+    pq.write_table(table, tmp_path / "in.parquet", row_group_size=1000)
+    done = score(
+        config_file,
+        "--input",
+        str(tmp_path / "in.parquet"),
+        "--output",
+        str(tmp_path / "out.parquet"),
+        "--k",
+        "3",
+    )
+    assert done.returncode == 0, done.stderr
+    out = pq.read_table(tmp_path / "out.parquet")
+    assert out.num_rows == 6000
+    assert out.column_names == ["id", "hour", "city", "arms", "scores", "propensities"]
+    assert out.column("id").to_pylist() == table.column("id").to_pylist()
+    arms = out.column("arms").to_pylist()
+    assert all(sorted(a) == ["job_cleaning", "job_kitchen", "job_warehouse"] for a in arms)
+    assert arms[0::2] == [arms[0]] * 3000 and arms[1::2] == [arms[1]] * 3000
+    scores = np.array(out.column("scores").to_pylist())
+    assert (np.diff(scores, axis=1) <= 0).all()  # best first
+
+    write_jsonl(tmp_path / "same.jsonl", flat)
+    done = score(
+        config_file, "--input", str(tmp_path / "same.jsonl"), "--output", str(tmp_path / "o.jsonl")
+    )
+    as_json = read_jsonl(tmp_path / "o.jsonl")
+    assert [r["arms"][0] for r in as_json] == [arms[0][0], arms[1][0]]
+
+
+def test_a_snapshot_scores_like_the_live_model_it_copied(
+    client, worker, config_file, tmp_path, redis_client, engine
+):
+    source = write_jsonl(tmp_path / "in.jsonl", CONTEXTS)
+    missing = score(
+        config_file, "--input", str(source), "--output", str(tmp_path / "o"), "--model", "snapshot"
+    )
+    assert missing.returncode == 2 and "no model snapshot" in missing.stderr
+
+    taught(client, worker)
+    assert take_snapshot(redis_client, engine, "home_feed", 0) is not None
+    runs = {}
+    for model in ("live", "snapshot"):
+        out = tmp_path / f"{model}.jsonl"
+        done = score(config_file, "--input", str(source), "--output", str(out), "--model", model)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["model"] == model
+        runs[model] = read_jsonl(out)
+    assert runs["snapshot"] == runs["live"]
+
+
+@pytest.mark.parametrize(
+    "rows, message",
+    [
+        ([{"hour": 1}, {"hour": "nine"}], "lines 1-2"),
+        ([{"context": {"hour": 1.5}}, {"context": {"hour": True}}], "lines 1-2"),
+        (["[1, 2]"], "lines 1-1"),
+    ],
+)
+def test_bad_contexts_are_refused_with_where(config_file, tmp_path, redis_client, rows, message):
+    path = tmp_path / "in.jsonl"
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    done = score(config_file, "--input", str(path), "--output", str(tmp_path / "o.jsonl"))
+    assert done.returncode == 2
+    assert message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_parquet_column_of_the_wrong_type_names_the_feature(config_file, tmp_path, redis_client):
+    pq.write_table(pa.table({"hour": ["nine"]}), tmp_path / "in.parquet")
+    done = score(
+        config_file, "--input", str(tmp_path / "in.parquet"), "--output", str(tmp_path / "o.pq")
+    )
+    assert done.returncode == 2
+    assert "context.hour: must be a number" in done.stderr and "rows 0-0" in done.stderr
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--experiment", "nope"], "no experiment named 'nope'"),
+        (["--k", "4"], "--k must be between 1 and 3"),
+        (["--candidates", "job_kitchen,job_moon"], "'job_moon' is not an arm"),
+    ],
+)
+def test_bad_arguments_are_refused(config_file, tmp_path, redis_client, args, message):
+    source = write_jsonl(tmp_path / "in.jsonl", CONTEXTS)
+    done = score(config_file, "--input", str(source), "--output", str(tmp_path / "o"), *args)
+    assert done.returncode == 2 and message in done.stderr, done.stderr
