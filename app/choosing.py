@@ -1,8 +1,9 @@
 """Answer a /choose request: encode, score, record, respond.
 
 No Flask here: the view parses and renders; this module decides. The only I/O
-is Redis, at most twice per request: the (rate-limited) model refresh and one
-script call that records the decision.
+is Redis, at most three times per request: the (rate-limited) model refresh,
+the feature store's lookup of item and entity features (only when there is
+one to make) and one script call that records the decision.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from app.config_source import ConfigSource
 from app.errors import ApiError
 from app.event_stream import ARM_LIMIT_REACHED, EventStream
 from app.events import DecisionEvent, Impression
+from app.features.candidates import resolve_parsed
 from app.item_models.scoring import choose_items, encode_items
 from app.model_cache import ModelCache
 from app.validation import ChooseRequest
@@ -72,8 +74,9 @@ class Chooser:
             raise ApiError(
                 400, "invalid_field", f"k={req.k} but only {n_candidates} arms can be shown", "k"
             )
+        items, context = self._features(exp, req)
         try:
-            x = exp.features.encode(req.context)
+            x = exp.features.encode(context)
         except FeatureError as exc:
             raise ApiError(400, "invalid_feature", exc.message, exc.field) from exc
 
@@ -82,7 +85,6 @@ class Chooser:
         item_vectors = encoded = None
         if exp.item_model:
             ids = exp.arms if req.candidates is None else req.candidates
-            items = self._item_features(exp, ids, req)
             encoded = encode_items(exp, items)
             if held_out:
                 selection = select_holdout(exp.holdout_policy, len(ids), self.rng, k=req.k)
@@ -130,7 +132,7 @@ class Chooser:
             policy=policy,
             model_id=exp.model_id,
             request_id=req.request_id,
-            context=req.context,
+            context=context,
             features=x,
             impressions=impressions,
             propensity_estimated=selection.estimated,
@@ -158,19 +160,33 @@ class Chooser:
             )
         return earlier if earlier is not None else response
 
-    def _item_features(
-        self, exp: Experiment, ids: tuple[str, ...], req: ChooseRequest
-    ) -> list[dict[str, Any]]:
-        """The item features of each candidate, in order."""
-        items = getattr(req, "item_features", None)
-        if items is None:
+    def _features(
+        self, exp: Experiment, req: ChooseRequest
+    ) -> tuple[tuple[dict[str, Any], ...] | None, dict[str, Any]]:
+        """The candidates' item features (item models) and the context merged over entities.
+
+        Whatever the store holds of both comes in one Redis round trip, and none without
+        entities or an item model.
+        """
+        if exp.item_model or req.entities:
+            resolved = resolve_parsed(
+                self.stream.redis,
+                exp,
+                exp.arms if req.candidates is None else req.candidates,
+                req.inline_features,
+                req.context,
+                req.entities,
+            )
+            return resolved.item_features, resolved.context
+        if req.inline_features is not None:
             raise ApiError(
                 400,
-                "missing_field",
-                f"{exp.name} scores items by their features: send each candidate's features",
+                "invalid_field",
+                f'{exp.name} has a model per arm (model = "disjoint"): its candidates are '
+                'ids; item features need model = "shared" or "hybrid"',
                 "candidates",
             )
-        return list(items)
+        return None, req.context
 
     def _check_candidates(self, exp: Experiment, requested: tuple[str, ...] | None) -> None:
         if exp.dynamic:

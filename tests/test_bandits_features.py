@@ -111,3 +111,21 @@ def test_spec_is_frozen_hashable_and_equal_by_declaration(spec):
     assert same == spec and hash(same) == hash(spec)
     with pytest.raises(AttributeError):
         spec.intercept = False
+
+
+def test_encode_many_equals_encode_row_by_row_and_raises_what_encode_raises():
+    spec = FeatureSpec.from_mapping(["hour", "pay"], {"city": ["berlin", "munich"]})
+    rows = [
+        {"hour": 14, "pay": 12.5, "city": "munich"},
+        {},
+        {"city": "paris", "pay": -1},
+        {"hour": 10**300},
+    ]
+    np.testing.assert_array_equal(spec.encode_many(rows), [spec.encode(r) for r in rows])
+    assert spec.encode_many([]).shape == (0, spec.dim)
+    for bad in ({"hour": True}, {"hour": "3"}, {"city": None}, {"colour": 1}, {"pay": 10**400}):
+        with pytest.raises(FeatureError) as many:
+            spec.encode_many([rows[0], bad])
+        with pytest.raises(FeatureError) as one:
+            spec.encode(bad)
+        assert (many.value.field, many.value.message) == (one.value.field, one.value.message)

@@ -344,3 +344,28 @@ def test_hybrid_scoring_moments_equal_the_papers_from_theta_instead_of_b():
     )
     np.testing.assert_allclose(got[0], mean, rtol=0, atol=1e-12)
     np.testing.assert_allclose(got[1], quad, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "layout",
+    [
+        ItemLayout.all_pairs(6, 4),
+        ItemLayout.all_pairs(5, 3, context_alone=False),
+        ItemLayout(4, 3, ((1, 0), (3, 2))),
+    ],
+)
+def test_shared_item_moments_equal_the_moments_of_the_full_vectors(layout):
+    from bandits.item_models import shared_item_moments
+
+    rng = np.random.default_rng(12)
+    state = shared_prior(layout.dim)
+    for _ in range(100):
+        x = np.concatenate(([1.0], rng.standard_normal(layout.context_dim - 1)))
+        phi = layout.features(x, rng.standard_normal((1, layout.item_dim)))[0]
+        shared_update(state, phi, float(rng.random()))
+    x = np.concatenate(([1.0], rng.standard_normal(layout.context_dim - 1)))
+    items = rng.standard_normal((50, layout.item_dim))
+    mean, quad = shared_moments(state, layout.features(x, items))
+    fast_mean, fast_quad = shared_item_moments(state, layout, x, items)
+    np.testing.assert_allclose(fast_mean, mean, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(fast_quad, quad, rtol=1e-12, atol=1e-12)

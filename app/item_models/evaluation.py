@@ -25,7 +25,11 @@ from sqlalchemy.engine import Connection, Engine
 
 from app.config import HYBRID, SHARED_ARM, Experiment
 from bandits import LearningState, ScoringState, arm_prior
-from bandits.item_models import hybrid_scoring_moments, item_target_probabilities, shared_moments
+from bandits.item_models import (
+    hybrid_scoring_moments,
+    item_target_probabilities,
+    shared_item_moments,
+)
 from bandits.ope import BanditLog, evaluate, importance_weights
 
 WINDOW_SQL = sqlalchemy.text("""
@@ -165,10 +169,10 @@ def estimate_items(
 def _moments(
     target: Experiment, model: ItemModel, x: np.ndarray, window: ItemWindow, row: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    phi = target.layout.features(x, window.items[row])
     shared = _scoring([model.shared])
-    if target.model != HYBRID:
-        return shared_moments(shared, phi)
+    if target.model != HYBRID:  # as /choose computes them
+        return shared_item_moments(shared, target.layout, x, window.items[row])
+    phi = target.layout.features(x, window.items[row])
     d, dim = target.features.dim, target.layout.dim
     ids = window.candidates[row]
     own = [model.arms.get(a) or arm_prior(d, target.ridge) for a in ids]

@@ -16,7 +16,7 @@ from app.config import HYBRID, Experiment
 from app.errors import ApiError
 from bandits import FeatureError, ScoringState
 from app.model_cache import SHARED_PART, ModelCache
-from bandits.item_models import hybrid_scoring_moments, select_items, shared_moments
+from bandits.item_models import hybrid_scoring_moments, select_items, shared_item_moments
 from bandits.policy import Selection
 
 
@@ -27,10 +27,13 @@ def encode_items(experiment: Experiment, items: Sequence[Mapping[str, Any]]) -> 
     400 ``invalid_feature`` naming the candidate if a value cannot be encoded.
     """
     spec = experiment.item_features
-    out = np.empty((len(items), spec.dim))
+    try:
+        return spec.encode_many(items)
+    except FeatureError:
+        pass  # find the candidate at fault
     for i, features in enumerate(items):
         try:
-            out[i] = spec.encode(features)
+            spec.encode(features)
         except FeatureError as exc:
             field = exc.field.removeprefix("context")
             raise ApiError(
@@ -39,7 +42,7 @@ def encode_items(experiment: Experiment, items: Sequence[Mapping[str, Any]]) -> 
                 f"candidate {i}: {exc.message}",
                 f"candidates[{i}].features{field}",
             ) from exc
-    return out
+    raise AssertionError("encode_many failed on rows that encode one by one")
 
 
 def choose_items(
@@ -55,8 +58,8 @@ def choose_items(
 
     The selection's ``arms`` are positions into the candidates.
     """
-    phi = experiment.layout.features(x, items)
     if experiment.model == HYBRID:
+        phi = experiment.layout.features(x, items)
         shared = cache.table(experiment, part=SHARED_PART).state
         table = cache.table(experiment, ids)
         rows = table.rows(ids)
@@ -64,7 +67,7 @@ def choose_items(
         arms = ScoringState(own.A_inv[rows], own.theta[rows], own.n[rows], own.n[rows], own.n[rows])
         mean, quad = hybrid_scoring_moments(shared, arms, table.extra[rows], x, phi)
     else:
-        shared = cache.table(experiment).state
-        mean, quad = shared_moments(shared, phi)  # row 0 is the shared model; spare rows unused
+        shared = cache.table(experiment).state  # row 0 is the shared model
+        mean, quad = shared_item_moments(shared, experiment.layout, x, items)
     learned = float(shared.n[0])  # rewards learned: t of SquareCB's gamma
     return select_items(experiment.policy, mean, quad, rng, experiment.params, k=k, learned=learned)
