@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -9,7 +12,15 @@ from app import create_app
 from bandits import PolicyParams, select
 from bandits.estimators import BetaTS, LinearTS, LinUCB, SquareCB
 from bandits.ope import target_probabilities
-from tests.conftest import choose, reward
+from tests.conftest import (
+    API_KEY,
+    EXPERIMENTS_TOML,
+    TEST_DATABASE_URL,
+    TEST_REDIS_URL,
+    choose,
+    reward,
+)
+from tests.service_processes import running_service
 
 CITIES = ("berlin", "hamburg")
 
@@ -201,3 +212,28 @@ def test_choose_many_breaks_ties_and_explores_uniformly():
     first = taught.choose_many(x, k=1).arms[:, 0]
     share = (first == top.arms[0]).mean()
     assert abs(share - (0.8 + 0.2 / 6)) < 0.01  # the greedy arm, or explored onto it
+
+
+NOTEBOOK = Path(__file__).resolve().parent.parent / "docs" / "NOTEBOOK.md"
+
+
+def notebook_code() -> str:
+    """The Python blocks of docs/NOTEBOOK.md, in order."""
+    return "\n".join(re.findall(r"^```python\n(.*?)^```", NOTEBOOK.read_text(), re.S | re.M))
+
+
+def test_the_notebook_reproduces_a_logged_decision(tmp_path, engine, redis_client, request):
+    code = notebook_code()
+    assert "replayed_model" in code and code.count("assert") >= 4
+    with running_service(EXPERIMENTS_TOML, tmp_path, request) as svc:
+        namespace = {
+            "BASE_URL": svc.base_url,
+            "API_KEY": API_KEY,
+            "REDIS_URL": TEST_REDIS_URL,
+            "DATABASE_URL": TEST_DATABASE_URL,
+            "CONFIG": str(svc.config_path),
+        }
+        exec(compile(code, str(NOTEBOOK), "exec"), namespace)
+        assert namespace["row"].arms == [a.arm for a in namespace["made"].arms]
+        namespace["engine"].dispose()
+        namespace["client"].close()
