@@ -145,7 +145,13 @@ class EventStream:
         queue_publish(pipe, experiment)
         pipe.xadd(keys.stream(experiment.name), encode_config(event))
         pipe.execute()
+        self.replicated(experiment.name)  # never announced again by this process
         self._announced.add(key)
+
+    def replicated(self, experiment: str) -> None:
+        """Wait until the replicas hold what was written for ``experiment`` so far
+        (``BANDITD_REDIS_REPLICAS_TO_WAIT``; nothing to do when 0)."""
+        self.replicas.after(keys.replicated(experiment))
 
     # -- worker side ------------------------------------------------------------
 

@@ -84,6 +84,11 @@ def dead_decisions(experiment: str) -> str:
     return f"bd:{{{experiment}}}:dead_decisions"
 
 
+def replicated(experiment: str) -> str:
+    """A mark written and waited for, so the replicas hold the experiment's writes (app/cluster)."""
+    return f"bd:{{{experiment}}}:replicated"
+
+
 def experiments() -> str:
     """Set of every experiment whose stream a worker has processed (to find retired ones)."""
     return "bd:experiments"

@@ -7,6 +7,7 @@ from typing import Iterable
 import redis
 
 from app import keys
+from app.cluster.client import queue_time, time_first
 
 
 def stream_problems(
@@ -19,11 +20,11 @@ def stream_problems(
     """
     names = sorted(experiments)
     pipe = client.pipeline(transaction=False)
-    pipe.time()
+    queue_time(client, pipe)
     for name in names:
         pipe.exists(keys.owner(name))
         pipe.xrange(keys.stream(name), count=1)
-    seconds, micros = (replies := pipe.execute())[0]
+    seconds, micros = (replies := time_first(client, pipe.execute()))[0]
     now_ms = seconds * 1000 + micros // 1000
     problems = []
     for i, name in enumerate(names):

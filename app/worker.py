@@ -464,6 +464,14 @@ class Worker:
             raise
         if batch.learned is None:
             self.stream.ack(experiment, batch.entry_ids)
+        try:
+            # a save lost in a failover would leave arms it changed stale in Redis
+            self.stream.replicated(experiment)
+        except BaseException:
+            # reloaded from what Redis kept, and what a failover returned to pending read again
+            self._recovering.add(experiment)
+            self.learner.forget(experiment)
+            raise
         worker_metrics.acknowledged(experiment, batch.entry_ids)
         self.snapshots.after_learning(experiment, learned)
 
@@ -485,6 +493,7 @@ class Worker:
         learned = self.learner.commit(batch.learned)
         self.quarantine.set_aside(experiment, batch)
         self.stream.ack(experiment, batch.good_ids)
+        self.stream.replicated(experiment)
         worker_metrics.sorted_out(experiment, entries, batch.good_ids)
         self.snapshots.after_learning(experiment, learned)
         return len(entries)

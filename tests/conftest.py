@@ -11,7 +11,6 @@ import os
 import textwrap
 import time
 from pathlib import Path
-from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import numpy as np
@@ -25,6 +24,7 @@ from app.cli import migrate
 from app.services import build_services, database_engine
 from app.settings import Settings
 from app.worker import Worker
+from chaos.cluster_nodes import LoopbackCluster
 
 TEST_REDIS_URL = os.environ.get("BANDITD_TEST_REDIS_URL", "redis://localhost:6379/15")
 TEST_DATABASE_URL = os.environ.get(
@@ -172,78 +172,36 @@ def reward(client, decision_id: str, arm: str, value: float):
 
 # -- Redis Cluster (issue 15) -------------------------------------------------
 
-CLUSTER_SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "redis_cluster.sh"
-
-
-def _cluster_ports(count: int = 6) -> list[int]:
-    """``count`` loopback ports free with their cluster bus ports (port + 10000)."""
-    import socket
-
-    ports: list[int] = []
-    while len(ports) < count:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port > 55000 or port in ports:
-            continue
-        try:
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", port + 10000))
-        except OSError:
-            continue
-        ports.append(port)
-    return ports
-
 
 @pytest.fixture(scope="session")
-def redis_cluster(tmp_path_factory) -> Iterator[RedisClusterNodes]:
-    """A Redis Cluster of 3 masters and 3 replicas on loopback for the session.
+def redis_cluster(tmp_path_factory) -> Iterator[LoopbackCluster]:
+    """A Redis Cluster of 3 masters and 3 replicas on free loopback ports, for the session.
 
-    Started and stopped by scripts/redis_cluster.sh, on free ports, so that it
-    never meets another Redis of the box.
+    Started and stopped by scripts/redis_cluster.sh (chaos/cluster_nodes.py).
     """
-    import subprocess
-
-    directory = tmp_path_factory.mktemp("redis-cluster")
-    ports = _cluster_ports()
     try:
-        started = subprocess.run(
-            ["bash", str(CLUSTER_SCRIPT), "start", str(directory), *map(str, ports)],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        if started.returncode != 0:
-            pytest.fail(f"the test Redis Cluster did not start: {started.stderr[-2000:]}")
-        yield RedisClusterNodes(directory, ports)
+        cluster = LoopbackCluster.start(tmp_path_factory.mktemp("redis-cluster"))
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    try:
+        yield cluster
     finally:
-        subprocess.run(
-            ["bash", str(CLUSTER_SCRIPT), "stop", str(directory)], check=False, timeout=120
-        )
-
-
-@dataclass
-class RedisClusterNodes:
-    """The running test cluster: its node ports and its data directory."""
-
-    directory: Path
-    ports: list[int]
-
-    @property
-    def url(self) -> str:
-        """A URL naming one of its nodes: what ``REDIS_URL`` is set to."""
-        return f"redis://127.0.0.1:{self.ports[0]}/0"
+        cluster.stop()
 
 
 @pytest.fixture
-def cluster_client(redis_cluster: RedisClusterNodes):
+def cluster_client(redis_cluster: LoopbackCluster):
     """A cluster client on the session's cluster, every master flushed before and after."""
     from app.cluster import connect, primaries
 
+    def flush() -> None:
+        fresh = connect(redis_cluster.url)  # the masters now: a test may have failed one over
+        for node in primaries(fresh):
+            node.flushall()
+        fresh.close()
+
+    flush()
     client = connect(redis_cluster.url)
-    for node in primaries(client):
-        node.flushall()
     yield client
-    for node in primaries(client):
-        node.flushall()
     client.close()
+    flush()

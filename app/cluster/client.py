@@ -12,6 +12,8 @@ spread over the shards.
 
 from __future__ import annotations
 
+from typing import Any
+
 import redis
 from redis.cluster import ClusterNode, RedisCluster
 
@@ -71,3 +73,19 @@ def primaries(client: redis.Redis | RedisCluster) -> list[redis.Redis]:
 def node_of(client: RedisCluster, key: str) -> ClusterNode:
     """The master that serves ``key``'s slot, as the client's slot map has it now."""
     return client.get_node_from_key(key)
+
+
+def queue_time(client: redis.Redis | RedisCluster, pipe: Any) -> None:
+    """Queue ``TIME`` on ``client``'s ``pipe``, except on a cluster, whose pipelines refuse it.
+
+    Then :func:`time_first` puts the time first in the replies either way.
+    """
+    if not isinstance(client, RedisCluster):
+        pipe.time()
+
+
+def time_first(client: redis.Redis | RedisCluster, replies: list[Any]) -> list[Any]:
+    """The replies of a pipeline given to :func:`queue_time`, the server's time first."""
+    if isinstance(client, RedisCluster):
+        return [client.time(), *replies]
+    return replies

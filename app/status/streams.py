@@ -11,6 +11,7 @@ from typing import Iterable
 import redis
 
 from app import keys
+from app.cluster.client import queue_time, time_first
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ def read_streams(client: redis.Redis, experiments: Iterable[str]) -> list[Stream
     """The state of each experiment's stream, in name order (one pipelined round trip)."""
     names = sorted(experiments)
     pipe = client.pipeline(transaction=False)
-    pipe.time()
+    queue_time(client, pipe)
     for name in names:
         pipe.get(keys.owner(name))
         pipe.xlen(keys.stream(name))
@@ -51,7 +52,7 @@ def read_streams(client: redis.Redis, experiments: Iterable[str]) -> list[Stream
         pipe.get(keys.applied(name))
         pipe.xlen(keys.deadletters(name))
         pipe.get(keys.deadlettered(name))
-    replies = pipe.execute()
+    replies = time_first(client, pipe.execute())
     seconds, micros = replies[0]
     now_ms = seconds * 1000 + micros / 1000
     states = []
