@@ -83,31 +83,37 @@ def resolve_parsed(
     parsed ChooseRequest (``candidates``, ``inline_features``).
     """
     ids = tuple(ids)
-    item_spec: FeatureSpec | None = getattr(experiment, "item_features", None)
+    item_spec = experiment.item_features
     wanted = () if item_spec is None else _lookups(ids, inline)
-    found = FeatureStore(client).lookup(experiment.name, [ids[i] for i in wanted], entities or {})
+    lookup_ids = ids if inline is None else [ids[i] for i in wanted]
+    found = FeatureStore(client).lookup(
+        experiment.name, lookup_ids if wanted else (), entities or {}
+    )
     merged = _merge_context(experiment.features, found.entities, context)
     if item_spec is None:
         return ResolvedCandidates(ids, None, merged)
-    items: list[dict[str, Any]] = (
-        [{} for _ in ids] if inline is None else [dict(f) if f else {} for f in inline]
-    )
     names = _names(item_spec)
-    missing = []
-    for position, stored in zip(wanted, found.items):
-        if stored is None:
-            missing.append(ids[position])
-        else:
-            items[position] = {k: v for k, v in stored.items() if k in names}
-    if missing and getattr(experiment, "missing_item", MISSING_ERROR) == MISSING_ERROR:
-        raise _unknown_items(experiment.name, missing)
+    stored = [None if f is None else _declared(f, names) for f in found.items]
+    if inline is None:
+        items: list[dict[str, Any] | None] = stored
+    else:
+        items = list(inline)
+        for position, features in zip(wanted, stored):
+            items[position] = features
+    if None in stored:
+        missing = [ids[position] for position, f in zip(wanted, stored) if f is None]
+        if experiment.missing_item == MISSING_ERROR:
+            raise _unknown_items(experiment.name, missing)
+        items = [{} if f is None else f for f in items]
     return ResolvedCandidates(ids, tuple(items), merged)
 
 
-def _lookups(ids: tuple[str, ...], inline: Sequence[Mapping[str, Any] | None] | None) -> list[int]:
+def _lookups(
+    ids: tuple[str, ...], inline: Sequence[Mapping[str, Any] | None] | None
+) -> Sequence[int]:
     """Positions of the candidates whose features come from the store."""
     if inline is None:
-        return list(range(len(ids)))
+        return range(len(ids))
     return [i for i, features in enumerate(inline) if features is None]
 
 
@@ -126,6 +132,13 @@ def _merge_context(
             merged.update((k, v) for k, v in features.items() if k in names)
     merged.update(context)
     return merged
+
+
+def _declared(features: dict[str, Any], names: frozenset[str]) -> dict[str, Any]:
+    """``features`` without the names the experiment does not declare."""
+    if features.keys() <= names:
+        return features
+    return {k: v for k, v in features.items() if k in names}
 
 
 def _names(spec: FeatureSpec) -> frozenset[str]:

@@ -101,7 +101,9 @@ class FeatureStore:
             return Lookup((), {})
         pipe = self.client.pipeline(transaction=False)
         if item_ids:
-            pipe.mget([item_key(experiment, i) for i in item_ids])
+            prefix = item_key(experiment, "")
+            # bytes: redis-py passes them through, where it would encode 1,000 str one by one
+            pipe.mget([(prefix + i).encode() for i in item_ids])
         for kind, entity_id in entities.items():
             pipe.get(entity_key(kind, entity_id))
         replies = pipe.execute()
