@@ -107,6 +107,41 @@ def targets(results: dict) -> list[dict]:
         )
     out += _steady_targets(results.get("steady_load"))
     out += _metrics_targets(results.get("metrics_cost"))
+    out += _item_targets(results.get("item_choose"))
+    return out
+
+
+def _item_targets(items: dict | None) -> list[dict]:
+    """Issue 13's latency targets: /choose over 200 and 1,000 candidates from the store."""
+    if not items:
+        return []
+    out = []
+    for run in items["runs"]:
+        if run["features_from"] != "store":
+            continue
+        goal = {200: 10.0, 1000: 25.0}[run["candidates"]]
+        out.append(
+            _target(
+                f"/choose {run['model']}, {run['candidates']} candidates from the store, "
+                f"p99 at {run['rate']:g} req/s with the worker, issue 13",
+                run["open_loop"]["latency_ms"]["p99"],
+                goal,
+                "<=",
+                "ms",
+            )
+        )
+    for model in ("shared", "hybrid"):
+        load = items.get(f"bulk_load_{model}")
+        if load:
+            out.append(
+                _target(
+                    f"POST /items bulk load of {load['batch']:,} items ({model}), issue 13",
+                    max(load["seconds_per_batch"]),
+                    2.0,
+                    "<=",
+                    "s",
+                )
+            )
     return out
 
 
@@ -387,7 +422,42 @@ def tables(results: dict) -> list[Table]:
         )
     if "metrics_cost" in results:
         out.append(_metrics_table(results["metrics_cost"]))
+    if "item_choose" in results:
+        out.append(_item_table(results["item_choose"]))
     return out
+
+
+def _item_table(items: dict) -> Table:
+    """/choose latency over many candidates scored by their item features."""
+    rows = [
+        [
+            run["model"],
+            f"{run['candidates']:,}",
+            run["features_from"],
+            _f(run["sequential"]["latency_ms"]["p50"], 2),
+            _f(run["sequential"]["latency_ms"]["p99"], 2),
+            f"{run['rate']:g}",
+            _f(run["open_loop"]["latency_ms"]["p50"], 2),
+            _f(run["open_loop"]["latency_ms"]["p99"], 2),
+        ]
+        for run in items["runs"]
+    ]
+    return (
+        f"/choose scored by item features ({items['context_dim']} context and "
+        f"{items['item_dim']} item features, all pairs: D = {items['shared_dim']}; "
+        f"{items['items']:,} items in the feature store; the worker running and learning)",
+        [
+            "model",
+            "candidates",
+            "features",
+            "one at a time p50 ms",
+            "p99 ms",
+            "open loop req/s",
+            "p50 ms",
+            "p99 ms",
+        ],
+        rows,
+    )
 
 
 def _metrics_table(cost: dict) -> Table:

@@ -22,7 +22,7 @@ import numpy as np
 import redis
 
 from app.services import database_engine
-from bench import metrics_overhead, phases, report, steady
+from bench import item_choose, metrics_overhead, phases, report, steady
 from bench.saturation import WrkSettings
 from bench.stack import ROOT, sync_config
 from chaos.machine import cpu_model, memory_gib
@@ -37,6 +37,7 @@ PHASES = {
     "cost_growth": phases.cost_growth,
     "memory": phases.memory_phase,
     "metrics_cost": metrics_overhead.phase,
+    "item_choose": item_choose.phase,
 }
 TEMPLATE = ROOT / "bench" / "BENCHMARKS.md.in"
 DOC = ROOT / "docs" / "BENCHMARKS.md"
