@@ -6,7 +6,7 @@ import redis
 from app.config import config_from_text
 from app.errors import ApiError
 from app.features.candidates import resolve, resolve_parsed
-from app.features.store import FeatureStore, StoredItem
+from app.features.store import FeatureStore, StoredItem, entity_key, item_key
 from tests.conftest import TEST_REDIS_URL
 
 TOML = """
@@ -165,3 +165,20 @@ def test_resolve_parsed_takes_ids_and_inline_features(redis_client):
     FeatureStore(redis_client).put_item("jobs", StoredItem("job_1", {"pay": 13.0}))
     got = resolve_parsed(redis_client, jobs, ("job_1", "job_2"), (None, {"pay": 1.0}), {}, None)
     assert got.item_features == ({"pay": 13.0}, {"pay": 1.0})
+
+
+def test_a_redis_cluster_serves_items_and_entities_from_different_slots(cluster_client):
+    from redis.cluster import RedisCluster
+
+    assert isinstance(cluster_client, RedisCluster)
+    jobs = experiments().get("jobs")
+    store = FeatureStore(cluster_client)
+    store.put_items("jobs", (StoredItem(f"job_{n}", {"pay": float(n)}) for n in range(50)))
+    entities = {f"kind{n}": f"e{n}" for n in range(6)}
+    for n, (kind, entity_id) in enumerate(entities.items()):
+        store.put_entity(kind, entity_id, {"age": n, "hour": 10 + n}, 60)
+    slots = {cluster_client.keyslot(entity_key(k, e)) for k, e in entities.items()}
+    assert len(slots) > 1 and cluster_client.keyslot(item_key("jobs", "job_1")) not in slots
+    got = resolve(cluster_client, jobs, [f"job_{n}" for n in range(50)], {"hour": 1}, entities)
+    assert got.item_features[49] == {"pay": 49.0}
+    assert got.context == {"age": 5, "hour": 1}  # the last entity named wins among entities

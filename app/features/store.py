@@ -103,7 +103,8 @@ class FeatureStore:
         if item_ids:
             prefix = item_key(experiment, "")
             # bytes: redis-py passes them through, where it would encode 1,000 str one by one
-            pipe.mget([(prefix + i).encode() for i in item_ids])
+            # execute_command: a cluster pipeline blocks .mget(), though one slot's MGET is fine
+            pipe.execute_command("MGET", *[(prefix + i).encode() for i in item_ids])
         for kind, entity_id in entities.items():
             pipe.get(entity_key(kind, entity_id))
         replies = pipe.execute()
