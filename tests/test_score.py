@@ -20,7 +20,7 @@ import pytest
 
 from app import create_app
 from app.snapshots import take_snapshot
-from tests.conftest import TEST_DATABASE_URL, TEST_REDIS_URL, choose
+from tests.conftest import TEST_DATABASE_URL, TEST_REDIS_URL, choose, reward, rows
 from tests.test_estimators import taught
 
 BANDITD = Path(__file__).resolve().parent.parent / ".venv" / "bin" / "banditd"
@@ -65,7 +65,7 @@ def redis_state(client) -> dict:
 
 
 def context_of(row: dict) -> dict:
-    skip = {"id", "arms", "scores", "propensities"}
+    skip = {"id", "arms", "scores", "propensities", "decision_id"}
     return {k: v for k, v in row.get("context", row).items() if k not in skip}
 
 
@@ -187,3 +187,34 @@ def test_bad_arguments_are_refused(config_file, tmp_path, redis_client, args, me
     source = write_jsonl(tmp_path / "in.jsonl", CONTEXTS)
     done = score(config_file, "--input", str(source), "--output", str(tmp_path / "o"), *args)
     assert done.returncode == 2 and message in done.stderr, done.stderr
+
+
+def test_recorded_rows_are_logged_decisions_that_take_rewards(
+    client, worker, config_file, tmp_path, redis_client, engine
+):
+    taught(client, worker)
+    source = write_jsonl(tmp_path / "in.jsonl", CONTEXTS[:3])
+    out = tmp_path / "out.jsonl"
+    done = score(config_file, "--input", str(source), "--output", str(out), "--k", "2", "--record")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["recorded"] == 3
+    scored = read_jsonl(out)
+    worker.run(until_idle=True)
+
+    for row in scored:
+        logged = rows(
+            engine,
+            "SELECT i.arm, i.score, i.propensity, d.context, d.policy FROM impressions i "
+            "JOIN decisions d USING (decision_id) WHERE decision_id = :d ORDER BY i.position",
+            d=row["decision_id"],
+        )
+        assert [r["arm"] for r in logged] == row["arms"]
+        assert [r["propensity"] for r in logged] == row["propensities"]
+        assert [r["score"] for r in logged] == row["scores"]
+        assert logged[0]["policy"] == "linucb"
+        assert logged[0]["context"] == {
+            k: float(v) if k == "hour" else v for k, v in context_of(row).items()
+        }
+    first = scored[0]
+    answer = reward(client, first["decision_id"], first["arms"][1], 1.0)
+    assert answer.status_code == 202 and answer.get_json()["status"] == "accepted"

@@ -24,7 +24,7 @@ import sqlalchemy.exc
 
 from app.config import ConfigError, load_config
 from app.live_model import LiveModelBusy
-from app.score.columns import encode_batch
+from app.score.columns import contexts_of, encode_batch
 from app.score.files import (
     FORMATS,
     InputError,
@@ -36,6 +36,7 @@ from app.score.files import (
 )
 from app.score.model import LoadedModel, ModelUnavailable, estimator, live_model, snapshot_model
 from app.score.progress import ProgressBar
+from app.score.record import DecisionRecorder, RecordRefused
 from app.settings import Settings
 from bandits import FeatureError
 
@@ -63,6 +64,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the live parameters in Redis (default) or the latest snapshot in Postgres",
     )
     parser.add_argument("--seed", type=int, help="seeds exploration and tie-breaks")
+    parser.add_argument(
+        "--record",
+        action="store_true",
+        help="log each row as a decision (its decision_id in the output) for rewards to "
+        "come: an offline send",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -83,25 +90,28 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             return _fail(f"--k must be between 1 and {len(model.arms)} (the arms), got {args.k}")
         if not args.input.is_file():
             return _fail(f"{args.input}: no such file")
-        summary = score_file(args, fmt, exp, model)
-    except (ConfigError, ModelUnavailable, InputError) as exc:
+        summary = score_file(args, settings, fmt, exp, model, arms)
+    except (ConfigError, ModelUnavailable, InputError, RecordRefused) as exc:
         return _fail(str(exc))
     except FeatureError as exc:
         return _fail(f"{args.input}: {exc}")
     except (redis.RedisError, sqlalchemy.exc.SQLAlchemyError, LiveModelBusy) as exc:
-        print(f"banditd score: cannot load the model: {exc}", file=sys.stderr)
+        print(f"banditd score: Redis or Postgres: {exc}", file=sys.stderr)
         return 1
     print(json.dumps(summary))
     return 0
 
 
-def score_file(args: argparse.Namespace, fmt: str, exp, model: LoadedModel) -> dict:
+def score_file(
+    args: argparse.Namespace, settings: Settings, fmt: str, exp, model: LoadedModel, arms
+) -> dict:
     """Stream the input through the estimator into the output; a summary of what was done."""
     fitted = estimator(exp, model, np.random.default_rng(args.seed))
     progress = None if args.quiet else ProgressBar(input_size(args.input, fmt), "banditd score")
     started = time.monotonic()
     rows = 0
     schema = parquet_schema(args.input) if fmt == "parquet" else None
+    recorder = _recorder(settings, exp, model, arms) if args.record else None
     with ScoredWriter(args.output, fmt, model.arms, schema) as out:
         for chunk in read_chunks(args.input, fmt, exp.features):
             try:
@@ -109,7 +119,17 @@ def score_file(args: argparse.Namespace, fmt: str, exp, model: LoadedModel) -> d
             except FeatureError as exc:
                 raise FeatureError(exc.field, f"{exc.message} in rows {_rows(chunk)}") from exc
             picked = fitted.choose_many(X, args.k)
-            out.write(chunk, picked.arms, picked.scores, picked.propensities)
+            ids = None
+            if recorder is not None:
+                ids = recorder.record(
+                    contexts_of(exp.features, chunk.batch),
+                    X,
+                    picked.arms,
+                    picked.scores,
+                    picked.propensities,
+                    picked.estimated,
+                )
+            out.write(chunk, picked.arms, picked.scores, picked.propensities, ids)
             rows += len(X)
             if progress:
                 progress.update(rows, chunk.read)
@@ -123,6 +143,7 @@ def score_file(args: argparse.Namespace, fmt: str, exp, model: LoadedModel) -> d
         "model": model.source,
         "model_position": None if model.position is None else "%d-%d" % model.position,
         "config_version": exp.version,
+        "recorded": rows if recorder is not None else 0,
         "output": str(args.output),
     }
 
@@ -143,6 +164,13 @@ def _load(source: str, settings: Settings, exp, arms) -> LoadedModel:
         return live_model(client, exp, arms)
     finally:
         client.close()
+
+
+def _recorder(settings: Settings, exp, model: LoadedModel, arms) -> DecisionRecorder:
+    from app.services import build_services
+
+    stream = build_services(settings).stream
+    return DecisionRecorder(stream, exp, model.arms, arms)
 
 
 def _rows(chunk) -> str:

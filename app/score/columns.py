@@ -73,3 +73,17 @@ def _feature(batch: pa.RecordBatch | pa.Table, name: str) -> pa.Array | None:
 
 def _combined(values: pa.Array | pa.ChunkedArray) -> pa.Array:
     return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+
+
+def contexts_of(spec: FeatureSpec, batch: pa.RecordBatch | pa.Table) -> list[dict]:
+    """Each row's context as ``/choose`` would log it: its feature values, nulls left out."""
+    names = list(spec.numeric) + [name for name, _ in spec.categorical]
+    columns = {}
+    for name in names:
+        values = _feature(batch, name)
+        if values is not None:
+            columns[name] = values.to_pylist()
+    return [
+        {name: v[i] for name, v in columns.items() if v[i] is not None}
+        for i in range(batch.num_rows)
+    ]

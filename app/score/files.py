@@ -72,7 +72,7 @@ def _parquet_chunks(path: Path) -> Iterator[Chunk]:
         source = pq.ParquetFile(path)
     except (pa.ArrowException, OSError) as exc:
         raise InputError(f"{path}: not a Parquet file: {exc}") from exc
-    for name in ADDED:
+    for name in ADDED + ("decision_id",):
         if name in source.schema_arrow.names:
             raise InputError(f"{path}: has a column {name!r}, which the output adds")
     done = 0
@@ -133,20 +133,30 @@ class ScoredWriter:
         self._parquet: pq.ParquetWriter | None = None
 
     def write(
-        self, chunk: Chunk, arms: np.ndarray, scores: np.ndarray, propensities: np.ndarray
+        self,
+        chunk: Chunk,
+        arms: np.ndarray,
+        scores: np.ndarray,
+        propensities: np.ndarray,
+        decision_ids: list[str] | None = None,
     ) -> None:
-        """Write ``chunk``'s rows with their ``(n, k)`` arm indices, scores and propensities."""
+        """Write ``chunk``'s rows with their ``(n, k)`` arm indices, scores and propensities
+        (and, when recorded, their decision ids)."""
         if self.fmt == "jsonl":
-            self._write_json(chunk.lines or [], arms, scores, propensities)
+            self._write_json(chunk.lines or [], arms, scores, propensities, decision_ids)
         else:
-            self._write_parquet(chunk.batch, arms, scores, propensities)
+            self._write_parquet(chunk.batch, arms, scores, propensities, decision_ids)
 
-    def _write_json(self, lines, arms, scores, propensities) -> None:
+    def _write_json(self, lines, arms, scores, propensities, decision_ids) -> None:
         names = self.json_names
+        ids = [b""] * len(lines)
+        if decision_ids is not None:
+            ids = [b'"decision_id":' + orjson.dumps(d) + b"," for d in decision_ids]
         out = []
-        for line, picked, s, p in zip(lines, arms.tolist(), scores, propensities):
+        for line, picked, s, p, d in zip(lines, arms.tolist(), scores, propensities, ids):
             added = (
-                b'"arms":['
+                d
+                + b'"arms":['
                 + b",".join([names[a] for a in picked])
                 + b'],"scores":'
                 + orjson.dumps(s, option=orjson.OPT_SERIALIZE_NUMPY)
@@ -158,7 +168,7 @@ class ScoredWriter:
             out.append(body + (b"" if body.endswith(b"{") else b",") + added)
         self._file.write(b"".join(out))
 
-    def _write_parquet(self, batch, arms, scores, propensities) -> None:
+    def _write_parquet(self, batch, arms, scores, propensities, decision_ids) -> None:
         n, k = arms.shape
         offsets = pa.array(np.arange(0, n * k + 1, k, dtype=np.int32))
         added = [
@@ -166,11 +176,13 @@ class ScoredWriter:
             pa.ListArray.from_arrays(offsets, pa.array(scores.ravel())),
             pa.ListArray.from_arrays(offsets, pa.array(propensities.ravel())),
         ]
+        names = list(ADDED)
+        if decision_ids is not None:
+            added.insert(0, pa.array(decision_ids, pa.string()))
+            names.insert(0, "decision_id")
         if isinstance(batch, pa.Table):
             batch = batch.combine_chunks().to_batches()[0]
-        out = pa.RecordBatch.from_arrays(
-            batch.columns + added, names=list(batch.schema.names) + list(ADDED)
-        )
+        out = pa.RecordBatch.from_arrays(batch.columns + added, names=batch.schema.names + names)
         if self._parquet is None:
             self._parquet = pq.ParquetWriter(self.path, out.schema)
         self._parquet.write_batch(out)
