@@ -43,7 +43,7 @@ help:
 	@echo "make stop      stop the Redis and Postgres started here"
 	@echo "make venv      create .venv and install the package (editable) with test and eval extras"
 	@echo "make bench     benchmark on this box, ~6 min; rewrites docs/BENCHMARKS.md (BENCH_ARGS=--quick)"
-	@echo "make chaos     faults under load, ~4 min; rewrites docs/RELIABILITY.md (CHAOS_ARGS=...)"
+	@echo "make chaos     faults under load, then Redis Cluster master kills, ~5.5 min; rewrites docs/RELIABILITY.md (CHAOS_ARGS=...)"
 
 # Re-installs only when setup.cfg/pyproject.toml are newer than the stamp.
 venv: $(STAMP)

@@ -139,25 +139,34 @@ class LoopbackCluster:
     def fail_over(self, key: str, timeout: float = 30.0) -> dict:
         """Kill the master of ``key``'s slot, wait for its replica to take over, start it again.
 
-        Returns the ports involved and the seconds until the slot was served by
-        the promoted replica and until the old master was an online replica again.
+        Returns the ports involved and the seconds from the SIGKILL until every
+        other node saw the slot served by the promoted replica, and until the old
+        master was an online replica again.
         """
         old = self.master_of(key)
+        replication = self.node(old).info("replication")
+        if replication.get("role") != "master":
+            raise RuntimeError(f"node {old} serves {key!r} but is a {replication.get('role')}")
+        replicas = {v["port"] for k, v in replication.items() if k.startswith("slave")}
         others = [p for p in self.ports if p != old]
+        killed_at = time.monotonic()
         self.kill(old)
-        took_over = _wait(
+        _wait(
             lambda: all(self._serving_quietly(key, via) not in (None, old) for via in others),
             timeout,
             f"a replica to take over from {old}",
         )
+        took_over = time.monotonic() - killed_at
         new = self.master_of(key)
+        if new not in replicas:
+            raise RuntimeError(f"{new} serves {key!r} after {old} died, not its replica {replicas}")
         self.restart(old)
-        rejoined = _wait(lambda: self._online_replica_of(new, old), timeout, f"{old} to rejoin")
+        _wait(lambda: self._online_replica_of(new, old), timeout, f"{old} to rejoin")
         return {
             "killed_master": old,
             "promoted": new,
             "failover_s": round(took_over, 2),
-            "rejoined_as_replica_s": round(took_over + rejoined, 2),
+            "rejoined_as_replica_s": round(time.monotonic() - killed_at, 2),
         }
 
     def _serving_quietly(self, key: str, via: int) -> int | None:

@@ -33,6 +33,8 @@ from pathlib import Path
 from app.services import database_engine, redis_client
 from chaos import report
 from chaos.audit import learned_total, live_arms, rebuild, wait_for_log
+from chaos.cluster import markdown as cluster_markdown
+from chaos.cluster import run_cluster
 from chaos.faults import (
     Supervisor,
     WorkerFaults,
@@ -71,6 +73,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--poison", type=int, default=25, help="poisoned entries written into the stream"
     )
     parser.add_argument("--seed", type=int, default=20241125)
+    parser.add_argument(
+        "--cluster-kills", type=int, default=3,
+        help="masters killed in the Redis Cluster run (chaos/cluster.py; 0: no cluster run)",
+    )  # fmt: skip
     parser.add_argument("--from-json", type=Path, help="only re-render the doc from this file")
     parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "RELIABILITY.md")
     return parser.parse_args(argv)
@@ -295,6 +301,8 @@ def verdict(result: dict) -> dict:
             f"{exits[0]['at_s']} s and {exits[-1]['at_s']} s into the run; each was restarted "
             "(see chaos/out/logs/worker.log)"
         )
+    if result.get("cluster"):
+        problems.extend(f"cluster run: {p}" for p in result["cluster"]["verdict"]["problems"])
     return {"ok": not problems, "problems": problems}
 
 
@@ -329,13 +337,22 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="banditd-chaos-") as tmp:
             Path(tmp).chmod(0o755)  # the postgres user must reach its cluster below it
             result.update(run_chaos(args, Path(tmp)))
+            if args.cluster_kills:
+                step("cluster run: 2 API instances, 3 workers, 3 masters with a replica each")
+                result["cluster"] = run_cluster(
+                    Path(tmp) / "cluster",
+                    kills=args.cluster_kills,
+                    seed=args.seed,
+                    step=lambda *words: step("cluster:", *words),
+                )
+                result["verdict"] = verdict(result)
         result["machine_after"] = machine()
         result["seconds"] = round(time.monotonic() - begun, 1)
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         text = json.dumps(result, indent=2, default=str)
         (OUT / f"chaos-{stamp}.json").write_text(text)
         (OUT / "latest.json").write_text(text)
-    args.doc.write_text(report.render(result))
+    args.doc.write_text(report.render(result) + cluster_markdown(result.get("cluster")))
     print(report.summary(result))
     return 0 if result["verdict"]["ok"] else 1
 
