@@ -84,7 +84,8 @@ def register(app: Flask) -> None:
         if not key.allows(action, experiment):
             every = action == "read" or (action == "items" and experiment is None)
             target = "every experiment" if every else "this experiment"
-            raise ApiError(403, "forbidden", f"this API key may not {action} for {target}")
+            doing = "write the feature store" if action == "items" else action
+            raise ApiError(403, "forbidden", f"this API key may not {doing} for {target}")
 
     @app.after_request
     def ask_browsers_to_sign_in(response: Response) -> Response:
