@@ -69,7 +69,8 @@ def read_chunks(path: Path, fmt: str, spec: FeatureSpec) -> Iterator[Chunk]:
 
 def _parquet_chunks(path: Path) -> Iterator[Chunk]:
     try:
-        source = pq.ParquetFile(path)
+        # read as needed, a MiB at a time: pre-buffering keeps what it read (the whole file)
+        source = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20)
     except (pa.ArrowException, OSError) as exc:
         raise InputError(f"{path}: not a Parquet file: {exc}") from exc
     for name in ADDED + ("decision_id",):
