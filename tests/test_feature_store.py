@@ -9,7 +9,7 @@ from app import create_app, openapi
 from app.errors import ApiError
 from app.features.store import DEFAULT_TTL_SECONDS, entity_key, item_key
 from app.validation import parse_choose
-from tests.conftest import AUTH
+from tests.conftest import AUTH, rows
 
 
 def put(client, path, body, headers=AUTH):
@@ -252,3 +252,21 @@ def test_bad_entities_are_400(entities):
     with pytest.raises(ApiError) as caught:
         parse_choose({"experiment": "jobs", "entities": entities})
     assert (caught.value.code, caught.value.field) == ("invalid_field", "entities")
+
+
+def test_choose_merges_stored_entities_into_the_logged_context(client, worker, engine):
+    features = {"city": "hamburg", "hour": 3, "shoe_size": 44}
+    assert put(client, "/entities/user/u42", {"features": features}).status_code == 200
+    body = {"experiment": "home_feed", "context": {"hour": 9}, "entities": {"user": "u42"}}
+    answer = client.post("/choose", json=body, headers=AUTH)
+    assert answer.status_code == 200, answer.get_json()
+    unknown = {**body, "entities": {"user": "nobody"}}
+    assert client.post("/choose", json=unknown, headers=AUTH).status_code == 200
+    worker.run(until_idle=True)
+    logged = rows(
+        engine,
+        "SELECT context FROM decisions WHERE decision_id = :d",
+        d=answer.get_json()["decision_id"],
+    )
+    # the request's hour wins; shoe_size is no feature of home_feed and is left out
+    assert logged == [{"context": {"city": "hamburg", "hour": 9}}]
