@@ -6,7 +6,9 @@ scripts/redis_cluster.sh; Postgres is the test database as everywhere else.
 
 from __future__ import annotations
 
+import os
 import textwrap
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -19,6 +21,7 @@ from app.services import build_services
 from app.settings import Settings
 from app.worker import Worker
 from tests.conftest import API_KEY, AUTH, TEST_DATABASE_URL, TEST_REDIS_URL, FakeClock, poll, rows
+from tests.service_processes import start_worker, stop
 
 # Six experiments: their hash tags put them on all three masters.
 EXPERIMENTS = [f"exp{i}" for i in range(6)]
@@ -124,3 +127,32 @@ def test_choose_reward_learn_and_log_on_a_cluster(cluster_settings, cluster_clie
         poll(lambda: services.saves.heard >= 1, timeout=10)
     finally:
         services.saves.stop()
+
+
+def test_workers_share_the_experiments_of_every_shard(cluster_settings, cluster_client, tmp_path):
+    """The registry of live workers (bd:workers, no hash tag) works across shards: 3
+    ``banditd worker`` processes, 6 experiments on 3 masters, each worker holding its
+    share of 2; a worker stopped, the other two take its share (3 each)."""
+    env = {
+        **os.environ,
+        "BANDITD_CONFIG": cluster_settings.config_path,
+        "REDIS_URL": cluster_settings.redis_url,
+        "DATABASE_URL": cluster_settings.database_url,
+        "BANDITD_WORKER_METRICS_PORT": "0",
+    }
+
+    def shares() -> list[int]:
+        holders = [cluster_client.get(keys.owner(e)) for e in EXPERIMENTS]
+        return sorted(Counter(h for h in holders if h).values())
+
+    with open(tmp_path / "workers.log", "ab") as log:
+        workers = [start_worker(env, log) for _ in range(3)]
+        try:
+            poll(lambda: shares() == [2, 2, 2], timeout=30, interval=0.1)
+            assert cluster_client.zcard(keys.live_workers()) == 3
+            stop(workers[0])
+            poll(lambda: shares() == [3, 3], timeout=30, interval=0.1)
+            assert cluster_client.zcard(keys.live_workers()) == 2
+        finally:
+            for w in workers:
+                stop(w)
