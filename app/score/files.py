@@ -100,10 +100,11 @@ def _json_chunks(path: Path, spec: FeatureSpec) -> Iterator[Chunk]:
             raw = f.readlines(JSON_BLOCK_BYTES)
             if not raw:
                 return
-            lines = [line.rstrip() for line in raw]
-            kept = [line for line in lines if line]  # blank lines are skipped
+            kept = [line for line in raw if not line.isspace()]  # blank lines are skipped
             if kept:
-                text = b"\n".join(kept) + b"\n"
+                text = b"".join(kept)
+                if not text.endswith(b"\n"):
+                    text += b"\n"
                 block = max(1 << 20, 2 * max(map(len, kept)))
                 try:
                     table = pa_json.read_json(
@@ -117,6 +118,14 @@ def _json_chunks(path: Path, spec: FeatureSpec) -> Iterator[Chunk]:
                 yield Chunk(table, kept, row, f.tell())
                 row += len(kept)
             first += len(raw)
+
+
+def json_rows(values: np.ndarray) -> list[bytes]:
+    """The rows of an ``(n, k)`` float array as JSON array bodies (``b"0.5,1.0"``), one call."""
+    if values.shape[0] == 0:
+        return []
+    text = orjson.dumps(values, option=orjson.OPT_SERIALIZE_NUMPY)
+    return text[2:-2].split(b"],[")
 
 
 class ScoredWriter:
@@ -150,23 +159,18 @@ class ScoredWriter:
 
     def _write_json(self, lines, arms, scores, propensities, decision_ids) -> None:
         names = self.json_names
+        if arms.shape[1] == 1:
+            shown = [names[a] for a in arms[:, 0].tolist()]
+        else:
+            shown = [b",".join([names[a] for a in row]) for row in arms.tolist()]
         ids = [b""] * len(lines)
         if decision_ids is not None:
             ids = [b'"decision_id":' + orjson.dumps(d) + b"," for d in decision_ids]
+        line_format = b'%b%b%b"arms":[%b],"scores":[%b],"propensities":[%b]}\n'
         out = []
-        for line, picked, s, p, d in zip(lines, arms.tolist(), scores, propensities, ids):
-            added = (
-                d
-                + b'"arms":['
-                + b",".join([names[a] for a in picked])
-                + b'],"scores":'
-                + orjson.dumps(s, option=orjson.OPT_SERIALIZE_NUMPY)
-                + b',"propensities":'
-                + orjson.dumps(p, option=orjson.OPT_SERIALIZE_NUMPY)
-                + b"}\n"
-            )
-            body = line[:-1].rstrip()  # the object without its closing brace
-            out.append(body + (b"" if body.endswith(b"{") else b",") + added)
+        for line, d, a, s, p in zip(lines, ids, shown, json_rows(scores), json_rows(propensities)):
+            body = line.rstrip()[:-1].rstrip()  # the object without its closing brace
+            out.append(line_format % (body, b"" if body.endswith(b"{") else b",", d, a, s, p))
         self._file.write(b"".join(out))
 
     def _write_parquet(self, batch, arms, scores, propensities, decision_ids) -> None:
