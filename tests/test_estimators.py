@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from app import create_app
-from bandits import PolicyParams, select
+from bandits import PolicyParams, prior, select
 from bandits.estimators import BetaTS, LinearTS, LinUCB, SquareCB
 from bandits.ope import target_probabilities
 from tests.conftest import (
@@ -237,3 +237,32 @@ def test_the_notebook_reproduces_a_logged_decision(tmp_path, engine, redis_clien
         assert namespace["row"].arms == [a.arm for a in namespace["made"].arms]
         namespace["engine"].dispose()
         namespace["client"].close()
+
+
+def test_the_estimator_of_an_experiment_takes_its_policy_and_knobs():
+    from app.config import config_from_text
+    from app.score.model import LoadedModel, estimator
+
+    text = """
+[experiments.e]
+policy = "{policy}"
+alpha = 0.3
+epsilon = 0.1
+ridge = 2.0
+forgetting = {forgetting}
+arms = ["a", "b"]
+[experiments.e.features]
+numeric = ["x"]
+"""
+    for policy, forgetting, cls in [
+        ("linucb", "0.9", LinUCB),
+        ("squarecb", '"auto"', SquareCB),
+        ("epsilon_greedy", "1.0", None),
+    ]:
+        exp = config_from_text(text.format(policy=policy, forgetting=forgetting), "t").get("e")
+        state = prior(2, exp.features.dim, exp.ridge)
+        model = estimator(exp, LoadedModel(exp.arms, state, None, "live"), random_state=1)
+        assert model.policy == policy and (cls is None or isinstance(model, cls))
+        assert (model.params, model.ridge) == (exp.params, 2.0)
+        assert model.forgetting == (1.0 if forgetting == '"auto"' else float(forgetting))
+        assert model.choose(np.array([1.0, 0.5]), k=2).arms.tolist() in ([0, 1], [1, 0])

@@ -21,7 +21,7 @@ import numpy as np
 import redis
 from sqlalchemy.engine import Engine
 
-from app.config import DISJOINT, Experiment
+from app.config import AUTO_FORGETTING, DISJOINT, Experiment
 from app.live_model import Position, read_live
 from app.rebuild import replay
 from app.snapshots import latest_snapshot
@@ -84,13 +84,20 @@ def replayed_model(
 def estimator(
     exp: Experiment, model: LoadedModel, random_state: int | np.random.Generator | None = None
 ) -> BanditEstimator:
-    """The estimator of ``exp``'s policy and knobs holding ``model``'s state."""
+    """The estimator of ``exp``'s policy and knobs holding ``model``'s state.
+
+    With ``forgetting = "auto"`` its :meth:`~bandits.estimators.BanditEstimator.partial_fit`
+    forgets nothing (the worker's automatic forgetting is not an estimator's).
+    """
+    # forgetting = "auto" is the worker's (per arm, from its recent rewards): the estimator
+    # chooses with what it learned, and its own partial_fit forgets nothing
+    forgetting = 1.0 if exp.forgetting == AUTO_FORGETTING else exp.forgetting
     fitted = estimator_for(
         exp.policy,
         len(model.arms),
         exp.params,
         ridge=exp.ridge,
-        forgetting=exp.forgetting,
+        forgetting=forgetting,
         random_state=random_state,
     )
     fitted.state = model.state
