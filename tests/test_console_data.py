@@ -215,7 +215,14 @@ def test_config_history_lists_versions_with_their_changes(console):
 def test_what_if_estimates_a_proposal_and_gives_toml_that_deploys_it(console, console_config):
     body = get(console, "/experiments/synthetic_0/what-if?epsilon=0.3&alpha=2&sample=2000")
     assert body["sample"] == 2000
-    assert body["proposed"] == {"policy": "linucb", "alpha": 2.0, "epsilon": 0.3, "v": 1.0}
+    assert body["proposed"] == {
+        "policy": "linucb",
+        "alpha": 2.0,
+        "epsilon": 0.3,
+        "v": 1.0,
+        "gamma_scale": 10.0,  # squarecb's knobs at their defaults: not in the config
+        "gamma_exponent": 0.5,
+    }
     for side in ("current", "proposed"):
         names = [e["estimator"] for e in body["estimates"][side]]
         assert names == ["ips", "snips", "dr"]
@@ -243,6 +250,19 @@ def test_what_if_scores_every_policy_with_bounded_work(console, policy):
         assert body["sample"] == 5000
 
 
+def test_what_if_proposes_squarecb_with_its_greediness(console):
+    body = get(
+        console, "/experiments/synthetic_0/what-if?policy=squarecb&gamma_scale=50&sample=500"
+    )
+    assert body["proposed"]["gamma_scale"] == 50.0 and body["proposed"]["gamma_exponent"] == 0.5
+    assert body["toml"] == [
+        "[experiments.synthetic_0]",
+        'policy = "squarecb"',
+        "gamma_scale = 50.0",
+    ]
+    assert [e["estimator"] for e in body["estimates"]["proposed"]] == ["ips", "snips", "dr"]
+
+
 def test_what_if_of_the_current_settings_changes_nothing(console):
     body = get(console, "/experiments/synthetic_0/what-if?sample=500")
     assert body["toml"] == ["[experiments.synthetic_0]"]
@@ -260,6 +280,7 @@ def test_what_if_of_the_current_settings_changes_nothing(console):
         ("/experiments/synthetic_0/what-if?epsilon=abc", "invalid_field", "epsilon"),
         ("/experiments/synthetic_0/what-if?policy=greedy", "invalid_field", "policy"),
         ("/experiments/synthetic_0/what-if?sample=5", "invalid_field", "sample"),
+        ("/experiments/synthetic_0/what-if?gamma_exponent=2", "invalid_field", "gamma_exponent"),
         ("/ui/experiments/synthetic_0?days=400", "invalid_field", "days"),
     ],
 )

@@ -34,7 +34,11 @@ def settings_of(experiment: Experiment) -> dict[str, Any]:
     """What the console shows of an experiment's settings: policy, exploration, holdout, arms."""
     s = experiment.settings
     keys = ("policy", "alpha", "epsilon", "v", "holdout", "holdout_policy")
-    return {k: s.get(k) for k in keys} | {"arms": list(experiment.arms)}
+    return {k: s.get(k) for k in keys} | {
+        "gamma_scale": experiment.params.gamma_scale,  # squarecb's; defaults where unset
+        "gamma_exponent": experiment.params.gamma_exponent,
+        "arms": list(experiment.arms),
+    }
 
 
 def summary_of(name: str, args) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""The what-if panel: what a proposed ``policy``, ``alpha``, ``epsilon`` or ``v`` would earn.
+"""The what-if panel: what a proposed ``policy``, ``alpha``, ``epsilon``, ``v``, ``gamma_scale``
+or ``gamma_exponent`` would earn.
 
 The code of ``banditd evaluate`` (:mod:`app.evaluate`: the target built from
 the config with overrides, IPS, SNIPS and doubly robust with their intervals
@@ -26,7 +27,7 @@ from app.evaluation_log import Window
 from app.item_models.evaluation import estimate_items, read_item_sample
 from app.settings import Settings
 
-PROPOSABLE = ("policy", "alpha", "epsilon", "v")
+PROPOSABLE = ("policy", "alpha", "epsilon", "v", "gamma_scale", "gamma_exponent")
 DEFAULT_SAMPLE = 3000
 MAX_SAMPLE = 20000
 LEVEL = 0.95
@@ -90,10 +91,10 @@ def proposal(experiment: Experiment, changes: Mapping[str, str]) -> Experiment:
 def toml_lines(experiment: Experiment, target: Experiment) -> list[str]:
     """The lines to put in the experiment's table of the config file to deploy ``target``."""
     lines = [f"[experiments.{experiment.name}]"]
+    old, new = _settings_of(experiment), _settings_of(target)
     for key in PROPOSABLE:
-        new = target.settings.get(key)
-        if new != experiment.settings.get(key):
-            lines.append(f"{key} = {json.dumps(new)}")
+        if new[key] != old[key]:
+            lines.append(f"{key} = {json.dumps(new[key])}")
     return lines
 
 
@@ -182,7 +183,9 @@ def _sampling_notes(experiments: tuple[Experiment, ...], asked: int, limit: int)
 
 
 def _settings_of(experiment: Experiment) -> dict[str, Any]:
-    return {key: experiment.settings.get(key) for key in PROPOSABLE}
+    # squarecb's knobs are in the settings only where set or used: else their defaults
+    params = experiment.params
+    return {key: experiment.settings.get(key, getattr(params, key, None)) for key in PROPOSABLE}
 
 
 def _warnings(
