@@ -270,3 +270,41 @@ def test_choose_merges_stored_entities_into_the_logged_context(client, worker, e
     )
     # the request's hour wins; shoe_size is no feature of home_feed and is left out
     assert logged == [{"context": {"city": "hamburg", "hour": 9}}]
+
+
+JOBS_TOML = """
+[experiments.jobs]
+policy = "linucb"
+arms = "dynamic"
+model = "shared"
+
+[experiments.jobs.features]
+numeric = ["hour"]
+
+[experiments.jobs.item_features]
+numeric = ["pay"]
+categorical = { category = ["kitchen", "driver"] }
+"""
+
+
+@pytest.mark.parametrize(
+    "features, field",
+    [({"pay": "high"}, "features.pay"), ({"category": 3}, "features.category")],
+)
+def test_item_writes_check_the_declared_item_features(
+    settings, tmp_path, redis_client, features, field
+):
+    path = tmp_path / "jobs.toml"
+    path.write_text(JOBS_TOML)
+    client = create_app(replace(settings, config_path=str(path))).test_client()
+    # a name the experiment does not declare is stored as it is (the store may hold more)
+    ok = {"pay": 12.5, "category": "chef", "colour": 1}
+    assert put(client, "/items/jobs/job_1", {"features": ok}).status_code == 200
+    response = put(client, "/items/jobs/job_2", {"features": features})
+    assert error_of(response) == (400, "invalid_feature")
+    assert response.get_json()["error"]["field"] == field
+    bulk = {"items": [{"id": "job_3", "features": ok}, {"id": "job_4", "features": features}]}
+    response = client.post("/items/jobs", json=bulk, headers=AUTH)
+    assert error_of(response) == (400, "invalid_feature")
+    assert response.get_json()["error"]["field"] == f"items[1].{field}"
+    assert redis_client.keys("bd:{jobs}:item:*") == [b"bd:{jobs}:item:job_1"]

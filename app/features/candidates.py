@@ -92,8 +92,8 @@ def resolve_parsed(
     merged = _merge_context(experiment.features, found.entities, context)
     if item_spec is None:
         return ResolvedCandidates(ids, None, merged)
-    names = _names(item_spec)
-    stored = [None if f is None else _declared(f, names) for f in found.items]
+    names = feature_names(item_spec)
+    stored = [None if f is None else declared_only(f, names) for f in found.items]
     if inline is None:
         items: list[dict[str, Any] | None] = stored
     else:
@@ -125,7 +125,7 @@ def _merge_context(
     """The request context over the entities' declared features (kinds in request order)."""
     if not stored:
         return dict(context)
-    names = _names(spec)
+    names = feature_names(spec)
     merged: dict[str, Any] = {}
     for features in stored.values():
         if features:
@@ -134,14 +134,15 @@ def _merge_context(
     return merged
 
 
-def _declared(features: dict[str, Any], names: frozenset[str]) -> dict[str, Any]:
+def declared_only(features: dict[str, Any], names: frozenset[str]) -> dict[str, Any]:
     """``features`` without the names the experiment does not declare."""
     if features.keys() <= names:
         return features
     return {k: v for k, v in features.items() if k in names}
 
 
-def _names(spec: FeatureSpec) -> frozenset[str]:
+def feature_names(spec: FeatureSpec) -> frozenset[str]:
+    """The feature names ``spec`` declares."""
     return frozenset(spec.numeric) | frozenset(name for name, _ in spec.categorical)
 
 

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import re
+from typing import Any, Iterable
 
 from flask import Blueprint, Response, current_app, request
 
 from app.api.responses import json_response
-from app.config import valid_name
+from app.config import Experiment, valid_name
 from app.errors import ApiError
+from app.features.candidates import declared_only, feature_names
 from app.features.store import FeatureStore, StoredItem
 from app.validation import json_body, schema_check
+from bandits import FeatureError
 
 bp = Blueprint("feature_store", __name__)
 
@@ -27,7 +30,7 @@ def put_item(experiment: str, item_id: str) -> Response:
     _check_id(experiment, valid_name(experiment), "experiment")
     _check_id(item_id, valid_name(item_id), "item_id")
     body = _write_body()
-    _known_experiment(experiment)
+    _check_item_features(_known_experiment(experiment), [("features", body["features"])])
     item = StoredItem(item_id, body["features"], int(body["ttl_seconds"]))
     _store().put_item(experiment, item)
     return json_response({"experiment": experiment, "id": item_id, "ttl_seconds": item.ttl_seconds})
@@ -40,7 +43,9 @@ def put_items(experiment: str) -> Response:
     request.max_content_length = BULK_MAX_BODY_BYTES
     body = json_body(request)
     _check_bulk(body)
-    _known_experiment(experiment)
+    where = (f"items[{i}].features" for i in range(len(body["items"])))
+    features = [item["features"] for item in body["items"]]
+    _check_item_features(_known_experiment(experiment), zip(where, features))
     ttl = body["ttl_seconds"]
     # int(): JSON Schema counts 60.0 as an integer
     items = (
@@ -87,9 +92,28 @@ def _write_body() -> dict:
     return body
 
 
-def _known_experiment(name: str) -> None:
-    """404 unless ``name`` is a configured experiment."""
-    current_app.extensions["banditd"].chooser.experiment(name)
+def _known_experiment(name: str) -> Experiment:
+    """The configured experiment ``name``; 404 if there is none."""
+    return current_app.extensions["banditd"].chooser.experiment(name)
+
+
+def _check_item_features(
+    experiment: Experiment, items: Iterable[tuple[str, dict[str, Any]]]
+) -> None:
+    """400 ``invalid_feature`` for a declared item feature of the wrong type (or not finite).
+
+    Names the experiment does not declare are kept unchecked: the store may hold more.
+    """
+    spec = experiment.item_features
+    if spec is None:
+        return
+    names = feature_names(spec)
+    for where, features in items:
+        try:
+            spec.encode(declared_only(features, names))
+        except FeatureError as exc:
+            field = where + exc.field.removeprefix("context")
+            raise ApiError(400, "invalid_feature", f"{field}: {exc.message}", field) from exc
 
 
 def _check_entity(kind: str, entity_id: str) -> None:
