@@ -164,46 +164,32 @@ def greedy_slates(
         ``(n, k)`` probability of each slot given the slots before it.
     """
     n, n_cand = scores.shape
-    # best first, ties in a uniformly random order: the greedy pick of each slot is the
-    # first remaining candidate of this order, uniform among the tied best
-    order = np.lexsort((rng.random((n, n_cand)), -scores), axis=-1)
-    ranked = np.take_along_axis(scores, order, axis=1)
-    # tied[:, p]: how many candidates from sorted place p on share its score
-    tied = np.ones((n, n_cand), dtype=np.int64)
-    for p in range(n_cand - 2, -1, -1):  # a loop over places, each step over every row
-        tied[:, p] += np.where(ranked[:, p] == ranked[:, p + 1], tied[:, p + 1], 0)
-    if epsilon == 0.0:
-        take = min(k, n_cand)
-        return order[:, :take], 1.0 / tied[:, :take]
-    return _explored_slates(order, ranked, k, rng, epsilon)
-
-
-def _explored_slates(
-    order: np.ndarray, ranked: np.ndarray, k: int, rng: np.random.Generator, epsilon: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Slates with an epsilon floor: each slot uniform among the remaining with ``epsilon``."""
-    n, n_cand = order.shape
     everyone = np.arange(n)
-    remaining = np.ones((n, n_cand), dtype=bool)  # by sorted place
-    places = np.empty((n, k), dtype=np.intp)
+    work = scores.copy() if k > 1 else scores  # placed candidates become -inf
+    positions = np.empty((n, k), dtype=np.intp)
     propensities = np.empty((n, k))
     for j in range(k):  # a loop over slots, each step over every row
-        first = np.argmax(remaining, axis=1)  # the best remaining place
-        top = ranked[everyone, first]
-        best = remaining & (ranked == top[:, None])
+        best = work == work.max(axis=1, keepdims=True)
         n_best = np.count_nonzero(best, axis=1)
-        pick = first.copy()
-        explore = np.flatnonzero(rng.random(n) < epsilon)
-        if explore.size:
-            left = remaining[explore]
-            nth = (rng.random(explore.size) * (n_cand - j)).astype(np.intp)
-            pick[explore] = np.argmax(np.cumsum(left, axis=1) > nth[:, None], axis=1)
-        places[:, j] = pick
+        pick = np.argmax(best, axis=1)
+        tied = np.flatnonzero(n_best > 1)
+        if tied.size:  # uniform among the tied best: the largest of a uniform key
+            keys = np.where(best[tied], rng.random((tied.size, n_cand)), -1.0)
+            pick[tied] = np.argmax(keys, axis=1)
+        if epsilon > 0.0:
+            explore = np.flatnonzero(rng.random(n) < epsilon)
+            if explore.size:  # the nth of the remaining candidates, n uniform
+                left = work[explore] != -np.inf
+                nth = (rng.random(explore.size) * (n_cand - j)).astype(np.intp)
+                pick[explore] = np.argmax(np.cumsum(left, axis=1) > nth[:, None], axis=1)
+        positions[:, j] = pick
+        # the expression of bandits.slate.greedy_slate, for equal floats
         propensities[:, j] = (1.0 - epsilon) * best[everyone, pick] / n_best + epsilon / (
             n_cand - j
         )
-        remaining[everyone, pick] = False
-    return np.take_along_axis(order, places, axis=1), propensities
+        if j + 1 < k:
+            work[everyone, pick] = -np.inf
+    return positions, propensities
 
 
 def _row_by_row(
