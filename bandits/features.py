@@ -13,6 +13,7 @@ categorical value that was not declared also encodes as all zeros, an implicit
 from __future__ import annotations
 
 import math
+from itertools import chain
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -195,11 +196,11 @@ class FeatureSpec:
         numeric = self.numeric
         start = int(self.intercept)
         try:
-            if not all(isinstance(row, dict) and row.keys() <= known for row in rows):
+            if not set(map(type, rows)) <= {dict} or not all(row.keys() <= known for row in rows):
                 raise _SlowPath
             if numeric:
                 values = [[row.get(name, 0.0) for name in numeric] for row in rows]
-                if not all(type(v) in _FAST_NUMBERS for vals in values for v in vals):
+                if not set(map(type, chain.from_iterable(values))) <= _FAST_NUMBERS:
                     raise _SlowPath
                 block = np.array(values, dtype=np.float64).reshape(len(rows), len(numeric))
                 if not np.isfinite(block).all():
