@@ -182,3 +182,16 @@ def test_a_redis_cluster_serves_items_and_entities_from_different_slots(cluster_
     got = resolve(cluster_client, jobs, [f"job_{n}" for n in range(50)], {"hour": 1}, entities)
     assert got.item_features[49] == {"pay": 49.0}
     assert got.context == {"age": 5, "hour": 1}  # the last entity named wins among entities
+
+
+def test_an_entity_storing_a_feature_of_the_wrong_type_is_a_400_naming_it(redis_client):
+    jobs = experiments().get("jobs")
+    FeatureStore(redis_client).put_entity("user", "u42", {"age": "old", "city": "berlin"}, 60)
+    with pytest.raises(ApiError) as caught:
+        resolve(redis_client, jobs, [{"id": "a", "features": {}}], {}, {"user": "u42"})
+    error = caught.value
+    assert (error.code, error.field) == ("invalid_feature", "entities.user")
+    assert "'u42'" in error.message and "'age'" in error.message
+    # a value the request overrides is not used, so it does not matter
+    got = resolve(redis_client, jobs, [{"id": "a", "features": {}}], {"age": 3}, {"user": "u42"})
+    assert got.context == {"age": 3, "city": "berlin"}

@@ -28,7 +28,7 @@ from typing import Any, Mapping, Sequence
 from app.config import Experiment
 from app.errors import ApiError
 from app.features.store import FeatureStore
-from bandits import FeatureSpec
+from bandits import FeatureError, FeatureSpec
 
 MISSING_ERROR, MISSING_EMPTY = "error", "empty"
 
@@ -89,7 +89,7 @@ def resolve_parsed(
     found = FeatureStore(client).lookup(
         experiment.name, lookup_ids if wanted else (), entities or {}
     )
-    merged = _merge_context(experiment.features, found.entities, context)
+    merged = _merge_context(experiment.features, found.entities, context, entities or {})
     if item_spec is None:
         return ResolvedCandidates(ids, None, merged)
     names = feature_names(item_spec)
@@ -121,15 +121,33 @@ def _merge_context(
     spec: FeatureSpec,
     stored: Mapping[str, Mapping[str, Any] | None],
     context: Mapping[str, Any],
+    entities: Mapping[str, str],
 ) -> dict[str, Any]:
-    """The request context over the entities' declared features (kinds in request order)."""
+    """The request context over the entities' declared features (kinds in request order).
+
+    400 ``invalid_feature`` naming the entity if one stores a declared feature the
+    experiment cannot encode (a string for a numeric one, say): entities serve every
+    experiment, so their writes cannot be checked against this one's features.
+    """
     if not stored:
         return dict(context)
     names = feature_names(spec)
     merged: dict[str, Any] = {}
-    for features in stored.values():
+    for kind, features in stored.items():
         if features:
-            merged.update((k, v) for k, v in features.items() if k in names)
+            used = {k: v for k, v in features.items() if k in names and k not in context}
+            try:
+                spec.encode(used)
+            except FeatureError as exc:
+                name = exc.field.removeprefix("context.")
+                raise ApiError(
+                    400,
+                    "invalid_feature",
+                    f"entity {kind} {entities[kind]!r} stores {name!r} that this experiment "
+                    f"cannot use: {exc.message}",
+                    f"entities.{kind}",
+                ) from exc
+            merged.update(used)
     merged.update(context)
     return merged
 
