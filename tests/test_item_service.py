@@ -148,11 +148,14 @@ def test_a_dynamic_catalogue_of_items_keeps_no_state_per_item_and_has_no_arm_lim
     assert state.n[0] == 6 and state.A.shape == (1, 20, 20)
 
 
+@pytest.mark.parametrize("forgetting", [1.0, 0.98])
 def test_the_worker_learns_the_shared_vector_of_the_context_and_the_item_shown(
-    client, worker, redis_client
+    client, worker, redis_client, config_file, forgetting
 ):
+    text = JOBS_TOML.replace('model = "shared"', f'model = "shared"\nforgetting = {forgetting}')
+    rewrite(config_file, EXPERIMENTS_TOML + text)
     rng = np.random.default_rng(3)
-    exp = config_from_text(EXPERIMENTS_TOML + JOBS_TOML, "t").get("jobs")
+    exp = config_from_text(EXPERIMENTS_TOML + text, "t").get("jobs")
     expected = shared_prior(exp.layout.dim, exp.ridge)
     for _ in range(25):
         ctx = context(rng)
@@ -165,7 +168,7 @@ def test_the_worker_learns_the_shared_vector_of_the_context_and_the_item_shown(
         phi = exp.layout.features(
             exp.features.encode(ctx), exp.item_features.encode(item["features"])[None]
         )[0]
-        shared_update(expected, phi, value, ridge=exp.ridge)
+        shared_update(expected, phi, value, discount=forgetting, ridge=exp.ridge)
     worker.run(until_idle=True)
     live = read_live(redis_client, "jobs", [exp.model_id]).arms[(exp.model_id, SHARED_ARM)]
     for name in ("A", "A_inv", "b", "theta", "n"):
