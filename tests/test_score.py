@@ -218,3 +218,21 @@ def test_recorded_rows_are_logged_decisions_that_take_rewards(
     first = scored[0]
     answer = reward(client, first["decision_id"], first["arms"][1], 1.0)
     assert answer.status_code == 202 and answer.get_json()["status"] == "accepted"
+
+
+def test_candidates_restrict_the_ranking(
+    client, settings, worker, config_file, tmp_path, redis_client
+):
+    taught(client, worker)
+    source = write_jsonl(tmp_path / "in.jsonl", CONTEXTS)
+    out = tmp_path / "out.jsonl"
+    only = ("job_warehouse", "job_cleaning")
+    done = score(
+        config_file, "--input", str(source), "--output", str(out), "--candidates", ",".join(only)
+    )
+    assert done.returncode == 0, done.stderr
+    fresh = create_app(settings).test_client()
+    for row in read_jsonl(out):
+        answer = choose(fresh, context=context_of(row), candidates=list(only)).get_json()
+        assert row["arms"] == [answer["arms"][0]["arm"]] and row["arms"][0] in only
+        assert row["propensities"] == [answer["arms"][0]["propensity"]]
