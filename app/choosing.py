@@ -23,6 +23,7 @@ from app.events import DecisionEvent, Impression
 from app.features.candidates import resolve_parsed
 from app.item_models.scoring import choose_items, encode_items
 from app.model_cache import ModelCache
+from app.segments import SegmentRegistry, scoring_context, segment_of
 from app.validation import ChooseRequest
 from bandits import FeatureError, select
 from bandits.holdout import assigned_to_holdout, select_holdout
@@ -57,6 +58,7 @@ class Chooser:
         self.stream = stream
         self.rng = rng
         self.clock = clock
+        self.segments = SegmentRegistry(stream.redis)
 
     def experiment(self, name: str) -> Experiment:
         """The configured experiment ``name``; 404 if there is none."""
@@ -67,7 +69,10 @@ class Chooser:
 
     def choose(self, req: ChooseRequest) -> bytes:
         """Make, record and return (as JSON) one decision."""
-        exp = self.experiment(req.experiment)
+        exp = configured = self.experiment(req.experiment)
+        if exp.segment_by is not None:  # the segment's own model from here on
+            exp = exp.for_segment(segment_of(exp, req.context))
+            self.segments.admit(exp, exp.segment)
         self._check_candidates(exp, req.candidates)
         n_candidates = len(exp.arms) if req.candidates is None else len(req.candidates)
         if req.k > n_candidates:
@@ -76,7 +81,9 @@ class Chooser:
             )
         items, context = self._features(exp, req)
         try:
-            x = exp.features.encode(context)
+            x = exp.features.encode(
+                context if exp.segment is None else scoring_context(exp, context)
+            )
         except FeatureError as exc:
             raise ApiError(400, "invalid_feature", exc.message, exc.field) from exc
 
@@ -123,7 +130,7 @@ class Chooser:
             }
         )
         # The config version must reach the stream before the first decision made under it.
-        self.stream.announce_config(exp, now_ms)
+        self.stream.announce_config(configured, now_ms)  # a segment's model id is not the config's
         event = DecisionEvent(
             decision_id=decision_id,
             experiment=exp.name,
@@ -140,6 +147,7 @@ class Chooser:
             unit_id=req.unit_id,
             item_vectors=item_vectors,
             candidate_vectors=encoded,
+            segment=exp.segment,
         )
         earlier = self.stream.record_decision(
             event,

@@ -16,7 +16,7 @@ import hashlib
 import json
 import math
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any, Mapping, Sequence
 
@@ -30,6 +30,8 @@ MAX_NAME_LENGTH = 128
 DYNAMIC = "dynamic"
 AUTO_FORGETTING = 0.0  # forgetting = "auto" as a number (decisions carry it to the worker)
 DEFAULT_MAX_ARMS = 10_000
+DEFAULT_MAX_SEGMENTS = 100_000
+SEGMENT_MARK = "~"  # model id ~ segment value: never in a model id or a valid segment value
 
 EXPERIMENT_KEYS = {
     "forgetting",
@@ -53,6 +55,8 @@ EXPERIMENT_KEYS = {
     "item_features",
     "interactions",
     "missing_item",
+    "segment_by",
+    "max_segments",
 }
 REWARD_KEYS = {"default", "window_seconds", "min", "max"}
 FEATURE_KEYS = {"numeric", "categorical", "intercept"}
@@ -101,6 +105,9 @@ class Experiment:
     model: str = DISJOINT
     item_features: FeatureSpec | None = None  # declared for a shared or hybrid model only
     layout: ItemLayout | None = None  # how context and item features cross (shared, hybrid)
+    segment_by: str | None = None  # the context field whose every value gets a model of its own
+    max_segments: int = DEFAULT_MAX_SEGMENTS
+    segment: str | None = None  # set on the view of one segment (:meth:`for_segment`)
     missing_item: str = "error"  # a candidate the feature store lacks: "error" (400) or "empty"
 
     def position_weight(self, position: int) -> float:
@@ -111,6 +118,10 @@ class Experiment:
     def item_model(self) -> bool:
         """Whether candidates are scored from their item features (a shared or hybrid model)."""
         return self.model != DISJOINT
+
+    def for_segment(self, value: str) -> Experiment:
+        """The experiment as one segment of it sees it: the same config, a model of its own."""
+        return replace(self, model_id=f"{self.model_id}{SEGMENT_MARK}{value}", segment=value)
 
     @cached_property
     def arm_positions(self) -> dict[str, int]:
@@ -210,6 +221,7 @@ def _experiment(name: str, table: Any) -> Experiment:
             f"got {holdout_policy!r}"
         )
     model, item_features, interactions, layout = _item_model(table, where, features)
+    segment_by, max_segments = _segments(table, where)
     missing_item = table.get("missing_item", "error")
     if missing_item not in MISSING_ITEM_CHOICES:
         raise ConfigError(
@@ -259,7 +271,11 @@ def _experiment(name: str, table: Any) -> Experiment:
         settings["missing_item"] = missing_item
     if retention_days is not None:  # likewise
         settings["retention_days"] = retention_days
+    if segment_by is not None:  # likewise
+        settings |= {"segment_by": segment_by, "max_segments": max_segments}
     model_basis = {"columns": features.columns, "ridge": ridge}
+    if segment_by is not None:  # a model per segment means something else than one for all
+        model_basis["segment_by"] = segment_by
     if layout is not None:  # likewise: a per-arm model's version and model id stay
         settings |= {
             "model": model,
@@ -298,6 +314,8 @@ def _experiment(name: str, table: Any) -> Experiment:
         model=model,
         item_features=item_features,
         layout=layout,
+        segment_by=segment_by,
+        max_segments=max_segments,
         missing_item=missing_item,
     )
 
@@ -365,6 +383,19 @@ def _forgetting(table: Mapping[str, Any], where: str, features: FeatureSpec) -> 
         return _number(table, "forgetting", 1.0, where, low=0.5, high=1.0)
     except ConfigError as exc:
         raise ConfigError(f'{exc} (or "auto")') from None
+
+
+def _segments(table: Mapping[str, Any], where: str) -> tuple[str | None, int]:
+    """The context field that segments the experiment (None: one model) and the segment limit."""
+    segment_by = table.get("segment_by")
+    if segment_by is not None and (not isinstance(segment_by, str) or not segment_by):
+        raise ConfigError(f"{where}.segment_by must be the name of a context field")
+    if "max_segments" in table and segment_by is None:
+        raise ConfigError(f"{where}.max_segments needs segment_by")
+    limit = _number(
+        table, "max_segments", DEFAULT_MAX_SEGMENTS, where, low=1, high=10_000_000, integer=True
+    )
+    return segment_by, int(limit)
 
 
 def _item_model(

@@ -80,6 +80,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare ``banditd evaluate``'s options on ``parser``."""
     parser.add_argument("--experiment", required=True, help="experiment name in the config")
     parser.add_argument(
+        "--segment", help="with segment_by: the segment (its value) whose model and log to use"
+    )
+    parser.add_argument(
         "--set",
         action="append",
         default=[],
@@ -221,6 +224,16 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         if experiment is None:
             raise ConfigError(f"no experiment named {args.experiment!r} in {settings.config_path}")
         target = target_experiment(experiment, args.set)
+        if experiment.segment_by is not None:
+            if not args.segment:
+                raise ConfigError(
+                    f"{experiment.name} has a model per {experiment.segment_by}: "
+                    "give --segment VALUE"
+                )
+            experiment = experiment.for_segment(args.segment)
+            target = target.for_segment(args.segment)
+        elif args.segment:
+            raise ConfigError(f"{experiment.name} has no segment_by: --segment does not apply")
         engine = database_engine(settings.database_url)
         since = window_start(engine, experiment, args.since)
         until = _timestamp(args.until) if args.until else None
@@ -258,6 +271,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         )
     report = {
         "experiment": experiment.name,
+        "segment": experiment.segment,
         "model_id": experiment.model_id,
         "since": since.isoformat(),
         "until": until.isoformat() if until else None,

@@ -18,7 +18,7 @@ from redis.cluster import RedisCluster
 
 from app import keys
 from app.cluster.replication import ReplicaWait
-from app.config import Experiment
+from app.config import SEGMENT_MARK, Experiment
 from app.lease import LeaseLost, fence
 from app.events import ConfigEvent, DecisionEvent, decision_entry, encode_config
 from app.learning_settings import queue_publish
@@ -38,6 +38,13 @@ def _pairs(flat: list[bytes]) -> dict[bytes, bytes]:
 
 def _script(client: redis.Redis, name: str):
     return client.register_script(resources.files("app.lua").joinpath(name).read_text())
+
+
+def learning_key(event: DecisionEvent) -> str:
+    """What a decision's rewards are learned under: its config version, and its segment if any."""
+    if event.segment is None:
+        return event.config_version
+    return f"{event.config_version}{SEGMENT_MARK}{event.segment}"
 
 
 class EventStream:
@@ -99,7 +106,7 @@ class EventStream:
                 repr(float(reward_min)),
                 repr(float(reward_max)),
                 features,
-                event.config_version,  # copied into each reward: what to learn it under
+                learning_key(event),  # copied into each reward: what to learn it under
                 record,
                 items,
                 candidate_items,

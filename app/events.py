@@ -4,7 +4,9 @@ The API appends them, the worker reads them. On the wire each is a Redis stream
 entry of a few byte-string fields: a decision is its JSON record ``d``, its
 features ``x`` and, for an item model, its impressions' item features ``z``; a
 reward names its decision, arm, value, kind, time and slot, and copies the
-decision's ``x``, ``z`` and ``c``, its config version. What
+decision's ``x``, ``z`` and ``c``, its config version (``version~segment`` for
+a decision of a segmented experiment: its rewards learn into the segment's
+model). What
 a config version fixes for learning (model, ridge, reward range, position
 weights, forgetting) is stored once per version (app/learning_settings.py),
 not with every decision. The functions below and the Lua scripts in
@@ -24,7 +26,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import orjson
 
-from app.config import SHARED, SHARED_ARM, slot_weight
+from app.config import SEGMENT_MARK, SHARED, SHARED_ARM, slot_weight
 from app.item_models.records import item_rows, shared_vector
 
 if TYPE_CHECKING:
@@ -61,6 +63,7 @@ class DecisionEvent:
     unit_id: str | None = None  # the user or session, as the request named it
     item_vectors: np.ndarray | None = None  # (k, q) encoded item features of the impressions
     candidate_vectors: np.ndarray | None = None  # (C, q) every candidate's, in candidate order
+    segment: str | None = None  # the segment (``segment_by`` value) whose model it used
 
 
 @dataclass(slots=True)
@@ -127,6 +130,8 @@ def decision_entry(event: DecisionEvent) -> tuple[bytes, bytes, bytes, bytes]:
         "cands": event.candidates,
         "unit": event.unit_id,
     }
+    if event.segment is not None:
+        record["seg"] = event.segment
     return (
         orjson.dumps(record),
         event.features.astype(np.float64).tobytes(),
@@ -179,6 +184,8 @@ def decode(
         model_id = d.get("model")  # in records of the previous release
         if model_id is None:
             model_id = _settings(versions, experiment, d["cv"])["model"]
+            if d.get("seg") is not None:  # a segment's own model
+                model_id += SEGMENT_MARK + d["seg"]
         return DecisionEvent(
             decision_id=d["id"],
             experiment=experiment,
@@ -193,6 +200,7 @@ def decode(
             propensity_estimated=d["est"],
             candidates=None if d.get("cands") is None else tuple(d["cands"]),
             unit_id=d.get("unit"),  # absent from records of earlier releases
+            segment=d.get("seg"),
             item_vectors=shown,
             candidate_vectors=None if shown is None else _item_vectors(fields.get(b"zc"), shown),
         )
@@ -202,7 +210,10 @@ def decode(
             c = _carry(raw)
             weight = c["w"][slot]
         else:
-            c = _settings(versions, experiment, raw.decode())
+            version, _, segment = raw.decode().partition(SEGMENT_MARK)
+            c = _settings(versions, experiment, version)
+            if segment:  # learned into the segment's own model
+                c = {**c, "model": c["model"] + SEGMENT_MARK + segment}
             weight = slot_weight(c["pw"], slot)
         x = np.frombuffer(fields[b"x"], dtype=np.float64)
         kind = fields[b"kind"].decode()

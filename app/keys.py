@@ -31,6 +31,11 @@ def arm_registry(experiment: str) -> str:
     return f"bd:{{{experiment}}}:arms"
 
 
+def segments(experiment: str) -> str:
+    """Set of the segments (``segment_by`` values) seen, bounded by ``max_segments``."""
+    return f"bd:{{{experiment}}}:segments"
+
+
 def arm(experiment: str, model_id: str, arm_id: str) -> str:
     """One arm's parameters (A, A_inv, b, theta, counts, version)."""
     return f"bd:{{{experiment}}}:m:{model_id}:arm:{arm_id}"

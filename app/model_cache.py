@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
@@ -35,6 +36,9 @@ from bandits import ScoringState
 # at d = 32 is 2 MiB), so loading 10,000 arms does not leave the process
 # holding about twice its arrays (glibc keeps the freed reply memory).
 LOAD_CHUNK = 256
+# What the tables may hold in one process (their A^-1 and B) before the least recently used
+# go: a table dropped is loaded again from Redis when next asked for (segments, many models).
+MAX_CACHE_BYTES = 512 * 2**20
 # Rows of never-learned arms a dynamic table keeps before dropping them (beyond as
 # many as it has learned arms): twice the candidates one request may name.
 SPARE_PRIOR_ROWS = 2000
@@ -105,11 +109,16 @@ class ModelCache:
         *,
         refresh_seconds: float = 0.05,
         clock: Callable[[], float] = time.monotonic,
+        max_bytes: int = MAX_CACHE_BYTES,
     ) -> None:
         self.store = store
         self.refresh_seconds = refresh_seconds
         self.clock = clock
-        self._tables: dict[tuple[str, str, str | None], ArmTable] = {}
+        self.max_bytes = max_bytes
+        # least recently used first: a process serving many segments keeps the busy ones
+        self._tables: OrderedDict[tuple[str, str, str | None], ArmTable] = OrderedDict()
+        self._bytes: dict[tuple[str, str, str | None], int] = {}
+        self._total_bytes = 0
         self._latest: dict[str, Experiment] = {}  # by name: the config last asked for
         self._lock = threading.Lock()
 
@@ -147,7 +156,18 @@ class ModelCache:
                 if unseen:
                     self._grow(shape, experiment.ridge, table, unseen)
                     self._load(experiment, shape, table, unseen)
+            self._account(key, table)
             return table
+
+    def _account(self, key: tuple[str, str, str | None], table: ArmTable) -> None:
+        """Mark ``table`` most recently used; drop the least recently used over the budget."""
+        size = table.state.A_inv.nbytes + (0 if table.extra is None else table.extra.nbytes)
+        self._total_bytes += size - self._bytes.get(key, 0)
+        self._bytes[key] = size
+        self._tables.move_to_end(key)
+        while self._total_bytes > self.max_bytes and len(self._tables) > 1:
+            old, _ = self._tables.popitem(last=False)
+            self._total_bytes -= self._bytes.pop(old)
 
     def invalidate(self, experiment: str) -> None:
         """Have the next ``table`` of ``experiment`` look for newer parameters at once."""
