@@ -29,6 +29,7 @@ import numpy as np
 from . import POLICIES, ope, select
 from .batch_learning import update_many
 from .batch_selection import Selections, select_many
+from .features import FeatureSpec
 from .policy import PolicyParams, Selection
 from .state import LearningState, prior
 
@@ -72,6 +73,9 @@ class BanditEstimator:
         self.params = params or PolicyParams()
         self.rng = np.random.default_rng(random_state)
         self.state: LearningState | None = None
+        # set when loaded from the service (app/score/model.py): the context encoding and arm ids
+        self.features: FeatureSpec | None = None
+        self.arm_ids: tuple[str, ...] | None = None
 
     def partial_fit(
         self, X: np.ndarray, arms: Sequence[int], rewards: Sequence[float]

@@ -224,7 +224,7 @@ def notebook_code() -> str:
 
 def test_the_notebook_reproduces_a_logged_decision(tmp_path, engine, redis_client, request):
     code = notebook_code()
-    assert "replayed_model" in code and code.count("assert") >= 4
+    assert "replayed_model" in code and "from_service" in code and code.count("assert") >= 5
     with running_service(EXPERIMENTS_TOML, tmp_path, request) as svc:
         namespace = {
             "BASE_URL": svc.base_url,

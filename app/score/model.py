@@ -21,9 +21,10 @@ import numpy as np
 import redis
 from sqlalchemy.engine import Engine
 
-from app.config import AUTO_FORGETTING, DISJOINT, Experiment
+from app.config import AUTO_FORGETTING, DISJOINT, ConfigError, Experiment, parse_config
 from app.live_model import Position, read_live
 from app.rebuild import replay
+from app.services import redis_client
 from app.snapshots import latest_snapshot
 from bandits import LearningState, arm_prior
 from bandits.estimators import BanditEstimator, estimator_for
@@ -101,7 +102,45 @@ def estimator(
         random_state=random_state,
     )
     fitted.state = model.state
+    fitted.features = exp.features
+    fitted.arm_ids = tuple(model.arms)
     return fitted
+
+
+def from_service(
+    url: str,
+    api_key: str,
+    experiment: str,
+    *,
+    redis_url: str,
+    random_state: int | np.random.Generator | None = None,
+) -> BanditEstimator:
+    """The live model of ``experiment`` as its estimator, configured as the service serves it.
+
+    The experiment's settings come from the service's ``GET /experiments``
+    (checked against its config version), the parameters from its Redis
+    (``redis_url``): the API serves no parameters. ``features`` and
+    ``arm_ids`` of the estimator encode contexts and name its arms.
+    """
+    from app.client import BanditClient
+
+    with BanditClient(url, api_key) as client:
+        listed = {e["name"]: e for e in client.experiments()}
+    entry = listed.get(experiment)
+    if entry is None:
+        raise ModelUnavailable(f"the service at {url} has no experiment named {experiment!r}")
+    table = {k: v for k, v in entry.items() if k not in ("name", "config_version", "model_id")}
+    try:
+        exp = parse_config({"experiments": {experiment: table}}).get(experiment)
+    except ConfigError as exc:
+        raise ModelUnavailable(f"{experiment}: its settings cannot be read back: {exc}") from exc
+    if (exp.version, exp.model_id) != (entry["config_version"], entry["model_id"]):
+        raise ModelUnavailable(f"{experiment}: its settings do not give the served version")
+    client = redis_client(redis_url)
+    try:
+        return estimator(exp, live_model(client, exp), random_state)
+    finally:
+        client.close()
 
 
 def _arms(exp: Experiment, arms: Sequence[str] | None) -> tuple[str, ...]:
