@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import socket
+import threading
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ from app.client import (
     Decision,
     NotFound,
     RankedArm,
+    ServiceUnavailable,
     TransportError,
     Unauthorized,
 )
@@ -155,3 +158,66 @@ def test_a_service_that_is_not_there_raises_a_transport_error():
     with BanditClient(f"http://127.0.0.1:{free_port()}", API_KEY, backoff=0.0) as client:
         with pytest.raises(TransportError, match="/choose"):
             client.choose("home_feed")
+
+
+class FlakyService:
+    """An HTTP server that answers 503 storage_unavailable ``failures`` times, then a decision.
+
+    It records each request body, so a test can see what every attempt sent.
+    """
+
+    def __init__(self, failures: int) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        service = self
+        self.failures = failures
+        self.bodies: list[dict] = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                service.bodies.append(body)
+                if len(service.bodies) <= service.failures:
+                    status, answer = 503, {
+                        "error": {"code": "storage_unavailable", "message": "Redis is away"}
+                    }
+                else:
+                    status, answer = 200, {
+                        "decision_id": "home_feed:1",
+                        "arms": [{"arm": "job_kitchen", "score": 1.0, "propensity": 1.0}],
+                        "config_version": "v",
+                    }
+                data = json.dumps(answer).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = "http://127.0.0.1:%d" % self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_503_is_retried_with_the_same_request_id_only():
+    flaky = FlakyService(failures=2)
+    try:
+        with BanditClient(flaky.url, API_KEY, backoff=0.0) as client:
+            decision = client.choose("home_feed", CONTEXT)
+        assert decision.arm == "job_kitchen" and len(flaky.bodies) == 3
+        assert len({b["request_id"] for b in flaky.bodies}) == 1  # one decision, asked 3 times
+
+        flaky.bodies.clear()
+        with BanditClient(flaky.url, API_KEY, backoff=0.0, auto_request_id=False) as client:
+            with pytest.raises(ServiceUnavailable) as unavailable:
+                client.choose("home_feed", CONTEXT)
+        assert unavailable.value.code == "storage_unavailable" and len(flaky.bodies) == 1
+    finally:
+        flaky.close()
