@@ -18,8 +18,10 @@ STAMP  := $(VENV)/.installed
 PIP    := $(VENV)/bin/pip --quiet --disable-pip-version-check
 
 PORT ?= 8000
-# Debian packages (PACKAGE:COMMAND) whose real programs the tests drive.
-TEST_TOOLS := prometheus:promtool chromium:chromium chromium-driver:chromedriver
+# Debian packages (PACKAGE:COMMAND) whose real programs the tests drive; the
+# Redis Cluster tests start their own redis-server nodes (scripts/redis_cluster.sh).
+TEST_TOOLS := prometheus:promtool chromium:chromium chromium-driver:chromedriver \
+              redis-server:redis-server redis-tools:redis-cli
 PYTEST_ARGS ?=
 
 # Defaults used only when the variable is not set in the environment. They are
