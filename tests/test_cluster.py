@@ -6,6 +6,7 @@ scripts/redis_cluster.sh; Postgres is the test database as everywhere else.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import textwrap
 from collections import Counter
@@ -156,3 +157,48 @@ def test_workers_share_the_experiments_of_every_shard(cluster_settings, cluster_
         finally:
             for w in workers:
                 stop(w)
+
+
+def test_a_write_the_replicas_do_not_confirm_is_a_503_and_the_worker_reads_it_again(
+    cluster_settings, cluster_client, engine
+):
+    """Waiting for more replicas than a shard has: /choose answers 503 storage_unavailable,
+    and a worker's batch is not done (it raises as on an outage); a worker that can be
+    satisfied then logs every entry once."""
+    strict = dataclasses.replace(
+        cluster_settings, redis_replicas_to_wait=2, redis_wait_timeout_ms=50
+    )
+    refused = (
+        create_app(strict)
+        .test_client()
+        .post("/choose", json={"experiment": "exp0", "context": {"hour": 1}}, headers=AUTH)
+    )
+    assert refused.status_code == 503
+    assert refused.get_json()["error"]["code"] == "storage_unavailable"
+
+    api = create_app(cluster_settings, rng=np.random.default_rng(3)).test_client()
+    for hour in range(5):
+        body = {"experiment": "exp1", "context": {"hour": hour}}
+        answer = api.post("/choose", json=body, headers=AUTH).get_json()
+        sent = {"decision_id": answer["decision_id"], "arm": answer["arms"][0]["arm"], "reward": 1}
+        assert api.post("/reward", json=sent, headers=AUTH).status_code == 202
+
+    unsatisfied = Worker.from_services(build_services(strict), clock=FakeClock(), block_ms=10)
+    try:
+        with pytest.raises(redis.ConnectionError, match="replicas acknowledged"):
+            unsatisfied.step()
+    finally:
+        unsatisfied.close()
+    worker = Worker.from_services(build_services(cluster_settings), clock=FakeClock(), block_ms=10)
+    try:
+        worker.run(until_idle=True)
+    finally:
+        worker.close()
+    counts = rows(
+        engine,
+        "SELECT (SELECT count(*) FROM decisions WHERE experiment = 'exp1') AS d,"
+        " (SELECT count(DISTINCT decision_id) FROM decisions WHERE experiment = 'exp1') AS dd,"
+        " (SELECT count(*) FROM rewards WHERE experiment = 'exp1') AS r",
+    )[0]
+    assert counts == {"d": 5, "dd": 5, "r": 5}
+    assert cluster_client.xlen(keys.stream("exp1")) == 0  # everything acknowledged
