@@ -250,3 +250,31 @@ def test_delayed_rewards_are_learned_late_and_pending_updates_end_at_the_sync_st
         np.testing.assert_allclose(agent.state.A, sync.state.A, rtol=1e-12)
         np.testing.assert_allclose(agent.state.b, sync.state.b, rtol=1e-9, atol=1e-12)
         np.testing.assert_allclose(agent.state.theta, sync.state.theta, rtol=1e-9, atol=1e-12)
+
+
+def test_the_items_study_plays_the_item_models_through_the_service(
+    config_file, settings, client, worker, engine
+):
+    from app.item_models import study as items_study
+    from bandits.simulation.item_world import ItemWorld
+
+    world = ItemWorld()
+    config_file.write_text(items_study.experiments_toml("t_", world, [0], 1.0))
+    results = items_study.compare(
+        world, 300, [0], 1.0, transport=FlaskTransport(client, worker, lag=10), prefix="t_"
+    )
+    worker.run(until_idle=True)
+    assert {"random", "disjoint", "shared_linucb", "http_shared_linucb", "http_disjoint"} <= set(
+        results
+    )
+    # every round of both service agents is logged and learned; the shared one by its features
+    assert rows(engine, "SELECT count(*) AS n FROM decisions")[0]["n"] == 600
+    assert rows(engine, "SELECT count(*) AS n FROM rewards WHERE kind = 'explicit'")[0]["n"] == 600
+    logged = rows(
+        engine,
+        "SELECT count(*) AS n FROM impressions WHERE experiment = 't_items_shared_linucb_s0' "
+        "AND cardinality(item_vector) = 6",
+    )
+    assert logged[0]["n"] == 300
+    report = items_study.report(results, world, 300)
+    assert "| http_shared_linucb |" in report and "Targets:" in report

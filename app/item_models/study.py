@@ -142,11 +142,38 @@ def _agent(
     return AGENTS[name](episode, seed_streams(seed)[1], settings)
 
 
+def targets(results: dict[str, tuple[np.ndarray, np.ndarray]]) -> list[str]:
+    """Issue 13's targets, met or missed, for each item model played (in process, over HTTP)."""
+    random = results["random"][0]
+    gain = {name: reward - random for name, (reward, _) in results.items()}
+    lines = []
+    for name in results:
+        if "shared" not in name and "hybrid" not in name:
+            continue
+        base = (
+            "http_disjoint" if name.startswith("http_") and "http_disjoint" in gain else "disjoint"
+        )
+        ratio = gain[name].mean() / gain[base].mean()
+        lines.append(
+            f"- {name}: {ratio:.1f}x {base}'s gain over random (target >= 2x): "
+            f"{'met' if ratio >= 2 else 'MISSED'}"
+        )
+        if "vw" in results:
+            diff = results[name][0] - results["vw"][0]
+            sd = float(diff.std(ddof=1)) if diff.size > 1 else 0.0
+            met = diff.mean() >= -sd  # at least as much, within the paired spread
+            lines.append(
+                f"- {name} - vw: {diff.mean():+.4f} ± {sd:.4f} paired by seed "
+                f"(target >= 0 within the spread): {'met' if met else 'MISSED'}"
+            )
+    return lines
+
+
 def report(results: dict[str, tuple[np.ndarray, np.ndarray]], world: ItemWorld, rounds: int) -> str:
-    """The table, with what the world was."""
+    """The table and the targets, with what the world was."""
     head = (
         f"{world.name}: d = {world.dim}, q = {world.item_dim}, ~{world.n_alive} alive, "
         f"lifetime {world.lifetime}, {world.offered} offered; {rounds} rounds x "
         f"{len(next(iter(results.values()))[0])} seeds\n\n"
     )
-    return head + markdown_table(results, rounds)
+    return head + markdown_table(results, rounds) + "\n\nTargets:\n" + "\n".join(targets(results))
