@@ -236,3 +236,82 @@ def test_candidates_restrict_the_ranking(
         answer = choose(fresh, context=context_of(row), candidates=list(only)).get_json()
         assert row["arms"] == [answer["arms"][0]["arm"]] and row["arms"][0] in only
         assert row["propensities"] == [answer["arms"][0]["propensity"]]
+
+
+SEGMENTED_TOML = """
+[experiments.home_feed]
+policy = "linucb"
+alpha = 1.0
+arms = ["job_cleaning", "job_kitchen", "job_warehouse"]
+segment_by = "store"
+
+[experiments.home_feed.features]
+numeric = ["hour"]
+categorical = { city = ["berlin", "hamburg"] }
+"""
+
+
+def test_a_segment_is_scored_with_its_own_model(settings, config_file, tmp_path, engine):
+    from app.services import build_services
+    from app.worker import Worker
+
+    config_file.write_text(SEGMENTED_TOML)
+    api = create_app(settings).test_client()
+    for i in range(40):  # store s1 learns that kitchen jobs pay; s2 learns nothing
+        context = {"store": "s1", "hour": i % 24, "city": "berlin"}
+        decision = choose(api, context=context).get_json()
+        arm = decision["arms"][0]["arm"]
+        assert reward(api, decision["decision_id"], arm, float(arm == "job_kitchen")).status_code
+    worker = Worker.from_services(build_services(settings), block_ms=10)
+    try:
+        worker.run(until_idle=True)
+    finally:
+        worker.close()
+
+    source = write_jsonl(tmp_path / "in.jsonl", [{"hour": h, "city": "berlin"} for h in (3, 9)])
+    whole = score(config_file, "--input", str(source), "--output", str(tmp_path / "o.jsonl"))
+    assert whole.returncode == 2 and "model per 'store'" in whole.stderr
+    out = {}
+    for store in ("s1", "s2"):
+        out[store] = tmp_path / f"{store}.jsonl"
+        done = score(
+            config_file, "--input", str(source), "--output", str(out[store]), "--segment", store
+        )
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["segment"] == store
+    for store in ("s1", "s2"):
+        for row in read_jsonl(out[store]):
+            context = {"store": store, **context_of(row)}
+            answer = choose(api, context=context).get_json()
+            if store == "s1":  # s2's arms tie: each draw picks its own
+                assert row["arms"] == [answer["arms"][0]["arm"]]
+            assert row["scores"] == pytest.approx([answer["arms"][0]["score"]], rel=1e-12)
+            assert row["propensities"] == [answer["arms"][0]["propensity"]]
+    assert {r["arms"][0] for r in read_jsonl(out["s1"])} == {"job_kitchen"}
+    assert read_jsonl(out["s2"])[0]["propensities"] == [1 / 3]  # the prior: all three tie
+
+    recorded = tmp_path / "rec.jsonl"
+    done = score(
+        config_file,
+        "--input",
+        str(source),
+        "--output",
+        str(recorded),
+        "--segment",
+        "s1",
+        "--record",
+    )
+    assert done.returncode == 0, done.stderr
+    worker = Worker.from_services(build_services(settings), block_ms=10)
+    try:
+        worker.run(until_idle=True)
+    finally:
+        worker.close()
+    ids = [r["decision_id"] for r in read_jsonl(recorded)]
+    logged = rows(
+        engine,
+        "SELECT model_id, context FROM decisions WHERE decision_id = ANY(:ids)",
+        ids=ids,
+    )
+    assert len(logged) == 2 and all(r["model_id"].endswith("~s1") for r in logged)
+    assert all(r["context"]["store"] == "s1" for r in logged)

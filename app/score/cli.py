@@ -22,7 +22,7 @@ import numpy as np
 import redis
 import sqlalchemy.exc
 
-from app.config import ConfigError, load_config
+from app.config import ConfigError, load_config, valid_name
 from app.live_model import LiveModelBusy
 from app.score.columns import contexts_of, encode_batch
 from app.score.files import (
@@ -63,6 +63,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="live",
         help="the live parameters in Redis (default) or the latest snapshot in Postgres",
     )
+    parser.add_argument(
+        "--segment",
+        help="for an experiment with segment_by: score every row with this segment's model",
+    )
     parser.add_argument("--seed", type=int, help="seeds exploration and tie-breaks")
     parser.add_argument(
         "--record",
@@ -80,6 +84,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         exp = load_config(settings.config_path).get(args.experiment)
         if exp is None:
             return _fail(f"no experiment named {args.experiment!r} in {settings.config_path}")
+        configured = exp
+        if args.segment is not None:
+            if exp.segment_by is None:
+                return _fail(f"{exp.name} has no segment_by: --segment does not apply")
+            if not valid_name(args.segment):
+                return _fail(f"--segment {args.segment!r} is not a valid segment value")
+            exp = exp.for_segment(args.segment)
         arms = None if args.candidates is None else tuple(args.candidates.split(","))
         if arms is not None and not exp.dynamic:
             unknown = [a for a in arms if a not in exp.arm_positions]
@@ -90,7 +101,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             return _fail(f"--k must be between 1 and {len(model.arms)} (the arms), got {args.k}")
         if not args.input.is_file():
             return _fail(f"{args.input}: no such file")
-        summary = score_file(args, settings, fmt, exp, model, arms)
+        summary = score_file(args, settings, fmt, exp, model, arms, configured)
     except (ConfigError, ModelUnavailable, InputError, RecordRefused) as exc:
         return _fail(str(exc))
     except FeatureError as exc:
@@ -103,7 +114,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def score_file(
-    args: argparse.Namespace, settings: Settings, fmt: str, exp, model: LoadedModel, arms
+    args: argparse.Namespace,
+    settings: Settings,
+    fmt: str,
+    exp,
+    model: LoadedModel,
+    arms,
+    configured,
 ) -> dict:
     """Stream the input through the estimator into the output; a summary of what was done."""
     fitted = estimator(exp, model, np.random.default_rng(args.seed))
@@ -111,7 +128,7 @@ def score_file(
     started = time.monotonic()
     rows = 0
     schema = parquet_schema(args.input) if fmt == "parquet" else None
-    recorder = _recorder(settings, exp, model, arms) if args.record else None
+    recorder = _recorder(settings, exp, configured, model, arms) if args.record else None
     with ScoredWriter(args.output, fmt, model.arms, schema) as out:
         for chunk in read_chunks(args.input, fmt, exp.features):
             try:
@@ -143,6 +160,7 @@ def score_file(
         "model": model.source,
         "model_position": None if model.position is None else "%d-%d" % model.position,
         "config_version": exp.version,
+        "segment": exp.segment,
         "recorded": rows if recorder is not None else 0,
         "output": str(args.output),
     }
@@ -166,11 +184,11 @@ def _load(source: str, settings: Settings, exp, arms) -> LoadedModel:
         client.close()
 
 
-def _recorder(settings: Settings, exp, model: LoadedModel, arms) -> DecisionRecorder:
+def _recorder(settings: Settings, exp, configured, model: LoadedModel, arms) -> DecisionRecorder:
     from app.services import build_services
 
     stream = build_services(settings).stream
-    return DecisionRecorder(stream, exp, model.arms, arms)
+    return DecisionRecorder(stream, exp, model.arms, arms, configured=configured)
 
 
 def _rows(chunk) -> str:

@@ -149,6 +149,11 @@ def _arms(exp: Experiment, arms: Sequence[str] | None) -> tuple[str, ...]:
             f"{exp.name} scores items by their features (model = {exp.model!r}); "
             "only per-arm models can be loaded here"
         )
+    if exp.segment_by is not None and exp.segment is None:
+        raise ModelUnavailable(
+            f"{exp.name} has a model per {exp.segment_by!r}: load one segment's, "
+            f"exp.for_segment(value) (banditd score --segment VALUE)"
+        )
     if arms is None:
         if exp.dynamic:
             raise ModelUnavailable(f"{exp.name} has a dynamic catalogue: name the candidate arms")

@@ -20,7 +20,9 @@ import orjson
 from app.choosing import new_decision_id
 from app.config import Experiment
 from app.event_stream import ARM_LIMIT_REACHED, EventStream
+from app.errors import ApiError
 from app.events import DecisionEvent, Impression
+from app.segments import SegmentRegistry
 
 
 class RecordRefused(RuntimeError):
@@ -37,9 +39,11 @@ class DecisionRecorder:
         arm_names: Sequence[str],
         candidates: Sequence[str] | None,
         clock: Callable[[], float] = time.time,
+        configured: Experiment | None = None,
     ) -> None:
         self.stream = stream
-        self.exp = exp
+        self.exp = exp  # a segment's view (Experiment.for_segment) for a segment's decisions
+        self.configured = configured or exp  # the experiment as configured: its version
         self.names = list(arm_names)
         self.candidates = None if candidates is None else tuple(candidates)
         self.clock = clock
@@ -61,7 +65,9 @@ class DecisionRecorder:
             contexts, X, arms.tolist(), scores.tolist(), propensities.tolist()
         ):
             now_ms = int(self.clock() * 1000)
-            self.stream.announce_config(exp, now_ms)  # once per process and version
+            if not ids:
+                self._admit()
+            self.stream.announce_config(self.configured, now_ms)  # once per process and version
             decision_id = new_decision_id(exp.name, now_ms)
             impressions = tuple(
                 Impression(self.names[a], position, score, propensity)
@@ -77,6 +83,8 @@ class DecisionRecorder:
                     "config_version": exp.version,
                 }
             )
+            if exp.segment is not None and exp.segment_by not in context:
+                context = {**context, exp.segment_by: exp.segment}  # logged as /choose logs it
             event = DecisionEvent(
                 decision_id=decision_id,
                 experiment=exp.name,
@@ -90,6 +98,7 @@ class DecisionRecorder:
                 impressions=impressions,
                 propensity_estimated=estimated,
                 candidates=self.candidates,
+                segment=exp.segment,
             )
             outcome = self.stream.record_decision(
                 event,
@@ -107,3 +116,12 @@ class DecisionRecorder:
                 )
             ids.append(decision_id)
         return ids
+
+    def _admit(self) -> None:
+        """Count the segment among the experiment's (once; refused past ``max_segments``)."""
+        if self.exp.segment is None:
+            return
+        try:
+            SegmentRegistry(self.stream.redis).admit(self.exp, self.exp.segment)
+        except ApiError as exc:
+            raise RecordRefused(exc.message) from exc
