@@ -112,7 +112,12 @@ class EventStream:
                 candidate_items,
             ],
         )
-        return ARM_LIMIT_REACHED if isinstance(result, list) else result
+        if isinstance(result, list):
+            return ARM_LIMIT_REACHED
+        if result is not None:
+            # an earlier answer repeated: wait for its write too (it may have been a 503)
+            self.replicated(exp)
+        return result
 
     def record_reward(
         self, experiment: str, decision_id: str, arm: str, reward: str, now_ms: int
@@ -130,6 +135,8 @@ class EventStream:
             args=[decision_id, arm, reward, now_ms],
         )
         status = result[0].decode()
+        if status in ("duplicate", "conflict", "late_duplicate", "late_conflict"):
+            self.replicated(experiment)  # the reward recorded before: on the replicas too
         detail = "..".join(r.decode() for r in result[1:]) or None
         return status, detail
 
