@@ -81,8 +81,8 @@ class ReplicaWait:
     def _script_and_wait(self, script: Any, keys: list[str], args: list[Any]) -> list[Any]:
         pipe = self.client.pipeline(transaction=False)
         script(keys=keys, args=args, client=pipe)
-        self._queue_wait(pipe, keys[0])
-        return pipe.execute()
+        waited_on = self._queue_wait(pipe, keys[0])
+        return self._execute(pipe, keys[0], waited_on)
 
     def after(self, key: str) -> None:
         """Wait until what the master of ``key``'s slot has written so far is replicated.
@@ -94,16 +94,34 @@ class ReplicaWait:
             return
         pipe = self.client.pipeline(transaction=False)
         pipe.set(key, int(time.time() * 1000))
-        self._queue_wait(pipe, key)
-        _, acknowledged = pipe.execute()
+        waited_on = self._queue_wait(pipe, key)
+        _, acknowledged = self._execute(pipe, key, waited_on)
         self._check(acknowledged, key)
 
-    def _queue_wait(self, pipe: Any, key: str) -> None:
+    def _queue_wait(self, pipe: Any, key: str) -> str | None:
+        """Queue WAIT to the master of ``key`` as the slot map has it; that master's name."""
         if isinstance(self.client, RedisCluster):
             node = node_of(self.client, key)
             pipe.execute_command("WAIT", self.replicas, self.timeout_ms, target_nodes=node)
-        else:
-            pipe.wait(self.replicas, self.timeout_ms)
+            return node.name
+        pipe.wait(self.replicas, self.timeout_ms)
+        return None
+
+    def _execute(self, pipe: Any, key: str, waited_on: str | None) -> list[Any]:
+        """The write's reply and the replicas that acknowledged it.
+
+        The write's error is raised as it is. A WAIT that failed, or that went to
+        a node no longer serving the key (the write was redirected after a
+        failover or a slot move), confirms nothing: :class:`ReplicationLagging`.
+        """
+        write, acknowledged = pipe.execute(raise_on_error=False)
+        if isinstance(write, Exception):
+            raise write
+        if isinstance(acknowledged, Exception):
+            raise ReplicationLagging(f"WAIT for the write of {key} failed: {acknowledged}")
+        if waited_on is not None and node_of(self.client, key).name != waited_on:
+            raise ReplicationLagging(f"the write of {key} moved away from {waited_on}")
+        return [write, acknowledged]
 
     def _check(self, acknowledged: int, key: str) -> None:
         if int(acknowledged) < self.replicas:
