@@ -290,6 +290,34 @@ def test_a_segment_is_scored_with_its_own_model(settings, config_file, tmp_path,
     assert {r["arms"][0] for r in read_jsonl(out["s1"])} == {"job_kitchen"}
     assert read_jsonl(out["s2"])[0]["propensities"] == [1 / 3]  # the prior: all three tie
 
+    # without --segment each row takes its own segment's model, named flat or in its context
+    mixed = [
+        {"store": "s1", "hour": 3, "city": "berlin"},
+        {"context": {"store": "s2", "hour": 9, "city": "berlin"}},
+        {"store": 1, "hour": 9},  # a whole number is the segment of its digits
+    ]
+    for fmt in ("jsonl", "parquet"):
+        source_mixed = tmp_path / f"mixed.{fmt}"
+        if fmt == "jsonl":
+            write_jsonl(source_mixed, mixed)
+        else:
+            pq.write_table(
+                pa.Table.from_pylist(
+                    [{**r, "store": str(r["store"])} for r in [mixed[0], mixed[2]]]
+                ),
+                source_mixed,
+            )
+        done = score(
+            config_file, "--input", str(source_mixed), "--output", str(tmp_path / f"m.{fmt}")
+        )
+        assert done.returncode == 0, done.stderr
+    by_row = read_jsonl(tmp_path / "m.jsonl")
+    assert json.loads(done.stdout)["segments"] == 2
+    assert by_row[0]["scores"] == pytest.approx(read_jsonl(out["s1"])[0]["scores"], rel=1e-12)
+    assert by_row[1]["propensities"] == [1 / 3] and by_row[2]["propensities"] == [1 / 3]
+    from_parquet = pq.read_table(tmp_path / "m.parquet").column("scores").to_pylist()
+    assert from_parquet[0] == pytest.approx(by_row[0]["scores"], rel=1e-12)
+
     recorded = tmp_path / "rec.jsonl"
     done = score(
         config_file,
@@ -315,3 +343,32 @@ def test_a_segment_is_scored_with_its_own_model(settings, config_file, tmp_path,
     )
     assert len(logged) == 2 and all(r["model_id"].endswith("~s1") for r in logged)
     assert all(r["context"]["store"] == "s1" for r in logged)
+
+
+def test_recorded_rows_of_segments_are_logged_under_their_segments(
+    settings, config_file, tmp_path, engine
+):
+    from app.services import build_services
+    from app.worker import Worker
+
+    config_file.write_text(SEGMENTED_TOML)
+    source = write_jsonl(
+        tmp_path / "in.jsonl",
+        [{"store": "s1", "hour": 3}, {"context": {"store": "s2", "hour": 4}}, {"store": 7}],
+    )
+    out = tmp_path / "out.jsonl"
+    done = score(config_file, "--input", str(source), "--output", str(out), "--record")
+    assert done.returncode == 0, done.stderr
+    worker = Worker.from_services(build_services(settings), block_ms=10)
+    try:
+        worker.run(until_idle=True)
+    finally:
+        worker.close()
+    for row, store in zip(read_jsonl(out), ("s1", "s2", "7")):
+        logged = rows(
+            engine,
+            "SELECT model_id, context FROM decisions WHERE decision_id = :d",
+            d=row["decision_id"],
+        )
+        assert logged[0]["model_id"].endswith("~" + store)
+        assert str(logged[0]["context"]["store"]) == store

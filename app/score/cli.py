@@ -22,9 +22,9 @@ import numpy as np
 import redis
 import sqlalchemy.exc
 
-from app.config import ConfigError, load_config, valid_name
+from app.config import ConfigError, Experiment, load_config, valid_name
 from app.live_model import LiveModelBusy
-from app.score.columns import contexts_of, encode_batch
+from app.score.columns import encode_batch
 from app.score.files import (
     FORMATS,
     InputError,
@@ -34,9 +34,17 @@ from app.score.files import (
     parquet_schema,
     read_chunks,
 )
-from app.score.model import LoadedModel, ModelUnavailable, estimator, live_model, snapshot_model
+from app.score.model import (
+    LoadedModel,
+    ModelUnavailable,
+    arm_names,
+    estimator,
+    live_model,
+    snapshot_model,
+)
 from app.score.progress import ProgressBar
 from app.score.record import DecisionRecorder, RecordRefused
+from app.score.scorers import OneModelScorer, SegmentScorer
 from app.settings import Settings
 from bandits import FeatureError
 
@@ -65,7 +73,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--segment",
-        help="for an experiment with segment_by: score every row with this segment's model",
+        help="for an experiment with segment_by: score every row with this segment's model "
+        "(default: each row with its own segment's)",
     )
     parser.add_argument("--seed", type=int, help="seeds exploration and tie-breaks")
     parser.add_argument(
@@ -96,12 +105,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             unknown = [a for a in arms if a not in exp.arm_positions]
             if unknown:
                 return _fail(f"{unknown[0]!r} is not an arm of {exp.name}")
-        model = _load(args.model, settings, exp, arms)
-        if not 1 <= args.k <= len(model.arms):
-            return _fail(f"--k must be between 1 and {len(model.arms)} (the arms), got {args.k}")
+        names = arm_names(exp, arms)
+        if not 1 <= args.k <= len(names):
+            return _fail(f"--k must be between 1 and {len(names)} (the arms), got {args.k}")
         if not args.input.is_file():
             return _fail(f"{args.input}: no such file")
-        summary = score_file(args, settings, fmt, exp, model, arms, configured)
+        with ModelSource(args.model, settings, arms) as source:
+            summary = score_file(args, settings, fmt, exp, configured, names, source)
     except (ConfigError, ModelUnavailable, InputError, RecordRefused) as exc:
         return _fail(str(exc))
     except FeatureError as exc:
@@ -117,78 +127,106 @@ def score_file(
     args: argparse.Namespace,
     settings: Settings,
     fmt: str,
-    exp,
-    model: LoadedModel,
-    arms,
-    configured,
+    exp: Experiment,
+    configured: Experiment,
+    names: tuple[str, ...],
+    source: "ModelSource",
 ) -> dict:
-    """Stream the input through the estimator into the output; a summary of what was done."""
-    fitted = estimator(exp, model, np.random.default_rng(args.seed))
+    """Stream the input through the estimator(s) into the output; a summary of what was done."""
+    rng = np.random.default_rng(args.seed)
+    stream = _stream(settings) if args.record else None
+    candidates = source.arms
+    summary: dict = {"experiment": exp.name, "segment": exp.segment}
+    if exp.segment_by is not None and exp.segment is None:  # each row its segment's model
+        scorer = SegmentScorer(
+            exp,
+            source.load,
+            args.k,
+            rng,
+            recorder_for=(
+                None
+                if stream is None
+                else (
+                    lambda view: DecisionRecorder(stream, view, names, candidates, configured=exp)
+                )
+            ),
+        )
+    else:
+        model = source.load(exp)
+        recorder = None
+        if stream is not None:
+            recorder = DecisionRecorder(stream, exp, names, candidates, configured=configured)
+        scorer = OneModelScorer(exp, estimator(exp, model, rng), args.k, recorder)
+        position = None if model.position is None else "%d-%d" % model.position
+        summary |= {"model_position": position}
     progress = None if args.quiet else ProgressBar(input_size(args.input, fmt), "banditd score")
     started = time.monotonic()
     rows = 0
     schema = parquet_schema(args.input) if fmt == "parquet" else None
-    recorder = _recorder(settings, exp, configured, model, arms) if args.record else None
-    with ScoredWriter(args.output, fmt, model.arms, schema) as out:
+    with ScoredWriter(args.output, fmt, names, schema) as out:
         for chunk in read_chunks(args.input, fmt, exp.features):
             try:
                 X = encode_batch(exp.features, chunk.batch)
             except FeatureError as exc:
                 raise FeatureError(exc.field, f"{exc.message} in rows {_rows(chunk)}") from exc
-            picked = fitted.choose_many(X, args.k)
-            ids = None
-            if recorder is not None:
-                ids = recorder.record(
-                    contexts_of(exp.features, chunk.batch),
-                    X,
-                    picked.arms,
-                    picked.scores,
-                    picked.propensities,
-                    picked.estimated,
-                )
-            out.write(chunk, picked.arms, picked.scores, picked.propensities, ids)
+            scored = scorer.score(chunk, X)
+            out.write(chunk, scored.arms, scored.scores, scored.propensities, scored.decision_ids)
             rows += len(X)
             if progress:
                 progress.update(rows, chunk.read)
     seconds = time.monotonic() - started
     if progress:
         progress.update(rows, progress.total, final=True)
-    return {
-        "experiment": exp.name,
+    if isinstance(scorer, SegmentScorer):
+        summary["segments"] = len(scorer.seen)
+    return summary | {
         "rows": rows,
         "seconds": round(seconds, 3),
-        "model": model.source,
-        "model_position": None if model.position is None else "%d-%d" % model.position,
+        "model": args.model,
         "config_version": exp.version,
-        "segment": exp.segment,
-        "recorded": rows if recorder is not None else 0,
+        "recorded": rows if stream is not None else 0,
         "output": str(args.output),
     }
 
 
-def _load(source: str, settings: Settings, exp, arms) -> LoadedModel:
-    if source == "snapshot":
-        from app.services import database_engine
+class ModelSource:
+    """Loads models of one experiment (or of its segments) from Redis or Postgres, as asked."""
 
-        engine = database_engine(settings.database_url)
-        try:
-            return snapshot_model(engine, exp, arms)
-        finally:
-            engine.dispose()
-    from app.services import redis_client
+    def __init__(self, kind: str, settings: Settings, arms: tuple[str, ...] | None) -> None:
+        self.kind = kind
+        self.settings = settings
+        self.arms = arms
+        self._client = None
+        self._engine = None
 
-    client = redis_client(settings.redis_url)
-    try:
-        return live_model(client, exp, arms)
-    finally:
-        client.close()
+    def load(self, exp: Experiment) -> LoadedModel:
+        """``exp``'s model (a segment's view: that segment's)."""
+        if self.kind == "snapshot":
+            if self._engine is None:
+                from app.services import database_engine
+
+                self._engine = database_engine(self.settings.database_url)
+            return snapshot_model(self._engine, exp, self.arms)
+        if self._client is None:
+            from app.services import redis_client
+
+            self._client = redis_client(self.settings.redis_url)
+        return live_model(self._client, exp, self.arms)
+
+    def __enter__(self) -> "ModelSource":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._client is not None:
+            self._client.close()
+        if self._engine is not None:
+            self._engine.dispose()
 
 
-def _recorder(settings: Settings, exp, configured, model: LoadedModel, arms) -> DecisionRecorder:
+def _stream(settings: Settings):
     from app.services import build_services
 
-    stream = build_services(settings).stream
-    return DecisionRecorder(stream, exp, model.arms, arms, configured=configured)
+    return build_services(settings).stream
 
 
 def _rows(chunk) -> str:

@@ -144,15 +144,20 @@ def from_service(
 
 
 def _arms(exp: Experiment, arms: Sequence[str] | None) -> tuple[str, ...]:
+    if exp.segment_by is not None and exp.segment is None:
+        raise ModelUnavailable(
+            f"{exp.name} has a model per {exp.segment_by!r}: load one segment's, "
+            f"exp.for_segment(value)"
+        )
+    return arm_names(exp, arms)
+
+
+def arm_names(exp: Experiment, arms: Sequence[str] | None = None) -> tuple[str, ...]:
+    """The arms a model of ``exp`` is loaded for: ``arms``, else the configured ones."""
     if exp.model != DISJOINT:
         raise ModelUnavailable(
             f"{exp.name} scores items by their features (model = {exp.model!r}); "
             "only per-arm models can be loaded here"
-        )
-    if exp.segment_by is not None and exp.segment is None:
-        raise ModelUnavailable(
-            f"{exp.name} has a model per {exp.segment_by!r}: load one segment's, "
-            f"exp.for_segment(value) (banditd score --segment VALUE)"
         )
     if arms is None:
         if exp.dynamic:
