@@ -175,6 +175,10 @@ class LoopbackCluster:
         except redis.RedisError:
             return None
 
+    def rejoined(self, old_master: int, master: int) -> bool:
+        """Whether the node on ``old_master`` is an online replica of ``master`` now."""
+        return self._online_replica_of(master, old_master)
+
     def _online_replica_of(self, master: int, replica: int) -> bool:
         try:
             info = self.node(master).info("replication")
