@@ -41,13 +41,18 @@ def replicas_to_wait(client: redis.Redis | RedisCluster, configured: int | None)
     1 when ``client`` is a cluster whose every master has a replica, else 0.
 
     Masters count their connected replicas (``INFO replication``): the slot map
-    leaves out a replica that has not replicated anything yet.
+    leaves out a replica that has not replicated anything yet. Decided once, when
+    a process starts; a master that does not answer then makes it 1, the side that
+    never acknowledges what a failover could lose.
     """
     if configured is not None:
         return configured
     if not isinstance(client, RedisCluster):
         return 0
-    counts = [int(m.info("replication").get("connected_slaves", 0)) for m in primaries(client)]
+    try:
+        counts = [int(m.info("replication").get("connected_slaves", 0)) for m in primaries(client)]
+    except (redis.ConnectionError, redis.TimeoutError):
+        return 1
     return 1 if counts and min(counts) >= 1 else 0
 
 
