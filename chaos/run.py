@@ -34,6 +34,7 @@ from app.services import database_engine, redis_client
 from chaos import report
 from chaos.audit import learned_total, live_arms, rebuild, wait_for_log
 from chaos.cluster import markdown as cluster_markdown
+from chaos.cluster import summary as cluster_summary
 from chaos.cluster import run_cluster
 from chaos.faults import (
     Supervisor,
@@ -354,6 +355,8 @@ def main(argv: list[str] | None = None) -> int:
         (OUT / "latest.json").write_text(text)
     args.doc.write_text(report.render(result) + cluster_markdown(result.get("cluster")))
     print(report.summary(result))
+    if result.get("cluster"):
+        print(cluster_summary(result["cluster"]))
     return 0 if result["verdict"]["ok"] else 1
 
 
