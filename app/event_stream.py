@@ -36,6 +36,20 @@ def _pairs(flat: list[bytes]) -> dict[bytes, bytes]:
     return dict(zip(flat[::2], flat[1::2]))
 
 
+def _entries(reply) -> list[Entry]:
+    """The entries of a one-stream XREADGROUP reply from a transaction.
+
+    redis-py parses it as ``[[stream, [(id, {field: value})]]]``, but leaves it
+    raw in a cluster's transaction: ``{stream: [[id, [field, value, ...]]]}``.
+    """
+    if not reply:
+        return []
+    if isinstance(reply, dict):
+        [entries] = reply.values()
+        return [(entry_id, _pairs(fields)) for entry_id, fields in entries]
+    return reply[0][1]
+
+
 def _script(client: redis.Redis, name: str):
     return client.register_script(resources.files("app.lua").joinpath(name).read_text())
 
@@ -248,7 +262,7 @@ class EventStream:
                 [reply] = pipe.execute()
             except redis.WatchError:  # the lease changed (or expired) while we read
                 raise LeaseLost(experiment) from None
-        return reply[0][1] if reply else []
+        return _entries(reply)
 
     def read_new_few(self, experiment: str, consumer: str, count: int) -> list[Entry]:
         """``read_new`` in one round trip, for reads of a few entries (under steady traffic).

@@ -18,6 +18,7 @@ from redis.cluster import RedisCluster
 
 from app import create_app, keys
 from app.cluster import ReplicaWait, connect, is_cluster, replicas_to_wait
+from app.lease import Leases, LeaseLost
 from app.services import build_services
 from app.settings import Settings
 from app.worker import Worker
@@ -202,3 +203,16 @@ def test_a_write_the_replicas_do_not_confirm_is_a_503_and_the_worker_reads_it_ag
     )[0]
     assert counts == {"d": 5, "dd": 5, "r": 5}
     assert cluster_client.xlen(keys.stream("exp1")) == 0  # everything acknowledged
+
+
+def test_a_backlog_is_read_under_the_lease_on_a_cluster(cluster_settings, cluster_client):
+    """The fenced read of a backlog (a WATCH/MULTI transaction) gives the entries as on one
+    server, though a cluster's transaction leaves the XREADGROUP reply unparsed."""
+    stream = build_services(cluster_settings).stream
+    stream.ensure_group("exp2")
+    ids = [cluster_client.xadd(keys.stream("exp2"), {"k": str(i)}) for i in range(3)]
+    assert Leases(cluster_client, "holder").hold("exp2")
+    entries = stream.read_new("exp2", "holder", 10)
+    assert entries == [(entry_id, {b"k": str(i).encode()}) for i, entry_id in enumerate(ids)]
+    with pytest.raises(LeaseLost):
+        stream.read_new("exp2", "another", 10)
