@@ -47,7 +47,12 @@ decisions = Table(
     Column("policy", Text, nullable=False),
     Column("model_id", Text, nullable=False, comment="feature layout and prior the model uses"),
     Column("request_id", Text),
-    Column("context", JSONB, nullable=False, comment="the context as sent"),
+    Column(
+        "context",
+        JSONB,
+        nullable=False,
+        comment="the context as scored: as sent, over the stored entities' features",
+    ),
     Column("features", ARRAY(Float), nullable=False, comment="the encoded feature vector"),
     Column("shown_count", Integer, nullable=False),
     Column("propensity_estimated", Boolean, nullable=False),

@@ -50,6 +50,7 @@ EXPECTED_TYPES = {
         "candidates": pa.list_(pa.string()),
         "unit_id": pa.string(),
         "log_day": pa.date32(),
+        "candidate_items": pa.list_(pa.float64()),  # item models: every candidate's features
     },
     "impressions": {
         "decision_id": pa.string(),
@@ -62,6 +63,8 @@ EXPECTED_TYPES = {
         "decided_at": UTC_US,
         "config_version": pa.string(),
         "log_day": pa.date32(),
+        "item_features": pa.string(),  # item models: the features the arm was scored with
+        "item_vector": pa.list_(pa.float64()),
     },
     "rewards": {
         "decision_id": pa.string(),
