@@ -75,6 +75,12 @@ def test_each_segment_learns_from_its_own_rewards_only(client, worker, redis_cli
         learned[model][0] += float(arm.state.n[0])
         learned[model][1] += float(arm.state.b[0][0])  # the intercept's sum of rewards
     assert learned == {f"{exp.model_id}~a": [20.0, 20.0], f"{exp.model_id}~17": [20.0, 0.0]}
+    daily = rows(
+        engine,
+        "SELECT segment, sum(impressions) AS n, sum(reward_sum) AS r FROM segment_daily "
+        "WHERE experiment = 'stores' GROUP BY segment ORDER BY segment",
+    )
+    assert [(d["segment"], d["n"], d["r"]) for d in daily] == [("17", 20, 0.0), ("a", 20, 20.0)]
     logged = rows(
         engine,
         "SELECT model_id, context->>'store_id' AS store, count(*) AS n "
