@@ -42,6 +42,19 @@ def experiment_of(decision_id: str) -> str | None:
     return experiment if sep and experiment and rest else None
 
 
+def decision_response(decision_id: str, impressions: tuple[Impression, ...], version: str) -> bytes:
+    """The JSON answer of a decision: its id, the ranked arms and the config version."""
+    return orjson.dumps(
+        {
+            "decision_id": decision_id,
+            "arms": [
+                {"arm": i.arm, "score": i.score, "propensity": i.propensity} for i in impressions
+            ],
+            "config_version": version,
+        }
+    )
+
+
 class Chooser:
     """Makes and records decisions for every configured experiment."""
 
@@ -119,16 +132,7 @@ class Chooser:
                 zip(shown, selection.scores, selection.propensities)
             )
         )
-        response = orjson.dumps(
-            {
-                "decision_id": decision_id,
-                "arms": [
-                    {"arm": i.arm, "score": i.score, "propensity": i.propensity}
-                    for i in impressions
-                ],
-                "config_version": exp.version,
-            }
-        )
+        response = decision_response(decision_id, impressions, exp.version)
         # The config version must reach the stream before the first decision made under it.
         self.stream.announce_config(configured, now_ms)  # a segment's model id is not the config's
         event = DecisionEvent(

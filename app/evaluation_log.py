@@ -72,10 +72,10 @@ def median_decision_time(engine: Engine, experiment: Experiment) -> datetime | N
         ).scalar()
 
 
-def read_window(
-    engine: Engine, experiment: Experiment, since: datetime, until: datetime | None
-) -> Window:
-    """Slot-0 impressions with settled rewards of decisions in ``[since, until)``."""
+def window_rows(
+    engine: Engine, sql, experiment: Experiment, since: datetime, until: datetime | None
+) -> list:
+    """The rows ``sql`` selects for the experiment's current model in ``[since, until)``."""
     params = {
         "experiment": experiment.name,
         "model_id": experiment.model_id,
@@ -83,7 +83,14 @@ def read_window(
         "until": until,
     }
     with engine.connect() as conn:
-        rows = conn.execute(WINDOW_SQL, params).all()
+        return conn.execute(sql, params).all()
+
+
+def read_window(
+    engine: Engine, experiment: Experiment, since: datetime, until: datetime | None
+) -> Window:
+    """Slot-0 impressions with settled rewards of decisions in ``[since, until)``."""
+    rows = window_rows(engine, WINDOW_SQL, experiment, since, until)
     dim = experiment.features.dim
     return Window(
         features=np.array([r.features for r in rows], dtype=np.float64).reshape(len(rows), dim),

@@ -24,6 +24,7 @@ import sqlalchemy
 from sqlalchemy.engine import Connection, Engine
 
 from app.config import HYBRID, SHARED_ARM, Experiment
+from app.evaluation_log import window_rows
 from bandits import LearningState, ScoringState, arm_prior
 from bandits.item_models import (
     hybrid_scoring_moments,
@@ -89,15 +90,7 @@ def read_item_window(
     engine: Engine, experiment: Experiment, since: datetime, until: datetime | None
 ) -> ItemWindow:
     """Slot-0 impressions with settled rewards of decisions in ``[since, until)``."""
-    params = {
-        "experiment": experiment.name,
-        "model_id": experiment.model_id,
-        "since": since,
-        "until": until,
-    }
-    with engine.connect() as conn:
-        rows = conn.execute(WINDOW_SQL, params).all()
-    return _window(rows, experiment)
+    return _window(window_rows(engine, WINDOW_SQL, experiment, since, until), experiment)
 
 
 def read_item_sample(conn: Connection, experiment: Experiment, size: int) -> ItemWindow:

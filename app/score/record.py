@@ -15,9 +15,8 @@ import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
-import orjson
 
-from app.choosing import new_decision_id
+from app.choosing import decision_response, new_decision_id
 from app.config import Experiment
 from app.event_stream import ARM_LIMIT_REACHED, EventStream
 from app.errors import ApiError
@@ -73,16 +72,7 @@ class DecisionRecorder:
                 Impression(self.names[a], position, score, propensity)
                 for position, (a, score, propensity) in enumerate(zip(picked, s, p))
             )
-            response = orjson.dumps(
-                {
-                    "decision_id": decision_id,
-                    "arms": [
-                        {"arm": i.arm, "score": i.score, "propensity": i.propensity}
-                        for i in impressions
-                    ],
-                    "config_version": exp.version,
-                }
-            )
+            response = decision_response(decision_id, impressions, exp.version)
             if exp.segment is not None and exp.segment_by not in context:
                 context = {**context, exp.segment_by: exp.segment}  # logged as /choose logs it
             event = DecisionEvent(
