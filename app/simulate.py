@@ -386,6 +386,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         summaries = [per_seed(r) for r in results]
         text = markdown_table(results) + "\n\n" + targets_table(summaries)
         text += "\n\n" + exploration_table(summaries)
+    _publish(args, text, started, [per_seed(r) for r in results])
+    return 0
+
+
+def _publish(args: argparse.Namespace, text: str, started: float, results: Any) -> None:
+    """Print the tables with the time taken; write them to --output and ``results`` to --results."""
     text += f"\n\n({time.perf_counter() - started:.0f} s)\n"
     print(text)
     if args.output:
@@ -393,8 +399,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             f.write(text)
     if args.results:
         with open(args.results, "w") as f:
-            json.dump([per_seed(r) for r in results], f, indent=1)
-    return 0
+            json.dump(results, f, indent=1)
 
 
 def run_items(
@@ -429,15 +434,8 @@ def run_items(
     finally:
         if transport is not None:
             transport.close()
-    text = items_study.report(results, world, rounds)
-    text += f"\n\n({time.perf_counter() - started:.0f} s)\n"
-    print(text)
-    if args.output:
-        with open(args.output, "w") as f:
-            f.write(text)
-    if args.results:
-        with open(args.results, "w") as f:
-            json.dump({name: r.tolist() for name, (r, _) in results.items()}, f, indent=1)
+    per_agent = {name: r.tolist() for name, (r, _) in results.items()}
+    _publish(args, items_study.report(results, world, rounds), started, per_agent)
     return 0
 
 
