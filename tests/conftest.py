@@ -21,6 +21,7 @@ import sqlalchemy
 from app import create_app
 from app.analytics.views import MATERIALISED
 from app.cli import migrate
+from app.cluster import connect, is_cluster, primaries
 from app.services import build_services, database_engine
 from app.settings import Settings
 from app.worker import Worker
@@ -92,6 +93,15 @@ def migrated_database() -> str:
 
 @pytest.fixture
 def redis_client():
+    if is_cluster(TEST_REDIS_URL):  # BANDITD_TEST_REDIS_URL naming a Redis Cluster node
+        client = connect(TEST_REDIS_URL)
+        for node in primaries(client):
+            node.flushdb()
+        yield client
+        for node in primaries(connect(TEST_REDIS_URL)):
+            node.flushdb()
+        client.close()
+        return
     client = redis.Redis.from_url(TEST_REDIS_URL)
     client.flushdb()
     yield client
