@@ -26,6 +26,7 @@ from app.model_cache import ModelCache
 from app.segments import SegmentRegistry, scoring_context, segment_of
 from app.validation import ChooseRequest
 from bandits import FeatureError, select
+from bandits.policy import Selection
 from bandits.holdout import assigned_to_holdout, select_holdout
 
 HOLDOUT = "holdout"  # the policy logged for a decision of the holdout
@@ -104,26 +105,11 @@ class Chooser:
         policy = HOLDOUT if held_out else exp.policy
         item_vectors = encoded = None
         if exp.item_model:
-            ids = exp.arms if req.candidates is None else req.candidates
             encoded = encode_items(exp, items)
-            if held_out:
-                selection = select_holdout(exp.holdout_policy, len(ids), self.rng, k=req.k)
-            else:
-                selection = choose_items(exp, self.cache, ids, x, encoded, self.rng, req.k)
-            shown = [(ids[a], items[a]) for a in selection.arms]
+            selection, shown = self._select_items(exp, req, x, items, encoded, held_out)
             item_vectors = encoded[selection.arms]
         else:
-            table = self.cache.table(exp, req.candidates or ())
-            candidates = None if req.candidates is None else table.rows(req.candidates)
-            if held_out:
-                selection = select_holdout(
-                    exp.holdout_policy, len(table.arms), self.rng, k=req.k, candidates=candidates
-                )
-            else:
-                selection = select(
-                    exp.policy, table.state, x, self.rng, exp.params, k=req.k, candidates=candidates
-                )
-            shown = [(table.arms[a], None) for a in selection.arms]
+            selection, shown = self._select_arms(exp, req, x, held_out)
         now_ms = int(self.clock() * 1000)
         decision_id = new_decision_id(exp.name, now_ms)
         impressions = tuple(
@@ -171,6 +157,39 @@ class Chooser:
                 "candidates",
             )
         return earlier if earlier is not None else response
+
+    def _select_arms(
+        self, exp: Experiment, req: ChooseRequest, x: np.ndarray, held_out: bool
+    ) -> tuple[Selection, list[tuple[str, None]]]:
+        """A per-arm model's (or the holdout's) slate and the arms it shows."""
+        table = self.cache.table(exp, req.candidates or ())
+        candidates = None if req.candidates is None else table.rows(req.candidates)
+        if held_out:
+            selection = select_holdout(
+                exp.holdout_policy, len(table.arms), self.rng, k=req.k, candidates=candidates
+            )
+        else:
+            selection = select(
+                exp.policy, table.state, x, self.rng, exp.params, k=req.k, candidates=candidates
+            )
+        return selection, [(table.arms[a], None) for a in selection.arms]
+
+    def _select_items(
+        self,
+        exp: Experiment,
+        req: ChooseRequest,
+        x: np.ndarray,
+        items: tuple[dict[str, Any], ...],
+        encoded: np.ndarray,
+        held_out: bool,
+    ) -> tuple[Selection, list[tuple[str, dict[str, Any]]]]:
+        """An item model's (or the holdout's) slate, and the arms it shows with their features."""
+        ids = exp.arms if req.candidates is None else req.candidates
+        if held_out:
+            selection = select_holdout(exp.holdout_policy, len(ids), self.rng, k=req.k)
+        else:
+            selection = choose_items(exp, self.cache, ids, x, encoded, self.rng, req.k)
+        return selection, [(ids[a], items[a]) for a in selection.arms]
 
     def _features(
         self, exp: Experiment, req: ChooseRequest
