@@ -54,7 +54,8 @@ class ArmTable:
     arms: list[str]
     index: dict[str, int]
     state: ScoringState
-    extra: np.ndarray | None = None  # a hybrid model's arms: (rows, d, D) B, like ``state``
+    # a hybrid model's arms: the (d, D) B of each arm that learned (0 for every other row)
+    extras: dict[str, np.ndarray] | None = None
     versions: dict[str, int] = field(default_factory=dict)
     latest: dict[str, int] = field(default_factory=dict)  # versions in Redis at the last look
     checked_at: float = float("-inf")
@@ -161,7 +162,9 @@ class ModelCache:
 
     def _account(self, key: tuple[str, str, str | None], table: ArmTable) -> None:
         """Mark ``table`` most recently used; drop the least recently used over the budget."""
-        size = table.state.A_inv.nbytes + (0 if table.extra is None else table.extra.nbytes)
+        size = table.state.A_inv.nbytes
+        if table.extras:
+            size += len(table.extras) * next(iter(table.extras.values())).nbytes
         self._total_bytes += size - self._bytes.get(key, 0)
         self._bytes[key] = size
         self._tables.move_to_end(key)
@@ -207,7 +210,7 @@ class ModelCache:
             arms=arms,
             index={a: i for i, a in enumerate(arms)},
             state=prior_scoring_state(capacity, shape.dim, ridge),
-            extra=_prior_extra(capacity, shape),
+            extras=None if shape.extra is None else {},
         )
 
     def _grow(self, shape: TableShape, ridge: float, table: ArmTable, new_arms: list[str]) -> None:
@@ -224,8 +227,6 @@ class ModelCache:
                 successes=np.concatenate([old.successes, extra.successes]),
                 failures=np.concatenate([old.failures, extra.failures]),
             )
-            if table.extra is not None:
-                table.extra = np.concatenate([table.extra, _prior_extra(added, shape)])
         for arm in new_arms:
             table.index[arm] = len(table.arms)
             table.arms.append(arm)
@@ -253,8 +254,8 @@ class ModelCache:
                 state.n[i] = params.n
                 state.successes[i] = params.successes
                 state.failures[i] = params.failures
-                if table.extra is not None:
-                    table.extra[i] = params.extra
+                if table.extras is not None:
+                    table.extras[arm] = params.extra
                 table.versions[arm] = params.version
 
 
@@ -266,11 +267,6 @@ def _too_many_prior_rows(table: ArmTable, adding: int) -> bool:
     """
     learned = len(table.latest)
     return len(table.arms) + adding - learned > max(SPARE_PRIOR_ROWS, learned)
-
-
-def _prior_extra(rows: int, shape: TableShape) -> np.ndarray | None:
-    """``B`` of hybrid arms that learned nothing (None for other tables)."""
-    return None if shape.extra is None else np.zeros((rows, *shape.extra))
 
 
 def _compacted(shape: TableShape, ridge: float, table: ArmTable, keep: Iterable[str]) -> ArmTable:
@@ -285,9 +281,6 @@ def _compacted(shape: TableShape, ridge: float, table: ArmTable, keep: Iterable[
     old = table.state
     capacity = max(len(arms), 64)
     state = prior_scoring_state(capacity, shape.dim, ridge)
-    extra = _prior_extra(capacity, shape)
-    if extra is not None:
-        extra[: len(arms)] = table.extra[rows]
     state.A_inv[: len(arms)] = old.A_inv[rows]
     state.theta[: len(arms)] = old.theta[rows]
     state.n[: len(arms)] = old.n[rows]
@@ -297,7 +290,11 @@ def _compacted(shape: TableShape, ridge: float, table: ArmTable, keep: Iterable[
         arms=arms,
         index={a: i for i, a in enumerate(arms)},
         state=state,
-        extra=extra,
+        extras=(
+            None
+            if table.extras is None
+            else {a: table.extras[a] for a in arms if a in table.extras}
+        ),
         versions={a: table.versions[a] for a in arms if a in table.versions},
         latest=table.latest,
         checked_at=table.checked_at,

@@ -422,3 +422,37 @@ def test_a_bad_item_feature_names_the_candidate(client):
     unknown = [{"id": "job_3", "features": {"colour": "red"}}]
     answer = choose(client, experiment="jobs", context={}, candidates=unknown)
     assert answer.get_json()["error"]["field"] == "candidates[0].features.colour"
+
+
+def test_hybrid_scores_of_new_items_take_the_shared_path_and_equal_the_papers():
+    from app.item_models.scoring import _hybrid_moments
+    from app.model_cache import ArmTable
+    from bandits import ScoringState
+    from bandits.item_models import hybrid_moments
+
+    exp = config_from_text(EXPERIMENTS_TOML + jobs_toml("hybrid"), "t").get("jobs")
+    d, D = exp.features.dim, exp.layout.dim
+    rng = np.random.default_rng(13)
+    state = hybrid_prior(5, d, D)
+    for _ in range(80):  # arms 0-2 learn; 3 and 4 stay new
+        x = exp.features.encode(context(rng))
+        z = exp.item_features.encode(job(int(rng.integers(100)), rng)["features"])
+        hybrid_update(state, int(rng.integers(3)), x, exp.layout.features(x, z[None])[0], 1.0)
+    ids = ("a0", "a1", "a2", "a3", "a4")
+    table = ArmTable(
+        arms=list(ids),
+        index={a: i for i, a in enumerate(ids)},
+        state=ScoringState(
+            state.arms.A_inv, state.arms.theta, state.arms.n, state.arms.n, state.arms.n
+        ),
+        extras={ids[i]: state.B[i] for i in range(3)},
+    )
+    shared = ScoringState(
+        state.shared.A_inv, state.shared.theta, state.shared.n, state.shared.n, state.shared.n
+    )
+    x = exp.features.encode(context(rng))
+    items = np.stack([exp.item_features.encode(job(n, rng)["features"]) for n in range(5)])
+    mean, quad = _hybrid_moments(exp, shared, table, ids, x, items)
+    want_mean, want_quad = hybrid_moments(state, np.arange(5), x, exp.layout.features(x, items))
+    np.testing.assert_allclose(mean, want_mean, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(quad, want_quad, rtol=1e-10, atol=1e-12)

@@ -15,7 +15,7 @@ import numpy as np
 from app.config import HYBRID, Experiment
 from app.errors import ApiError
 from bandits import FeatureError, ScoringState
-from app.model_cache import SHARED_PART, ModelCache
+from app.model_cache import SHARED_PART, ArmTable, ModelCache
 from bandits.item_models import hybrid_scoring_moments, select_items, shared_item_moments
 from bandits.policy import Selection
 
@@ -59,15 +59,36 @@ def choose_items(
     The selection's ``arms`` are positions into the candidates.
     """
     if experiment.model == HYBRID:
-        phi = experiment.layout.features(x, items)
         shared = cache.table(experiment, part=SHARED_PART).state
-        table = cache.table(experiment, ids)
-        rows = table.rows(ids)
-        own = table.state
-        arms = ScoringState(own.A_inv[rows], own.theta[rows], own.n[rows], own.n[rows], own.n[rows])
-        mean, quad = hybrid_scoring_moments(shared, arms, table.extra[rows], x, phi)
+        mean, quad = _hybrid_moments(
+            experiment, shared, cache.table(experiment, ids), ids, x, items
+        )
     else:
         shared = cache.table(experiment).state  # row 0 is the shared model
         mean, quad = shared_item_moments(shared, experiment.layout, x, items)
     learned = float(shared.n[0])  # rewards learned: t of SquareCB's gamma
     return select_items(experiment.policy, mean, quad, rng, experiment.params, k=k, learned=learned)
+
+
+def _hybrid_moments(
+    experiment: Experiment,
+    shared: ScoringState,
+    table: ArmTable,
+    ids: Sequence[str],
+    x: np.ndarray,
+    items: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The hybrid moments of the candidates: the paper's for arms that learned, and for the
+    others (``B = 0``, ``A = ridge I``, ``theta = 0``) the shared model's plus ``x.x / ridge``,
+    at the shared model's cost (new items are most candidates of a changing catalogue)."""
+    mean, quad = shared_item_moments(shared, experiment.layout, x, items)
+    quad = quad + (x @ x) / experiment.ridge
+    learned = [i for i, arm in enumerate(ids) if arm in table.extras]
+    if learned:
+        rows = table.rows(ids[i] for i in learned)
+        own = table.state
+        arms = ScoringState(own.A_inv[rows], own.theta[rows], own.n[rows], own.n[rows], own.n[rows])
+        B = np.stack([table.extras[ids[i]] for i in learned])
+        phi = experiment.layout.features(x, items[learned])
+        mean[learned], quad[learned] = hybrid_scoring_moments(shared, arms, B, x, phi)
+    return mean, quad
