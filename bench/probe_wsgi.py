@@ -25,8 +25,8 @@ _fetch = _store.load_scoring
 _loaded_at: dict[str, float] = {}  # arm -> when this process last fetched its parameters
 
 
-def _noted_fetch(experiment, model_id, arms, dim):
-    found = _fetch(experiment, model_id, arms, dim)
+def _noted_fetch(experiment, model_id, arms, dim, extra=None):
+    found = _fetch(experiment, model_id, arms, dim, extra)
     now = time.time()
     for arm in found:
         _loaded_at[arm] = now
