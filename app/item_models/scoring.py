@@ -14,8 +14,8 @@ import numpy as np
 
 from app.config import HYBRID, Experiment
 from app.errors import ApiError
-from bandits import FeatureError, ScoringState
 from app.model_cache import SHARED_PART, ArmTable, ModelCache
+from bandits import FeatureError, ScoringState
 from bandits.item_models import hybrid_scoring_moments, select_items, shared_item_moments
 from bandits.policy import Selection
 
