@@ -50,8 +50,8 @@ def live_model(
     """The parameters ``/choose`` scores with now, read in one Redis transaction."""
     arms = _arms(exp, arms)
     live = read_live(client, exp.name, [exp.model_id])
-    found = {arm: a.state for (model, arm), a in live.arms.items() if model == exp.model_id}
-    return LoadedModel(arms, _stack(exp, arms, found), live.watermark, "live")
+    states = {key: a.state for key, a in live.arms.items()}
+    return _loaded(exp, arms, states, live.watermark, "live")
 
 
 def snapshot_model(
@@ -65,8 +65,7 @@ def snapshot_model(
     snap = latest_snapshot(engine, exp.name, upto)
     if snap is None:
         raise ModelUnavailable(f"{exp.name} has no model snapshot in Postgres yet")
-    found = {arm: s for (model, arm), s in snap.arms.items() if model == exp.model_id}
-    return LoadedModel(arms, _stack(exp, arms, found), snap.position, "snapshot")
+    return _loaded(exp, arms, snap.arms, snap.position, "snapshot")
 
 
 def replayed_model(
@@ -78,8 +77,7 @@ def replayed_model(
     """The model the log's rewards up to ``upto`` (default: all) teach, as a rebuild computes it."""
     arms = _arms(exp, arms)
     result = replay(engine, exp.name, upto)
-    found = {arm: s for (model, arm), s in result.arms.items() if model == exp.model_id}
-    return LoadedModel(arms, _stack(exp, arms, found), result.last, "replay")
+    return _loaded(exp, arms, result.arms, result.last, "replay")
 
 
 def estimator(
@@ -164,6 +162,18 @@ def arm_names(exp: Experiment, arms: Sequence[str] | None = None) -> tuple[str, 
             raise ModelUnavailable(f"{exp.name} has a dynamic catalogue: name the candidate arms")
         return exp.arms
     return tuple(arms)
+
+
+def _loaded(
+    exp: Experiment,
+    arms: tuple[str, ...],
+    states: Mapping[tuple[str, str], LearningState],
+    position: Position | None,
+    source: str,
+) -> LoadedModel:
+    """``arms`` of ``exp``'s model among ``(model_id, arm)``-keyed states (the prior if absent)."""
+    found = {arm: s for (model, arm), s in states.items() if model == exp.model_id}
+    return LoadedModel(arms, _stack(exp, arms, found), position, source)
 
 
 def _stack(exp: Experiment, arms: Sequence[str], found: Mapping[str, LearningState]):
