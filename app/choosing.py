@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import orjson
@@ -93,7 +93,7 @@ class Chooser:
             raise ApiError(
                 400, "invalid_field", f"k={req.k} but only {n_candidates} arms can be shown", "k"
             )
-        items, context = self._features(exp, req)
+        items, item_rows, context = self._features(exp, req)
         try:
             x = exp.features.encode(
                 context if exp.segment is None else scoring_context(exp, context)
@@ -105,7 +105,7 @@ class Chooser:
         policy = HOLDOUT if held_out else exp.policy
         item_vectors = encoded = None
         if exp.item_model:
-            encoded = encode_items(exp, items)
+            encoded = encode_items(exp, items) if item_rows is None else item_rows
             selection, shown = self._select_items(exp, req, x, items, encoded, held_out)
             item_vectors = encoded[selection.arms]
         else:
@@ -179,7 +179,7 @@ class Chooser:
         exp: Experiment,
         req: ChooseRequest,
         x: np.ndarray,
-        items: tuple[dict[str, Any], ...],
+        items: Sequence[dict[str, Any]],
         encoded: np.ndarray,
         held_out: bool,
     ) -> tuple[Selection, list[tuple[str, dict[str, Any]]]]:
@@ -193,8 +193,9 @@ class Chooser:
 
     def _features(
         self, exp: Experiment, req: ChooseRequest
-    ) -> tuple[tuple[dict[str, Any], ...] | None, dict[str, Any]]:
-        """The candidates' item features (item models) and the context merged over entities.
+    ) -> tuple[Sequence[dict[str, Any]] | None, np.ndarray | None, dict[str, Any]]:
+        """The candidates' item features (item models), encoded if known, and the context
+        merged over entities.
 
         Whatever the store holds of both comes in one Redis round trip, and none without
         entities or an item model.
@@ -208,7 +209,7 @@ class Chooser:
                 req.context,
                 req.entities,
             )
-            return resolved.item_features, resolved.context
+            return resolved.item_features, resolved.item_vectors, resolved.context
         if req.inline_features is not None:
             raise ApiError(
                 400,
@@ -217,7 +218,7 @@ class Chooser:
                 'ids; item features need model = "shared" or "hybrid"',
                 "candidates",
             )
-        return None, req.context
+        return None, None, req.context
 
     def _check_candidates(self, exp: Experiment, requested: tuple[str, ...] | None) -> None:
         if exp.dynamic:

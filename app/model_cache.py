@@ -128,8 +128,9 @@ class ModelCache:
     ) -> ArmTable:
         """The experiment's arm table, at most ``refresh_seconds`` old.
 
-        For a dynamic catalogue, ``candidates`` not seen before get rows first.
-        ``part`` ``"shared"`` is a hybrid model's shared part.
+        For a dynamic catalogue, ``candidates`` not seen before get rows first (for a
+        hybrid model's arms, only those with saved parameters: the others score from
+        the shared part). ``part`` ``"shared"`` is a hybrid model's shared part.
         """
         key = (experiment.name, experiment.model_id, part)
         shape = table_shape(experiment, part)
@@ -150,6 +151,10 @@ class ModelCache:
                     self._load(experiment, shape, table, table.arms)
             if grows:
                 named = list(dict.fromkeys(candidates))
+                if shape.extra is not None:
+                    # a hybrid arm with nothing saved is scored from the shared part
+                    # alone (app/item_models/scoring.py): it needs no row
+                    named = [a for a in named if a in table.latest]
                 unseen = [a for a in named if a not in table.index]
                 if unseen and _too_many_prior_rows(table, len(unseen)):
                     table = self._tables[key] = _compacted(shape, experiment.ridge, table, named)

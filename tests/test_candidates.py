@@ -1,5 +1,6 @@
 """Candidates resolved for /choose: ids, item features from the request or the store, context."""
 
+import numpy as np
 import pytest
 import redis
 
@@ -71,10 +72,12 @@ def test_ids_take_their_features_from_the_store(redis_client):
     got = resolve(redis_client, jobs, ["job_2", "job_1"], {"hour": 9}, None)
     assert got.ids == ("job_2", "job_1")
     # a stored feature the experiment does not declare is left out
-    assert got.item_features == (
+    assert tuple(got.item_features) == (
         {"pay": 11, "category": "driver"},
         {"pay": 14.5, "category": "kitchen"},
     )
+    # encoded once here, as /choose scores them
+    assert np.array_equal(got.item_vectors, jobs.item_features.encode_many(got.item_features))
     assert got.context == {"hour": 9}
 
 
@@ -89,14 +92,14 @@ def test_inline_features_win_and_skip_the_store(redis_client):
         None,
     )
     assert got.ids == ("job_1", "job_3")
-    assert got.item_features == ({"pay": 12.0}, {})
+    assert tuple(got.item_features) == ({"pay": 12.0}, {})
 
 
 def test_an_object_without_features_is_looked_up(redis_client):
     jobs = experiments().get("jobs")
     FeatureStore(redis_client).put_item("jobs", StoredItem("job_1", {"pay": 13.0}))
     got = resolve(redis_client, jobs, [{"id": "job_1"}], {}, None)
-    assert got.item_features == ({"pay": 13.0},)
+    assert tuple(got.item_features) == ({"pay": 13.0},)
 
 
 def test_unknown_item_is_a_400_naming_it(redis_client):
@@ -114,7 +117,7 @@ def test_unknown_item_has_no_features_when_missing_item_is_empty(redis_client):
     jobs = experiments("empty").get("jobs")
     FeatureStore(redis_client).put_item("jobs", StoredItem("job_1", {"pay": 13.0}))
     got = resolve(redis_client, jobs, ["job_404", "job_1"], {}, None)
-    assert got.item_features == ({}, {"pay": 13.0})
+    assert tuple(got.item_features) == ({}, {"pay": 13.0})
 
 
 def test_items_are_per_experiment(redis_client):
@@ -164,7 +167,7 @@ def test_resolve_parsed_takes_ids_and_inline_features(redis_client):
     jobs = experiments().get("jobs")
     FeatureStore(redis_client).put_item("jobs", StoredItem("job_1", {"pay": 13.0}))
     got = resolve_parsed(redis_client, jobs, ("job_1", "job_2"), (None, {"pay": 1.0}), {}, None)
-    assert got.item_features == ({"pay": 13.0}, {"pay": 1.0})
+    assert tuple(got.item_features) == ({"pay": 13.0}, {"pay": 1.0})
 
 
 def test_a_redis_cluster_serves_items_and_entities_from_different_slots(cluster_client):

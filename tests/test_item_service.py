@@ -207,6 +207,18 @@ def test_the_worker_learns_a_hybrid_model_as_the_paper_does(
         np.testing.assert_array_equal(own.state.A_inv[0], expected.arms.A_inv[i])
         np.testing.assert_array_equal(own.state.b[0], expected.arms.b[i])
         np.testing.assert_array_equal(own.extra, expected.B[i])
+    # the API holds rows for learned items only: a never-shown one is scored from the
+    # shared part and takes no row, however many come
+    never_shown = [job(100 + n, rng) for n in range(20)]
+    learned = [job(int(a.removeprefix("job_")), rng) for a in arms]
+    chooser = client.application.extensions["banditd"].chooser
+    chooser.cache.invalidate("jobs")  # see what the worker saved now, not within 50 ms
+    answer = choose(
+        client, experiment="jobs", context=context(rng), candidates=never_shown + learned
+    )
+    assert answer.status_code == 200
+    table = chooser.cache.table(chooser.experiment("jobs"))
+    assert set(table.arms) == set(arms) == set(table.extras)
 
 
 def test_a_hybrid_catalogue_keeps_state_per_item_so_max_arms_bounds_it(client, config_file):

@@ -25,12 +25,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
+import numpy as np
 from app.config import Experiment
 from app.errors import ApiError
 from app.features.store import FeatureStore
+from app.item_models.stored_rows import StoredItems, StoredRows
 from bandits import FeatureError, FeatureSpec
 
 MISSING_ERROR, MISSING_EMPTY = "error", "empty"
+STORED_ROWS = StoredRows()  # this process's encoded rows of stored items
 
 
 @dataclass(frozen=True)
@@ -38,8 +41,9 @@ class ResolvedCandidates:
     """A /choose request's candidates with their item features, and the merged context."""
 
     ids: tuple[str, ...]  # candidate arm ids, in request order (the arms when none were sent)
-    item_features: tuple[dict[str, Any], ...] | None  # per candidate; None without item_features
+    item_features: Sequence[dict[str, Any]] | None  # per candidate; None without item_features
     context: dict[str, Any]  # request context merged over the stored entities' features
+    item_vectors: np.ndarray | None = None  # (C, q) encoded item features, when already known
 
 
 def resolve(
@@ -93,6 +97,9 @@ def resolve_parsed(
     if item_spec is None:
         return ResolvedCandidates(ids, None, merged)
     names = feature_names(item_spec)
+    if inline is None and None not in found.raw_items:  # every candidate from the store
+        items = StoredItems(found.raw_items, names)
+        return ResolvedCandidates(ids, items, merged, STORED_ROWS.encode(experiment, items))
     stored = [None if f is None else declared_only(f, names) for f in found.items]
     if inline is None:
         items: list[dict[str, Any] | None] = stored

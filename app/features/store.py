@@ -45,10 +45,15 @@ class StoredItem:
 
 @dataclass(frozen=True)
 class Lookup:
-    """What one lookup found: per item id its features or None, per entity kind likewise."""
+    """What one lookup found: per item id its stored JSON or None, per entity kind its features."""
 
-    items: tuple[dict[str, Any] | None, ...]
+    raw_items: tuple[bytes | None, ...]
     entities: dict[str, dict[str, Any] | None]
+
+    @property
+    def items(self) -> tuple[dict[str, Any] | None, ...]:
+        """Per item id its features, or None."""
+        return tuple(_decode(v) for v in self.raw_items)
 
 
 class FeatureStore:
@@ -108,7 +113,7 @@ class FeatureStore:
         for kind, entity_id in entities.items():
             pipe.get(entity_key(kind, entity_id))
         replies = pipe.execute()
-        items = tuple(_decode(v) for v in replies[0]) if item_ids else ()
+        items = tuple(replies[0]) if item_ids else ()
         found = replies[1:] if item_ids else replies
         return Lookup(items, {kind: _decode(v) for kind, v in zip(entities, found)})
 
