@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -41,6 +42,21 @@ def experiment_of(decision_id: str) -> str | None:
     """The experiment a decision id belongs to, or None if it is not one of ours."""
     experiment, sep, rest = decision_id.partition(":")
     return experiment if sep and experiment and rest else None
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionAnswer:
+    """The JSON answer of a /choose, and what the metrics and the request log say of it."""
+
+    body: bytes
+    decision_id: str
+    propensities: list[float]
+
+    @classmethod
+    def replayed(cls, body: bytes) -> "DecisionAnswer":
+        """The answer of an earlier request with the same request id."""
+        parsed = orjson.loads(body)
+        return cls(body, parsed["decision_id"], [a["propensity"] for a in parsed["arms"]])
 
 
 def decision_response(decision_id: str, impressions: tuple[Impression, ...], version: str) -> bytes:
@@ -81,8 +97,9 @@ class Chooser:
             raise ApiError(404, "unknown_experiment", f"no experiment named {name!r}", "experiment")
         return experiment
 
-    def choose(self, req: ChooseRequest) -> bytes:
-        """Make, record and return (as JSON) one decision."""
+    def choose(self, req: ChooseRequest) -> DecisionAnswer:
+        """Make, record and return one decision (or the answer of an earlier one with the
+        same request id)."""
         exp = configured = self.experiment(req.experiment)
         if exp.segment_by is not None:  # the segment's own model from here on
             exp = exp.for_segment(segment_of(exp, req.context))
@@ -156,7 +173,9 @@ class Chooser:
                 f"{exp.name} already has max_arms={exp.max_arms} arms; a new one cannot be shown",
                 "candidates",
             )
-        return earlier if earlier is not None else response
+        if earlier is not None:
+            return DecisionAnswer.replayed(earlier)
+        return DecisionAnswer(response, decision_id, [i.propensity for i in impressions])
 
     def _select_arms(
         self, exp: Experiment, req: ChooseRequest, x: np.ndarray, held_out: bool

@@ -1,6 +1,6 @@
 """POST /choose."""
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, current_app, g, request
 
 from app.api.responses import json_response
 from app.validation import json_body, parse_choose
@@ -12,4 +12,6 @@ bp = Blueprint("choose", __name__)
 def choose() -> Response:
     """Choose the arm (or ranked slate) to show for a context."""
     req = parse_choose(json_body(request))
-    return json_response(current_app.extensions["banditd"].chooser.choose(req))
+    answer = current_app.extensions["banditd"].chooser.choose(req)
+    g.banditd_answer = answer  # for the metrics and the request line: no parsing it back
+    return json_response(answer.body)

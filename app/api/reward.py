@@ -1,6 +1,6 @@
 """POST /reward."""
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, current_app, g, request
 
 from app.api.responses import json_response
 from app.validation import json_body, parse_reward
@@ -12,4 +12,6 @@ bp = Blueprint("reward", __name__)
 def reward() -> Response:
     """Report the reward of one shown arm; learned from within about a second."""
     req = parse_reward(json_body(request))
-    return json_response(current_app.extensions["banditd"].rewarder.reward(req), status=202)
+    answer = current_app.extensions["banditd"].rewarder.reward(req)
+    g.banditd_reward_status = answer["status"]  # for the metrics: no parsing it back
+    return json_response(answer, status=202)

@@ -93,7 +93,12 @@ def answer_of(response: Response) -> Answer:
         if isinstance(sent_id, str):
             decision_id = sent_id
             experiment = experiment_of(sent_id)
-    if status >= 400 or route in ANSWERS_READ:
+    decided = app_globals.get("banditd_answer")  # a /choose answer, as the route made it
+    if decided is not None and status == 200:
+        decision_id, propensities = decided.decision_id, decided.propensities
+    elif "banditd_reward_status" in app_globals and status == 202:
+        reward_status = app_globals["banditd_reward_status"]
+    elif status >= 400 or route in ANSWERS_READ:
         parsed = _json(response)
         if not isinstance(parsed, dict):
             pass
