@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+
 from app.config import Experiment
 from app.errors import ApiError
 from app.features.store import FeatureStore
