@@ -128,6 +128,46 @@ def test_choose_scores_candidate_objects_and_logs_their_features(client, worker,
         assert row["item_vector"] == exp.item_features.encode(by_id[arm]).tolist()
 
 
+def test_stored_items_are_logged_as_stored_and_a_rewritten_one_as_rewritten(client, worker, engine):
+    """Ids only: the encoded rows a process remembers (stored_rows.py) reach the log."""
+    rng = np.random.default_rng(11)
+    exp = config_from_text(EXPERIMENTS_TOML + JOBS_TOML, "t").get("jobs")
+    stored = [job(n, rng) for n in range(3)]
+    for item in stored:
+        put = client.put(
+            f"/items/jobs/{item['id']}", json={"features": item["features"]}, headers=AUTH
+        )
+        assert put.status_code in (200, 201, 204), put.get_json()
+    ids = [c["id"] for c in stored]
+    first = choose(client, experiment="jobs", context=context(rng), candidates=ids, k=3)
+    assert first.status_code == 200, first.get_json()
+    rewritten = {"pay": 99.5, "category": "cleaning"}
+    put = client.put(f"/items/jobs/{ids[0]}", json={"features": rewritten}, headers=AUTH)
+    assert put.status_code in (200, 201, 204), put.get_json()
+    second = choose(client, experiment="jobs", context=context(rng), candidates=ids, k=3)
+    assert second.status_code == 200, second.get_json()
+    worker.run(until_idle=True)
+    for answer, features in (
+        (first, {c["id"]: c["features"] for c in stored}),
+        (second, {**{c["id"]: c["features"] for c in stored}, ids[0]: rewritten}),
+    ):
+        decision = answer.get_json()["decision_id"]
+        logged = rows(
+            engine,
+            "SELECT arm, item_features, item_vector FROM impressions WHERE decision_id = :d",
+            d=decision,
+        )
+        assert {r["arm"] for r in logged} == set(ids)
+        for r in logged:
+            assert r["item_features"] == features[r["arm"]]
+            assert r["item_vector"] == exp.item_features.encode(features[r["arm"]]).tolist()
+        (candidates,) = rows(
+            engine, "SELECT candidate_items FROM decisions WHERE decision_id = :d", d=decision
+        )
+        want = np.concatenate([exp.item_features.encode(features[i]) for i in ids])
+        assert candidates["candidate_items"] == want.tolist()
+
+
 def test_a_dynamic_catalogue_of_items_keeps_no_state_per_item_and_has_no_arm_limit(
     client, worker, redis_client
 ):
