@@ -25,6 +25,14 @@ def _f(value, digits: int = 1) -> str:
     return f"{value:,.{digits}f}"
 
 
+def _script_us(per_request: dict) -> float | None:
+    """Redis' time in scripts per request; None from results that predate the figure.
+
+    Older results summed every command's time, counting a script's commands twice.
+    """
+    return per_request.get("redis_script_us_per_request")
+
+
 def targets(results: dict) -> list[dict]:
     """Each target of issue 6 with the measured figure and whether it was met."""
     out = []
@@ -223,8 +231,8 @@ def _steady_targets(steady: dict | None) -> list[dict]:
         )
     out.append(
         _target(
-            "Redis command time per /choose",
-            steady["redis_per_choose"]["redis_command_us_per_request"],
+            "Redis time in scripts per /choose",
+            _script_us(steady["redis_per_choose"]),
             15.0,
             "<=",
             "µs",
@@ -544,9 +552,9 @@ def _steady_table(steady: dict) -> Table:
     return (
         f"Steady traffic, worker and {steady['api_workers']} API processes running "
         "(half /choose, half /reward); Redis per request alone at 500/s: "
-        f"/choose {_f(choose['redis_command_us_per_request'])} µs in commands "
+        f"/choose {_f(_script_us(choose))} µs in scripts "
         f"({_f(choose['redis_cpu_us_per_request'])} µs process CPU), "
-        f"/reward {_f(reward['redis_command_us_per_request'])} µs "
+        f"/reward {_f(_script_us(reward))} µs "
         f"({_f(reward['redis_cpu_us_per_request'])} µs)",
         [
             "events/s",
