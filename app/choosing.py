@@ -22,6 +22,8 @@ from app.errors import ApiError
 from app.event_stream import ARM_LIMIT_REACHED, EventStream
 from app.events import DecisionEvent, Impression
 from app.features.candidates import resolve_parsed
+from app.features.item_cache import ItemCache
+from app.features.store import FeatureStore
 from app.item_models.scoring import choose_items, encode_items
 from app.model_cache import ModelCache
 from app.segments import SegmentRegistry, scoring_context, segment_of
@@ -89,6 +91,8 @@ class Chooser:
         self.rng = rng
         self.clock = clock
         self.segments = SegmentRegistry(stream.redis)
+        # this process' item features, read once and kept in step with the store's changes
+        self.features = FeatureStore(stream.redis, ItemCache())
 
     def experiment(self, name: str) -> Experiment:
         """The configured experiment ``name``; 404 if there is none."""
@@ -221,7 +225,7 @@ class Chooser:
         """
         if exp.item_model or req.entities:
             resolved = resolve_parsed(
-                self.stream.redis,
+                self.features,
                 exp,
                 exp.arms if req.candidates is None else req.candidates,
                 req.inline_features,

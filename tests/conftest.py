@@ -91,6 +91,43 @@ def migrated_database() -> str:
     return TEST_DATABASE_URL
 
 
+class CountingConnection(redis.Connection):
+    """A real connection that counts the requests it sends (one per command or pipeline)."""
+
+    sent = 0
+
+    def send_packed_command(self, command, check_health=True):
+        CountingConnection.sent += 1
+        super().send_packed_command(command, check_health)
+
+
+@pytest.fixture
+def counted(redis_client):
+    """A client of the test Redis whose round trips are counted (``CountingConnection.sent``)."""
+    client = redis.Redis(
+        connection_pool=redis.ConnectionPool.from_url(
+            TEST_REDIS_URL, connection_class=CountingConnection
+        )
+    )
+    client.ping()
+    CountingConnection.sent = 0
+    yield client
+    client.close()
+
+
+def round_trips(client, reset: bool = False) -> int:
+    """Requests the ``counted`` client sent so far (then start counting from 0 if ``reset``).
+
+    Read through the client: pytest may import this module twice (as ``conftest``
+    and ``tests.conftest``), each with its own CountingConnection.
+    """
+    counting = client.connection_pool.connection_class
+    sent = counting.sent
+    if reset:
+        counting.sent = 0
+    return sent
+
+
 @pytest.fixture
 def redis_client():
     if is_cluster(TEST_REDIS_URL):  # BANDITD_TEST_REDIS_URL naming a Redis Cluster node

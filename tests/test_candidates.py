@@ -2,13 +2,12 @@
 
 import numpy as np
 import pytest
-import redis
 
 from app.config import config_from_text
 from app.errors import ApiError
 from app.features.candidates import resolve, resolve_parsed
 from app.features.store import FeatureStore, StoredItem, entity_key, item_key
-from tests.conftest import TEST_REDIS_URL
+from tests.conftest import round_trips
 
 TOML = """
 [experiments.jobs]
@@ -38,30 +37,6 @@ def experiments(missing_item: str | None = None):
     """The jobs (shared model) and push (per-arm) experiments."""
     missing = "" if missing_item is None else f'missing_item = "{missing_item}"'
     return config_from_text(TOML.format(missing=missing), "test")
-
-
-class CountingConnection(redis.Connection):
-    """A real connection that counts the requests it sends (one per command or pipeline)."""
-
-    sent = 0
-
-    def send_packed_command(self, command, check_health=True):
-        CountingConnection.sent += 1
-        super().send_packed_command(command, check_health)
-
-
-@pytest.fixture
-def counted(redis_client):
-    """A client of the test Redis whose round trips are counted."""
-    client = redis.Redis(
-        connection_pool=redis.ConnectionPool.from_url(
-            TEST_REDIS_URL, connection_class=CountingConnection
-        )
-    )
-    client.ping()
-    CountingConnection.sent = 0
-    yield client
-    client.close()
 
 
 def test_ids_take_their_features_from_the_store(redis_client):
@@ -144,10 +119,10 @@ def test_a_per_arm_experiment_merges_entities_without_item_lookups(redis_client,
     FeatureStore(redis_client).put_entity("user", "u42", {"age": 31}, 60)
     got = resolve(counted, push, None, {}, {"user": "u42"})
     assert got == type(got)(("short", "friendly"), None, {"age": 31})
-    assert CountingConnection.sent == 1
+    assert round_trips(counted) == 1
     got = resolve(counted, push, ["short"], {}, None)
     assert got.item_features is None and got.ids == ("short",)
-    assert CountingConnection.sent == 1  # nothing to look up: no call at all
+    assert round_trips(counted) == 1  # nothing to look up: no call at all
 
 
 def test_items_and_entities_cost_one_round_trip(redis_client, counted):
@@ -158,7 +133,7 @@ def test_items_and_entities_cost_one_round_trip(redis_client, counted):
     store.put_entity("region", "north", {"hour": 3}, 60)
     ids = [f"job_{n}" for n in range(1000)]
     got = resolve(counted, jobs, ids, {}, {"user": "u42", "region": "north"})
-    assert CountingConnection.sent == 1
+    assert round_trips(counted) == 1
     assert got.item_features[999] == {"pay": 999.0}
     assert got.context == {"age": 31, "hour": 3}
 

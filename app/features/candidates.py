@@ -17,7 +17,8 @@ narrowed the same way to the declared context features; the request's own
 context values win, and an entity the store does not hold adds nothing (a
 new user has no profile yet). Without declared item features only the
 entities are looked up. Every lookup of one request is one Redis round trip
-(app/features/store.py).
+(app/features/store.py); with the process' item cache, the items it holds are
+not read again unless they changed (app/features/item_cache.py).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ class ResolvedCandidates:
 
 
 def resolve(
-    client,
+    store: FeatureStore | Any,
     experiment: Experiment,
     candidates: Sequence[str | Mapping[str, Any]] | None,
     context: Mapping[str, Any],
@@ -56,6 +57,7 @@ def resolve(
 ) -> ResolvedCandidates:
     """The ids, item features and merged context of one /choose request.
 
+    ``store`` is a FeatureStore (or a Redis client: one without an item cache).
     ``candidates`` as the request sent them (ids or ``{"id", "features"?}``
     objects; None: the experiment's arms), ``entities`` maps a kind to an id.
     400 ``unknown_item`` for a candidate without features under
@@ -70,11 +72,11 @@ def resolve(
             if all(isinstance(c, str) for c in candidates)
             else tuple(None if isinstance(c, str) else c.get("features") for c in candidates)
         )
-    return resolve_parsed(client, experiment, ids, inline, context, entities)
+    return resolve_parsed(store, experiment, ids, inline, context, entities)
 
 
 def resolve_parsed(
-    client,
+    store: FeatureStore | Any,
     experiment: Experiment,
     ids: Sequence[str],
     inline: Sequence[Mapping[str, Any] | None] | None,
@@ -91,9 +93,9 @@ def resolve_parsed(
     item_spec = experiment.item_features
     wanted = () if item_spec is None else _lookups(ids, inline)
     lookup_ids = ids if inline is None else [ids[i] for i in wanted]
-    found = FeatureStore(client).lookup(
-        experiment.name, lookup_ids if wanted else (), entities or {}
-    )
+    if not isinstance(store, FeatureStore):
+        store = FeatureStore(store)  # a Redis client: every item read
+    found = store.lookup(experiment.name, lookup_ids if wanted else (), entities or {})
     merged = _merge_context(experiment.features, found.entities, context, entities or {})
     if item_spec is None:
         return ResolvedCandidates(ids, None, merged)

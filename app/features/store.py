@@ -3,7 +3,10 @@
 Each item or entity is one string key holding its features as JSON, with a TTL.
 Item keys carry the experiment's hash tag (``bd:{exp}:item:<id>``, as every key
 of app/keys.py), so all items of one experiment sit in one Redis Cluster slot and
-one MGET reads any number of them.
+one MGET reads any number of them. Each write or delete of items also logs
+their ids to the experiment's change stream and their expiry times to a sorted
+set, in the same transaction, so that an API process can hold what it read
+and stay exact (app/features/item_cache.py).
 
 Entity keys belong to no experiment: ``bd:{ent:<kind>:<id>}`` carries a hash tag
 of its own, so entities spread over a cluster's slots rather than piling onto
@@ -14,10 +17,13 @@ RedisCluster) splits that pipeline by slot and sends one batch per node.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
 import orjson
+
+from app.features.item_cache import ItemCache, expiry_key, log_changes, queue_reads
 
 DEFAULT_TTL_SECONDS = 7 * 24 * 3600  # a week: long enough for a job offer, short enough to lapse
 MAX_TTL_SECONDS = 366 * 24 * 3600
@@ -57,34 +63,57 @@ class Lookup:
 
 
 class FeatureStore:
-    """Reads and writes item and entity features through one Redis client."""
+    """Reads and writes item and entity features through one Redis client.
 
-    def __init__(self, client) -> None:
+    With ``cache``, item lookups read only what the process does not hold (or
+    what changed); without, every lookup reads every item.
+    """
+
+    def __init__(self, client, cache: ItemCache | None = None) -> None:
         self.client = client
+        self.cache = cache
 
     def put_item(self, experiment: str, item: StoredItem) -> None:
         """Store (replace) one item's features for ``experiment``."""
-        self.client.set(
-            item_key(experiment, item.id), orjson.dumps(item.features), ex=item.ttl_seconds
-        )
+        self.put_items(experiment, (item,))
 
     def put_items(self, experiment: str, items: Iterable[StoredItem]) -> int:
-        """Store many items, in pipelined batches; the number written."""
+        """Store many items, a transaction per ``BULK_CHUNK``; the number written."""
         written = 0
-        pipe = self.client.pipeline(transaction=False)
+        chunk: list[StoredItem] = []
         for item in items:
-            pipe.set(
-                item_key(experiment, item.id), orjson.dumps(item.features), ex=item.ttl_seconds
-            )
-            written += 1
-            if written % BULK_CHUNK == 0:
-                pipe.execute()
-        pipe.execute()
+            chunk.append(item)
+            if len(chunk) == BULK_CHUNK:
+                written += self._write(experiment, chunk)
+                chunk = []
+        if chunk:
+            written += self._write(experiment, chunk)
         return written
+
+    def _write(self, experiment: str, items: list[StoredItem]) -> int:
+        now_ms = int(time.time() * 1000)
+        expiries = {item.id: now_ms + item.ttl_seconds * 1000 for item in items}
+        with self.client.pipeline(transaction=True) as pipe:
+            for item in items:
+                pipe.set(
+                    item_key(experiment, item.id),
+                    orjson.dumps(item.features),
+                    ex=item.ttl_seconds,
+                )
+            pipe.zadd(expiry_key(experiment), expiries)
+            pipe.zremrangebyscore(expiry_key(experiment), "-inf", now_ms)  # the expired
+            log_changes(pipe, experiment, list(expiries))
+            pipe.execute()
+        return len(items)
 
     def delete_item(self, experiment: str, item_id: str) -> bool:
         """Forget one item; whether it was stored."""
-        return bool(self.client.delete(item_key(experiment, item_id)))
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.delete(item_key(experiment, item_id))
+            pipe.zrem(expiry_key(experiment), item_id)
+            log_changes(pipe, experiment, (item_id,))
+            deleted, _, _ = pipe.execute()
+        return bool(deleted)
 
     def put_entity(self, kind: str, entity_id: str, features: Mapping[str, Any], ttl: int) -> None:
         """Store (replace) one entity's features."""
@@ -105,7 +134,10 @@ class FeatureStore:
         if not item_ids and not entities:
             return Lookup((), {})
         pipe = self.client.pipeline(transaction=False)
-        if item_ids:
+        pending = None
+        if item_ids and self.cache is not None:
+            pending = self.cache.queue(pipe, experiment, item_ids, item_key)
+        elif item_ids:
             prefix = item_key(experiment, "")
             # bytes: redis-py passes them through, where it would encode 1,000 str one by one
             # execute_command: a cluster pipeline blocks .mget(), though one slot's MGET is fine
@@ -113,9 +145,24 @@ class FeatureStore:
         for kind, entity_id in entities.items():
             pipe.get(entity_key(kind, entity_id))
         replies = pipe.execute()
-        items = tuple(replies[0]) if item_ids else ()
-        found = replies[1:] if item_ids else replies
+        if pending is not None:
+            used = 4 if pending.fetched else 2
+            values, stale = self.cache.apply(pending, replies[:used])
+            if stale:  # held items this lookup took that changed meanwhile: read them again
+                values.update(self._read_items(experiment, stale))
+            items = tuple(values[i] for i in item_ids)
+        else:
+            used = 1 if item_ids else 0
+            items = tuple(replies[0]) if item_ids else ()
+        found = replies[used:]
         return Lookup(items, {kind: _decode(v) for kind, v in zip(entities, found)})
+
+    def _read_items(self, experiment: str, item_ids: list[str]) -> dict[str, bytes | None]:
+        """The stored features of ``item_ids`` (one round trip)."""
+        pipe = self.client.pipeline(transaction=False)
+        queue_reads(pipe, experiment, item_ids, item_key)
+        values, _ = pipe.execute()
+        return dict(zip(item_ids, values))
 
 
 def _decode(value: bytes | None) -> dict[str, Any] | None:
