@@ -156,15 +156,45 @@ def choose_bodies(
     return bodies
 
 
-def measure(endpoint, bodies: list[bytes], seconds: float, rate: float) -> dict:
-    """Unloaded (one at a time) and open-loop latency of /choose over ``bodies``."""
+# What the feature lookup sends (app/features/item_cache.py) and the decision script: Redis'
+# time in each, from INFO commandstats (a script's own commands are counted inside it)
+LOOKUP_COMMANDS = ("cmdstat_mget", "cmdstat_zmscore", "cmdstat_xrange")
+SCRIPT_COMMANDS = ("cmdstat_evalsha",)
+WARMUP_REQUESTS = 20  # sent one at a time before the timed ones (bench.openloop.sequential)
 
-    async def run() -> dict:
-        alone = await sequential(endpoint, bodies, seconds=seconds, max_requests=2000)
-        loaded = await open_loop(endpoint, bodies, rate, seconds, warmup=1.0)
-        return {"sequential": alone.summary(), "open_loop": loaded.summary()}
 
-    return asyncio.run(run())
+def command_usec(client: redis.Redis) -> dict[str, float]:
+    """Microseconds Redis has spent in the lookup's commands and in scripts."""
+    stats = client.info("commandstats")
+    return {
+        kind: float(sum(stats[name]["usec"] for name in names if name in stats))
+        for kind, names in (("lookup", LOOKUP_COMMANDS), ("script", SCRIPT_COMMANDS))
+    }
+
+
+def measure(
+    client: redis.Redis, endpoint, bodies: list[bytes], seconds: float, rate: float
+) -> dict:
+    """Unloaded (one at a time) and open-loop latency of /choose over ``bodies``, and Redis'
+    time per request in the lookup and the decision script while one at a time."""
+
+    async def alone():
+        return await sequential(
+            endpoint, bodies, seconds=seconds, max_requests=2000, warmup_requests=WARMUP_REQUESTS
+        )
+
+    before = command_usec(client)
+    one_at_a_time = asyncio.run(alone())
+    after = command_usec(client)
+    sent = one_at_a_time.requests + WARMUP_REQUESTS
+    loaded = asyncio.run(open_loop(endpoint, bodies, rate, seconds, warmup=1.0))
+    return {
+        "sequential": one_at_a_time.summary(),
+        "open_loop": loaded.summary(),
+        "redis_us_per_request": {
+            kind: round((after[kind] - before[kind]) / sent, 1) for kind in before
+        },
+    }
 
 
 def run(client: redis.Redis, engine, env: dict, out: Path, rng, seconds: float) -> dict:
@@ -197,7 +227,7 @@ def run(client: redis.Redis, engine, env: dict, out: Path, rng, seconds: float) 
                 for inline in (False, True) if n <= 200 else (False,):
                     bodies = choose_bodies(name, features, rng, n, inline)
                     rate = 40.0 if n == 200 else 10.0
-                    figures = measure(endpoint, bodies, seconds, rate)
+                    figures = measure(client, endpoint, bodies, seconds, rate)
                     result["runs"].append(
                         {
                             "model": model,

@@ -457,6 +457,8 @@ def _item_table(items: dict) -> Table:
             f"{run['rate']:g}",
             _f(run["open_loop"]["latency_ms"]["p50"], 2),
             _f(run["open_loop"]["latency_ms"]["p99"], 2),
+            _f(run.get("redis_us_per_request", {}).get("lookup")),
+            _f(run.get("redis_us_per_request", {}).get("script")),
         ]
         for run in items["runs"]
     ]
@@ -473,6 +475,8 @@ def _item_table(items: dict) -> Table:
             "open loop req/s",
             "p50 ms",
             "p99 ms",
+            "Redis µs/req, lookup",
+            "Redis µs/req, script",
         ],
         rows,
     )
