@@ -14,7 +14,7 @@ works), so the two halves of the work overlap. At most one batch per stream is
 in flight; once its write has committed, what it learned is saved to Redis
 and its entries are acknowledged, in that order. While a backlog lasts, a
 reader thread reads the batch after the one being learned, so that the main
-thread does not wait for Redis to send it. After an error, or on taking a
+thread does not wait for Redis to send it (app/new_entries.py). After an error, or on taking a
 lease over, the stream's unacknowledged entries are read again first and
 whatever was learned but not saved is learned again.
 
@@ -41,7 +41,7 @@ import os
 import socket
 import time
 from dataclasses import dataclass
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable
 
 import redis
@@ -57,6 +57,7 @@ from app.learning_settings import LearningSettings
 from app.lease import LeaseLost, Leases, LiveWorkers, preference, share
 from app.metrics import worker as worker_metrics
 from app.model_store import ModelStore
+from app.new_entries import NewEntries
 from app.poison import RETRYABLE, PoisonedBatch, poison_of, stream_vanished
 from app.quarantine import Quarantine
 from app.retired_streams import RetiredStreams
@@ -65,8 +66,6 @@ from app.retention.keeper import RetentionKeeper
 from app.snapshots import Snapshotter
 
 log = logging.getLogger(__name__)
-
-FEW_ENTRIES = 500  # the most new entries read in one round trip (a script)
 
 
 @dataclass
@@ -155,11 +154,8 @@ class Worker:
         self.stop_requested = False
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="event-log")
         self._in_flight: dict[str, InFlight] = {}  # per stream: the batch being logged
-        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stream-reader")
-        self._read_ahead: dict[str, Future] = {}  # per stream: the next batch, being read
+        self.new_entries = NewEntries(stream)
         self._recovering: set[str] = set()  # streams whose pending entries are read first
-        self._last_read: dict[str, bytes] = {}  # per stream: the last entry id read
-        self._full: set[str] = set()  # streams whose last read of new entries was full
 
     @classmethod
     def from_services(cls, services: Services, **options) -> "Worker":
@@ -193,7 +189,7 @@ class Worker:
                 if max_events is not None and processed >= max_events:
                     self._settle_all()
                     break
-                if done == 0 or not self._full & self.owned:
+                if done == 0 or not self.new_entries.full & self.owned:
                     # every stream is read to its end: finish, then wait for the next entry
                     self._settle_all()
                     if self._recovering & self.owned:
@@ -235,7 +231,7 @@ class Worker:
         if not self.owned:  # a standby: try for a lease again shortly, do not spin on Redis
             time.sleep(self.block_ms / 1000)
             return
-        last_read = {e: self._last_read.get(e) for e in sorted(self.owned)}
+        last_read = {e: self.new_entries.last_read.get(e) for e in sorted(self.owned)}
         if self.stream.wait_for_any(last_read, self.block_ms) and self.linger_ms > 0:
             time.sleep(self.linger_ms / 1000)
 
@@ -277,7 +273,7 @@ class Worker:
             self._housekept_at = now
             self._housekept_for = set(experiments)
             # renewing a lease touches the key that a read ahead WATCHes: let them finish first
-            wait(list(self._read_ahead.values()))
+            self.new_entries.finish_reads_ahead()
             self._refresh_leases(experiments)
         now_ms = int(self.clock() * 1000)
         done = 0
@@ -308,7 +304,7 @@ class Worker:
         """``release``, then stop the writer and reader threads; the worker cannot run again."""
         self.release()
         self._writer.shutdown()
-        self._reader.shutdown()
+        self.new_entries.close()
         self.views.close()
         self.retention.close()
 
@@ -402,43 +398,13 @@ class Worker:
             if entries:
                 return entries
             self._recovering.discard(experiment)
-        ahead = self._read_ahead.pop(experiment, None)
         try:
-            if ahead is not None:
-                entries = ahead.result()
-            else:
-                entries = self._read_new(experiment, count)
+            ahead = self.batch_size if read_ahead else 0
+            return self.new_entries.read(experiment, self.consumer, count, ahead=ahead)
         except BaseException:
             # the entries may have been delivered before the reply was lost: read them again
             self._recovering.add(experiment)
             raise
-        if entries:
-            self._last_read[experiment] = entries[-1][0]
-        if read_ahead and len(entries) == self.batch_size:  # a backlog: more is waiting
-            self._read_ahead[experiment] = self._reader.submit(
-                self.stream.read_new, experiment, self.consumer, self.batch_size
-            )
-        return entries
-
-    def _read_new(self, experiment: str, count: int) -> list:
-        """New entries: a backlog's by a transaction, a trickle's in one round trip (a script).
-
-        A script's reply costs Redis more per entry than a transaction's, so it
-        reads at most ``FEW_ENTRIES``; a stream that filled its last read is
-        read the other way.
-        """
-        if experiment in self._full:
-            entries = self.stream.read_new(experiment, self.consumer, count)
-            full = len(entries) == count
-        else:
-            few = min(count, FEW_ENTRIES)
-            entries = self.stream.read_new_few(experiment, self.consumer, few)
-            full = len(entries) == few
-        if full:
-            self._full.add(experiment)
-        else:
-            self._full.discard(experiment)
-        return entries
 
     def _settle(self, experiment: str) -> None:
         """Finish the stream's batch in flight, if any: logged, then saved, then acknowledged.
@@ -520,8 +486,4 @@ class Worker:
         They were delivered to this worker, so they stay pending until the
         stream's pending entries are read again.
         """
-        for experiment in experiments or list(self._read_ahead):
-            ahead = self._read_ahead.pop(experiment, None)
-            if ahead is not None:
-                ahead.exception()  # waits; whatever it delivered is read again
-                self._recovering.add(experiment)
+        self._recovering.update(self.new_entries.drop(*experiments))
