@@ -218,11 +218,6 @@ def _experiment(name: str, table: Any) -> Experiment:
             f"{where}.missing_item must be one of {list(MISSING_ITEM_CHOICES)}, "
             f"got {missing_item!r}"
         )
-    if model == HYBRID and forgetting == AUTO_FORGETTING:
-        raise ConfigError(
-            f'{where}: forgetting = "auto" does not work with model = "hybrid" yet; '
-            "give a factor"
-        )
     if layout is not None and policy not in ITEM_POLICIES:
         raise ConfigError(
             f'{where}: model = "{model}" scores items with one of {sorted(ITEM_POLICIES)}, '

@@ -27,7 +27,7 @@ import numpy as np
 import orjson
 
 from app.config import SEGMENT_MARK, SHARED, SHARED_ARM, slot_weight
-from app.item_models.records import item_rows, shared_vector
+from app.item_models.records import item_rows, level_column, shared_vector
 
 if TYPE_CHECKING:
     from app.learning_settings import LearningSettings
@@ -85,6 +85,7 @@ class RewardEvent:
     forgetting: float = 1.0  # the decision's forgetting factor (1: remember everything)
     model_arm: str | None = None  # the row it is learned into, when not ``arm`` (shared model)
     shared_features: np.ndarray | None = None  # a hybrid model's phi (``features``: its x)
+    shared_level: int | None = None  # a shared model's level column (its auto forgetting's)
 
     @property
     def learns_into(self) -> str:
@@ -239,6 +240,7 @@ def decode(
             forgetting=float(c["g"]),
             model_arm=SHARED_ARM if item is not None and item["m"] == SHARED else None,
             shared_features=phi,
+            shared_level=level_column(item) if item is not None and item["m"] == SHARED else None,
         )
         _check_learnable(event)
         return event

@@ -18,7 +18,7 @@ from app.events import Event, RewardEvent
 from app.config import AUTO_FORGETTING, SHARED_ARM
 from app.model_store import ArmUpdate, ModelStore
 from bandits import LearningState, rescale, update
-from bandits.auto_forgetting import AUTO
+from bandits.auto_forgetting import AUTO, BASE
 from bandits.batch_learning import update_many
 from bandits.item_models import HybridState, hybrid_update
 
@@ -33,11 +33,13 @@ def learn_reward(
     reward_max: float,
     weight: float = 1.0,
     forgetting: float = 1.0,
+    shared_level: int | None = None,
 ) -> None:
     """Learn one reward into a single-arm state: the update the worker and a rebuild both apply.
 
     ``weight`` is the position weight of the slot the arm was shown in, and
-    ``forgetting`` the discount, both as configured when the decision was made.
+    ``forgetting`` the discount, both as configured when the decision was made;
+    ``shared_level`` is a shared item model's level column (``RewardEvent.shared_level``).
     """
     # Position-based model: E[reward] = weight * theta.x, so learn from weight * x.
     features = x if weight == 1.0 else x * weight
@@ -50,7 +52,16 @@ def learn_reward(
         discount=AUTO if forgetting == AUTO_FORGETTING else forgetting,
         ridge=ridge,
         reward_range=(reward_min, reward_max),
+        **_auto_level(shared_level),
     )
+
+
+def _auto_level(shared_level: int | None) -> dict:
+    """Where auto forgetting reads a model's level, and its discount while nothing moves:
+    a per-arm model's intercept and BASE, or a shared model's level column and 1.0."""
+    if shared_level is None:
+        return {"level": 0, "auto_base": BASE}
+    return {"level": shared_level, "auto_base": 1.0}
 
 
 def learn_rewards(state: LearningState, arms: list[int], events: list[RewardEvent]) -> None:
@@ -74,6 +85,7 @@ def learn_rewards(state: LearningState, arms: list[int], events: list[RewardEven
                 discount=AUTO if e.forgetting == AUTO_FORGETTING else e.forgetting,
                 ridge=e.ridge,
                 reward_range=(e.reward_min, e.reward_max),
+                **_auto_level(e.shared_level),
             )
         return
     weights = np.array([e.weight for e in events])
@@ -94,7 +106,22 @@ def learn_hybrid_reward(state: HybridState, arm: int, event: RewardEvent) -> Non
     x, phi = event.features, event.shared_features
     if event.weight != 1.0:  # the position-based model, as for a per-arm model
         x, phi = x * event.weight, phi * event.weight
-    hybrid_update(state, arm, x, phi, event.reward, discount=event.forgetting, ridge=event.ridge)
+    if event.forgetting != AUTO_FORGETTING:
+        hybrid_update(
+            state, arm, x, phi, event.reward, discount=event.forgetting, ridge=event.ridge
+        )
+        return
+    hybrid_update(
+        state,
+        arm,
+        x,
+        phi,
+        event.reward,
+        discount=AUTO,
+        ridge=event.ridge,
+        success=rescale(event.reward, event.reward_min, event.reward_max),
+        reward_range=(event.reward_min, event.reward_max),
+    )
 
 
 def entry_order(entry_id: bytes | None) -> tuple[int, int]:

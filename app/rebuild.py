@@ -30,7 +30,7 @@ from app import keys
 from app.lease import LeaseLost, Leases
 from app.config import HYBRID, SHARED_ARM, slot_weight
 from app.events import RewardEvent
-from app.item_models.records import shared_vector
+from app.item_models.records import level_column, shared_vector
 from app.learner import learn_hybrid_reward, learn_reward
 from app.live_model import LiveModel, Position, entry_id, read_live, scan_model_ids
 from app.model_store import ArmUpdate, ModelStore
@@ -174,7 +174,7 @@ def _apply(result: Replay, row) -> None:
             f"cannot be replayed: its {missing} is not in the log"
         )
     x = np.asarray(row.features, dtype=np.float64)
-    key = (row.model_id, row.arm)
+    key, shared_level = (row.model_id, row.arm), None
     if row.item_layout is not None:  # an item model: the shared vector of x and the item shown
         if row.item_vector is None:
             raise RebuildError(
@@ -186,6 +186,7 @@ def _apply(result: Replay, row) -> None:
             _apply_hybrid(result, row, x, phi)
             return
         x, key = phi, (row.model_id, SHARED_ARM)
+        shared_level = level_column(row.item_layout)
     state = result.arms.get(key)
     if state is None:
         state = result.arms[key] = arm_prior(len(x), row.ridge)
@@ -198,6 +199,7 @@ def _apply(result: Replay, row) -> None:
         reward_max=row.reward_max,
         weight=slot_weight(row.position_weights or (), row.position or 0),
         forgetting=row.forgetting,
+        shared_level=shared_level,
     )
     result.replayed += 1
     result.last = (row.stream_ms, row.stream_seq)

@@ -152,6 +152,17 @@ class ItemLayout:
         """``D``: ``len(pairs) + q`` (``+ d`` with ``context_alone``)."""
         return len(self.pairs) + self.item_dim + (self.context_dim if self.context_alone else 0)
 
+    @property
+    def level_column(self) -> int | None:
+        """The column of ``phi`` that holds ``x``'s column 0 alone: 1 in every vector when the
+        context has its intercept there, so ``b / A`` of that column is a shared model's mean
+        reward (what ``forgetting = "auto"`` watches). None without ``context_alone``.
+
+        >>> ItemLayout.all_pairs(3, 2).level_column  # after 4 pairs and the 2 item columns
+        6
+        """
+        return len(self.pairs) + self.item_dim if self.context_alone else None
+
     @cached_property
     def grid(self) -> tuple[np.ndarray, np.ndarray]:
         """Where each entry of ``phi`` sits in the outer product ``[1, x] ⊗ [z, 1]``.

@@ -46,7 +46,10 @@ shared statistics are discounted by ``gamma`` on every update (with its prior
 restore), and in ``hybrid`` the rewarded arm's ``A_a, b_a`` (and ``B_a``) on its
 own updates. For ``hybrid`` that is a heuristic: the other arms' ``B`` terms
 inside ``A0`` are not discounted, so it is not one discounted joint
-regression. Every update is a deterministic function of the state and the
+regression. ``discount="auto"`` (:mod:`bandits.auto_forgetting`): a shared
+model keeps everything until its level column shows a clear change; a hybrid
+model's per-arm part forgets as a per-arm model does and its shared part
+keeps everything. Every update is a deterministic function of the state and the
 event, so replaying the same events in the same order rebuilds the same bits.
 
 Choosing
@@ -80,6 +83,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import lin_ts, linucb
+from .auto_forgetting import AUTO, auto_discounts
 from .item_layout import ItemLayout
 from .learning import update
 from .policy import PolicyParams, Selection
@@ -138,14 +142,31 @@ def shared_update(
     phi: np.ndarray,
     reward: float,
     *,
-    discount: float = 1.0,
+    discount: float | str = 1.0,
     ridge: float = 1.0,
+    success: float | None = None,
+    reward_range: tuple[float, float] = (0.0, 1.0),
+    level: int = 0,
 ) -> None:
     """Learn one reward of the chosen item's vector ``phi``, in place.
 
-    It is :func:`bandits.learning.update` of the one arm, with its checks and forgetting.
+    It is :func:`bandits.learning.update` of the one arm, with its checks and forgetting;
+    with ``discount="auto"``, ``level`` is the layout's
+    :attr:`~bandits.item_layout.ItemLayout.level_column` and the model keeps everything
+    until that column shows a clear change (:mod:`bandits.auto_forgetting`).
     """
-    update(state, 0, phi, reward, discount=discount, ridge=ridge)
+    update(
+        state,
+        0,
+        phi,
+        reward,
+        success=success,
+        discount=discount,
+        ridge=ridge,
+        reward_range=reward_range,
+        level=level,
+        auto_base=1.0,
+    )
 
 
 def shared_moments(state: ScoringState, phi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -207,9 +228,11 @@ def hybrid_update(
     phi: np.ndarray,
     reward: float,
     *,
-    discount: float = 1.0,
+    discount: float | str = 1.0,
     ridge: float = 1.0,
     arm_ridge: float | None = None,
+    success: float | None = None,
+    reward_range: tuple[float, float] = (0.0, 1.0),
 ) -> None:
     """Learn one reward of ``arm`` at context ``x`` with shared vector ``phi``, in place.
 
@@ -218,6 +241,13 @@ def hybrid_update(
     of ``A_a, b_a`` and ``B_a += x phi^T``. Touches only the shared rows and
     ``arm``'s rows. ``ridge`` and ``arm_ridge`` are those of
     :func:`hybrid_prior`, used only to restore the priors when ``discount < 1``.
+
+    ``discount="auto"``: the arm's part (``A_a``, ``b_a``, ``B_a``) is
+    discounted as :mod:`bandits.auto_forgetting` discounts a per-arm model,
+    from its own change score (``x``'s intercept in column 0, ``success`` and
+    ``reward_range`` as for :func:`bandits.learning.update`); the shared part
+    not at all, since it learns residuals, whose level is not a reward to
+    watch, and what is particular to one item is its own part's to follow.
 
     Raises
     ------
@@ -238,11 +268,26 @@ def hybrid_update(
     v = np.asarray(phi, dtype=np.float64) - B.T @ u
     root = np.sqrt(scale)
     residual = reward - u @ arms.b[arm]  # x^T A_a^{-1} b_a: the arm's own prediction
-    update(state.shared, 0, v / root, residual / root, discount=discount, ridge=ridge)
-    if discount != 1.0:
-        B *= discount
+    own_ridge = ridge if arm_ridge is None else arm_ridge
+    shared_discount = arm_discount = discount
+    if discount == AUTO:
+        shared_discount = 1.0
+        # the very discount update(arms, ..., AUTO) applies below: B_a must follow A_a
+        arm_discount = auto_discounts(arms, arm, own_ridge, *reward_range)[0]
+    update(state.shared, 0, v / root, residual / root, discount=shared_discount, ridge=ridge)
+    if arm_discount != 1.0:
+        B *= arm_discount
     B += x[:, None] * phi
-    update(arms, arm, x, reward, discount=discount, ridge=ridge if arm_ridge is None else arm_ridge)
+    update(
+        arms,
+        arm,
+        x,
+        reward,
+        success=success,
+        discount=discount,
+        ridge=own_ridge,
+        reward_range=reward_range,
+    )
 
 
 def hybrid_moments(

@@ -53,7 +53,7 @@ import math
 
 import numpy as np
 
-from .auto_forgetting import AUTO, auto_discounts
+from .auto_forgetting import AUTO, BASE, auto_discounts
 from .state import LearningState
 
 __all__ = ["update", "rescale"]
@@ -69,6 +69,8 @@ def update(
     discount: float | str = 1.0,
     ridge: float = 1.0,
     reward_range: tuple[float, float] = (0.0, 1.0),
+    level: int = 0,
+    auto_base: float = BASE,
 ) -> None:
     """Learn one reward of one arm, in place.
 
@@ -103,6 +105,12 @@ def update(
     reward_range : (float, float), default (0, 1)
         The rewards' ``(min, max)``, which ``success`` rescales from; used
         only with ``AUTO``.
+    level : int, default 0
+        The column of ``x`` that is 1 in every vector (the intercept), from
+        which ``AUTO`` reads the arm's mean reward; used only with ``AUTO``.
+    auto_base : float, default BASE
+        ``AUTO``'s discount while nothing moves: 1.0 for a shared item model
+        (:mod:`bandits.auto_forgetting`).
 
     Raises
     ------
@@ -148,7 +156,9 @@ def update(
             raise ValueError(f"ridge must be a positive finite number, got {ridge!r}")
         counts = None
         if auto:
-            discount, counts = auto_discounts(state, arm, ridge, *reward_range)
+            discount, counts = auto_discounts(
+                state, arm, ridge, *reward_range, level=level, base=auto_base
+            )
         _discount(state, arm, discount, ridge, counts)
 
     A_inv = state.A_inv[arm]  # views: writing through them updates the state

@@ -8,7 +8,16 @@ import pytest
 from app.config import AUTO_FORGETTING, ConfigError, parse_config
 from app.rebuild import verify
 from bandits import prior, update
-from bandits.auto_forgetting import AUTO, BASE, DROP, RECENT, auto_discounts, change_score
+from bandits.auto_forgetting import (
+    AUTO,
+    BASE,
+    DROP,
+    RECENT,
+    auto_discounts,
+    change_score,
+)
+from bandits.item_layout import ItemLayout
+from bandits.item_models import hybrid_prior, hybrid_update, shared_prior, shared_update
 from tests.conftest import EXPERIMENTS_TOML, choose, reward
 
 FIELDS = ("A", "A_inv", "b", "theta", "n", "successes", "failures")
@@ -29,12 +38,72 @@ def discounts_while_learning(state, events, arm=0):
     return np.array(chosen)
 
 
+def memory(discounts):
+    """The mean number of updates a model remembers under these per-update discounts."""
+    return 1.0 / np.mean(-np.log(discounts))
+
+
 def test_a_stationary_arm_keeps_its_long_memory():
     rng = np.random.default_rng(0)
     s = prior(1, 3)
     chosen = discounts_while_learning(s, bernoulli_stream(rng, lambda x: 0.05 + 0.1 * x[1], 20_000))
-    assert (chosen == BASE).mean() >= 0.999  # the fast discount (almost) never fires
+    assert (chosen == DROP).mean() <= 0.001  # the fast discount (almost) never fires
+    assert 250 <= memory(chosen[1000:]) <= 1000  # z^2 averages about 1: about a third of BASE's
+    assert chosen.max() <= BASE
     assert s.failures[0] + s.successes[0] == pytest.approx(1 / (1 - RECENT), rel=1e-6)
+
+
+def test_a_small_change_shortens_the_memory_although_it_never_crosses_the_threshold():
+    rng = np.random.default_rng(4)
+    s = prior(1, 3)
+    before = discounts_while_learning(s, bernoulli_stream(rng, lambda x: 0.10, 5_000))
+    after = discounts_while_learning(s, bernoulli_stream(rng, lambda x: 0.17, 400))
+    assert memory(after[100:]) < 0.5 * memory(before[1000:])
+
+
+def shared_stream(rng, layout, rate, n):
+    """``n`` (phi, reward) of a shared model whose every reward has mean ``rate``."""
+    for _ in range(n):
+        x = np.r_[1.0, rng.random(layout.context_dim - 1)]
+        phi = layout.features(x, rng.random((1, layout.item_dim)))[0]
+        yield phi, float(rng.random() < rate)
+
+
+def test_a_shared_item_model_keeps_everything_until_its_level_clearly_changes():
+    rng = np.random.default_rng(6)
+    layout = ItemLayout.all_pairs(3, 2)
+    auto, kept = shared_prior(layout.dim), shared_prior(layout.dim)
+    for phi, r in shared_stream(rng, layout, 0.3, 3000):  # nothing moves: no discount at all
+        shared_update(auto, phi, r, discount=AUTO, level=layout.level_column)
+        shared_update(kept, phi, r)
+    for name in ("A", "A_inv", "b", "theta"):
+        np.testing.assert_array_equal(getattr(auto, name), getattr(kept, name))
+    for phi, r in shared_stream(rng, layout, 0.8, 500):  # a clear change: the old level goes
+        shared_update(auto, phi, r, discount=AUTO, level=layout.level_column)
+        shared_update(kept, phi, r)
+    level = layout.level_column
+    means = [s.b[0, level] / s.A[0, level, level] for s in (auto, kept)]
+    assert abs(means[0] - 0.8) < 0.1 < abs(means[1] - 0.8)
+
+
+def test_a_hybrid_item_part_forgets_as_a_per_arm_model_and_its_shared_part_keeps_everything():
+    rng = np.random.default_rng(7)
+    layout = ItemLayout.all_pairs(3, 2)
+    state, alone = hybrid_prior(1, 3, layout.dim), prior(1, 3)
+    kept = hybrid_prior(1, 3, layout.dim)
+    for t in range(2000):
+        x = np.r_[1.0, rng.random(2)]
+        phi = layout.features(x, rng.random((1, 2)))[0]
+        r = float(rng.random() < (0.2 if t < 1500 else 0.7))
+        chosen = auto_discounts(state.arms, 0, 1.0)[0]
+        assert chosen == auto_discounts(alone, 0, 1.0)[0]  # the item part's own detector
+        hybrid_update(state, 0, x, phi, r, discount=AUTO)
+        hybrid_update(kept, 0, x, phi, r)
+        update(alone, 0, x, r, discount=AUTO)
+    for name in ("A", "b", "successes", "failures"):  # the per-item part: the per-arm model's
+        np.testing.assert_array_equal(getattr(state.arms, name), getattr(alone, name))
+    assert not np.allclose(state.arms.A, kept.arms.A)  # it did forget
+    assert state.shared.A[0, 0, 0] > 0.9 * kept.shared.A[0, 0, 0]  # the shared part barely did
 
 
 def test_after_a_swap_the_arm_forgets_fast_then_settles_back():
@@ -45,7 +114,8 @@ def test_after_a_swap_the_arm_forgets_fast_then_settles_back():
     assert (before == DROP).sum() == 0
     first = int(np.argmax(after == DROP))
     assert after[first] == DROP and first < 100  # detected within 100 updates
-    assert (after[-1000:] == BASE).all()  # caught up: back to the long memory
+    assert not (after[-1000:] == DROP).any()  # caught up: back to a long memory
+    assert memory(after[-1000:]) >= 250
     level = s.b[0, 0] / s.A[0, 0, 0]
     assert level == pytest.approx(0.6, abs=0.05)
     assert abs(change_score(s, 0, 1.0, 0.0, 1.0)) < 3.0

@@ -12,6 +12,7 @@ from app.config import SHARED_ARM, ConfigError, config_from_text
 from app.live_model import read_live, scan_model_ids
 from app.rebuild import verify
 from app.snapshots import take_snapshot
+from bandits.auto_forgetting import AUTO
 from bandits.item_models import (
     hybrid_add_arms,
     hybrid_prior,
@@ -55,6 +56,11 @@ def jobs_toml(model: str) -> str:
     if model == "shared":
         return JOBS_TOML
     return JOBS_TOML.replace('"shared"', f'"{model}"').replace("max_arms = 3", "max_arms = 5000")
+
+
+def with_forgetting(text: str, forgetting: str) -> str:
+    """An experiment's TOML with ``forgetting = <forgetting>`` (a TOML value) added."""
+    return text.replace("\nmodel = ", f"\nforgetting = {forgetting}\nmodel = ", 1)
 
 
 def job(n: int, rng) -> dict:
@@ -188,11 +194,11 @@ def test_a_dynamic_catalogue_of_items_keeps_no_state_per_item_and_has_no_arm_lim
     assert state.n[0] == 6 and state.A.shape == (1, 20, 20)
 
 
-@pytest.mark.parametrize("forgetting", [1.0, 0.98])
+@pytest.mark.parametrize("forgetting", [1.0, 0.98, AUTO])
 def test_the_worker_learns_the_shared_vector_of_the_context_and_the_item_shown(
     client, worker, redis_client, config_file, forgetting
 ):
-    text = JOBS_TOML.replace('model = "shared"', f'model = "shared"\nforgetting = {forgetting}')
+    text = with_forgetting(JOBS_TOML, json.dumps(forgetting))
     rewrite(config_file, EXPERIMENTS_TOML + text)
     rng = np.random.default_rng(3)
     exp = config_from_text(EXPERIMENTS_TOML + text, "t").get("jobs")
@@ -208,19 +214,28 @@ def test_the_worker_learns_the_shared_vector_of_the_context_and_the_item_shown(
         phi = exp.layout.features(
             exp.features.encode(ctx), exp.item_features.encode(item["features"])[None]
         )[0]
-        shared_update(expected, phi, value, discount=forgetting, ridge=exp.ridge)
+        shared_update(
+            expected,
+            phi,
+            value,
+            discount=forgetting,
+            ridge=exp.ridge,
+            level=exp.layout.level_column,
+        )
     worker.run(until_idle=True)
     live = read_live(redis_client, "jobs", [exp.model_id]).arms[(exp.model_id, SHARED_ARM)]
     for name in ("A", "A_inv", "b", "theta", "n"):
         np.testing.assert_array_equal(getattr(live.state, name), getattr(expected, name))
 
 
+@pytest.mark.parametrize("forgetting", [1.0, AUTO])
 def test_the_worker_learns_a_hybrid_model_as_the_paper_does(
-    client, worker, redis_client, config_file
+    client, worker, redis_client, config_file, forgetting
 ):
-    rewrite(config_file, EXPERIMENTS_TOML + jobs_toml("hybrid"))
+    text = with_forgetting(jobs_toml("hybrid"), json.dumps(forgetting))
+    rewrite(config_file, EXPERIMENTS_TOML + text)
     rng = np.random.default_rng(7)
-    exp = config_from_text(EXPERIMENTS_TOML + jobs_toml("hybrid"), "t").get("jobs")
+    exp = config_from_text(EXPERIMENTS_TOML + text, "t").get("jobs")
     d, D = exp.features.dim, exp.layout.dim
     expected, arms = hybrid_prior(0, d, D), []
     for _ in range(30):
@@ -236,7 +251,7 @@ def test_the_worker_learns_a_hybrid_model_as_the_paper_does(
             expected = hybrid_add_arms(expected, 1)
         x = exp.features.encode(ctx)
         phi = exp.layout.features(x, exp.item_features.encode(item["features"])[None])[0]
-        hybrid_update(expected, arms.index(arm), x, phi, value)
+        hybrid_update(expected, arms.index(arm), x, phi, value, discount=forgetting)
     worker.run(until_idle=True)
     live = read_live(redis_client, "jobs", [exp.model_id]).arms
     shared = live[(exp.model_id, SHARED_ARM)].state
@@ -317,16 +332,19 @@ def test_every_item_policy_answers_exact_propensities(client, config_file, polic
     assert len(arms) == 3 and all(0 < a["propensity"] <= 1 for a in arms)
 
 
-@pytest.mark.parametrize("model", ["shared", "hybrid"])
+@pytest.mark.parametrize(
+    "model, forgetting", [("shared", 1.0), ("hybrid", 1.0), ("shared", AUTO), ("hybrid", AUTO)]
+)
 def test_rebuild_replays_an_item_model_bit_for_bit_from_the_log_and_from_a_snapshot(
-    client, worker, clock, config_file, redis_client, engine, model
+    client, worker, clock, config_file, redis_client, engine, model, forgetting
 ):
-    rewrite(config_file, EXPERIMENTS_TOML + jobs_toml(model))
+    toml = with_forgetting(jobs_toml(model), json.dumps(forgetting))
+    rewrite(config_file, EXPERIMENTS_TOML + toml)
     rng = np.random.default_rng(6)
     made = []
     for round_ in range(40):
         if round_ == 20:  # a new exploration setting: a new config version, the same model
-            edited = jobs_toml(model).replace("alpha = 0.5", "alpha = 0.2")
+            edited = toml.replace("alpha = 0.5", "alpha = 0.2")
             rewrite(config_file, EXPERIMENTS_TOML + edited)
         ctx = context(rng)
         candidates = [job(int(n), rng) for n in rng.choice(500, 5, replace=False)]

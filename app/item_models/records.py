@@ -34,6 +34,13 @@ def _layout(key: bytes) -> ItemLayout:
     )
 
 
+def level_column(record: Mapping[str, Any]) -> int:
+    """The column of a shared model's ``phi`` that is 1 in every vector: where
+    ``forgetting = "auto"`` reads the model's mean reward."""
+    column = layout_of(record).level_column
+    return 0 if column is None else column
+
+
 def item_rows(raw: bytes | None, item_dim: int) -> np.ndarray:
     """The ``(k, q)`` item vectors of a decision's impressions, from their stored bytes.
 

@@ -38,6 +38,7 @@ from typing import Protocol
 import numpy as np
 
 from .. import linucb
+from ..auto_forgetting import AUTO
 from ..item_models import (
     ItemLayout,
     hybrid_moments,
@@ -61,10 +62,12 @@ __all__ = ["Settings", "ItemAgent", "AGENTS", "play", "study", "markdown_table",
 
 @dataclass(frozen=True)
 class Settings:
-    """What the agents are tuned with: the policies' knobs and the hybrid per-item ridge."""
+    """What the agents are tuned with: the policies' knobs, the hybrid per-item ridge and the
+    shared and hybrid models' forgetting (a factor or ``"auto"``)."""
 
     params: PolicyParams = field(default_factory=PolicyParams)
     arm_ridge: float = 1.0
+    discount: float | str = 1.0
 
 
 class ItemAgent(Protocol):
@@ -121,6 +124,7 @@ class SharedAgent:
         self.layout = ItemLayout.all_pairs(d, q)
         self.state = shared_prior(self.layout.dim)
         self.policy, self.rng, self.params = policy, rng, settings.params
+        self.discount = settings.discount
 
     def choose(self, z: np.ndarray, items: np.ndarray, ids: np.ndarray) -> int:
         """The policy over the shared model's moments."""
@@ -133,7 +137,13 @@ class SharedAgent:
 
     def learn(self, reward: float) -> None:
         """One rank-one update of the shared model."""
-        shared_update(self.state, self._phi[self._pos], reward)
+        shared_update(
+            self.state,
+            self._phi[self._pos],
+            reward,
+            discount=self.discount,
+            level=self.layout.level_column,
+        )
 
 
 class HybridAgent:
@@ -142,8 +152,10 @@ class HybridAgent:
     def __init__(self, policy: str, episode: ItemEpisode, rng, settings: Settings) -> None:
         d, q = episode.features.shape[1] + 1, episode.items.shape[1]
         self.layout = ItemLayout.all_pairs(d, q)
-        self.state = hybrid_prior(episode.n_items, d, self.layout.dim, arm_ridge=settings.arm_ridge)
+        self.arm_ridge = settings.arm_ridge
+        self.state = hybrid_prior(episode.n_items, d, self.layout.dim, arm_ridge=self.arm_ridge)
         self.policy, self.rng, self.params = policy, rng, settings.params
+        self.discount = settings.discount
 
     def choose(self, z: np.ndarray, items: np.ndarray, ids: np.ndarray) -> int:
         """The policy over the hybrid model's moments."""
@@ -159,7 +171,15 @@ class HybridAgent:
     def learn(self, reward: float) -> None:
         """The paper's update of the shared part and the chosen item's part."""
         p = self._pos
-        hybrid_update(self.state, int(self._ids[p]), self._x, self._phi[p], reward)
+        hybrid_update(
+            self.state,
+            int(self._ids[p]),
+            self._x,
+            self._phi[p],
+            reward,
+            discount=self.discount,
+            arm_ridge=self.arm_ridge,
+        )
 
 
 class VowpalItemAgent:
@@ -295,6 +315,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--arm-ridge", type=float, default=1.0, help="hybrid per-item ridge (the paper: 1)"
     )
     parser.add_argument("--noise", default="bernoulli", choices=("bernoulli", "gaussian"))
+    parser.add_argument(
+        "--forgetting",
+        default="1",
+        help='the shared and hybrid models\' forgetting: a factor in (0, 1] or "auto"',
+    )
     args = parser.parse_args(argv)
     agents = [a for a in args.agents.split(",") if a]
     unknown = sorted(set(agents) - set(AGENTS))
@@ -303,13 +328,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "random" not in agents:
         agents.insert(0, "random")
     world = ItemWorld(noise=args.noise)
-    settings = Settings(PolicyParams(alpha=args.alpha, v=args.v), args.arm_ridge)
+    forgetting = args.forgetting if args.forgetting == AUTO else float(args.forgetting)
+    settings = Settings(PolicyParams(alpha=args.alpha, v=args.v), args.arm_ridge, forgetting)
     results = study(world, agents, args.rounds, range(args.seeds), settings)
     print(
         f"{world.name}: d = {world.dim}, q = {world.item_dim}, ~{world.n_alive} alive, "
         f"lifetime {world.lifetime}, {world.offered} offered; {args.rounds} rounds × "
         f"{args.seeds} seeds; alpha = {args.alpha}, v = {args.v}, arm_ridge = {args.arm_ridge}, "
-        f"noise = {args.noise}\n"
+        f"noise = {args.noise}, forgetting = {args.forgetting}\n"
     )
     print(markdown_table(results, args.rounds))
     return 0
