@@ -38,27 +38,12 @@ def discounts_while_learning(state, events, arm=0):
     return np.array(chosen)
 
 
-def memory(discounts):
-    """The mean number of updates a model remembers under these per-update discounts."""
-    return 1.0 / np.mean(-np.log(discounts))
-
-
 def test_a_stationary_arm_keeps_its_long_memory():
     rng = np.random.default_rng(0)
     s = prior(1, 3)
     chosen = discounts_while_learning(s, bernoulli_stream(rng, lambda x: 0.05 + 0.1 * x[1], 20_000))
-    assert (chosen == DROP).mean() <= 0.001  # the fast discount (almost) never fires
-    assert 250 <= memory(chosen[1000:]) <= 1000  # z^2 averages about 1: about a third of BASE's
-    assert chosen.max() <= BASE
+    assert (chosen == BASE).mean() >= 0.999  # the fast discount (almost) never fires
     assert s.failures[0] + s.successes[0] == pytest.approx(1 / (1 - RECENT), rel=1e-6)
-
-
-def test_a_small_change_shortens_the_memory_although_it_never_crosses_the_threshold():
-    rng = np.random.default_rng(4)
-    s = prior(1, 3)
-    before = discounts_while_learning(s, bernoulli_stream(rng, lambda x: 0.10, 5_000))
-    after = discounts_while_learning(s, bernoulli_stream(rng, lambda x: 0.17, 400))
-    assert memory(after[100:]) < 0.5 * memory(before[1000:])
 
 
 def shared_stream(rng, layout, rate, n):
@@ -114,8 +99,7 @@ def test_after_a_swap_the_arm_forgets_fast_then_settles_back():
     assert (before == DROP).sum() == 0
     first = int(np.argmax(after == DROP))
     assert after[first] == DROP and first < 100  # detected within 100 updates
-    assert not (after[-1000:] == DROP).any()  # caught up: back to a long memory
-    assert memory(after[-1000:]) >= 250
+    assert (after[-1000:] == BASE).all()  # caught up: back to the long memory
     level = s.b[0, 0] / s.A[0, 0, 0]
     assert level == pytest.approx(0.6, abs=0.05)
     assert abs(change_score(s, 0, 1.0, 0.0, 1.0)) < 3.0

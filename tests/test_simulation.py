@@ -278,3 +278,18 @@ def test_the_items_study_plays_the_item_models_through_the_service(
     assert logged[0]["n"] == 300
     report = items_study.report(results, world, 300)
     assert "| http_shared_linucb |" in report and "Targets:" in report
+
+
+def test_the_forgetting_study_compares_auto_with_every_fixed_factor_on_every_world(capsys):
+    from bandits.simulation import forgetting_study
+
+    assert forgetting_study.main(["--seeds", "1", "--rounds", "300", "--processes", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = [line for line in lines if line.startswith("| ") and not line.startswith("| world")]
+    assert len(rows) == len(forgetting_study.WORLDS) * len(forgetting_study.POLICIES)
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        none, *fixed, auto, over_none, over_best = (float(c) for c in cells[2:])
+        assert len(fixed) == len(forgetting_study.FIXED)
+        assert over_none == pytest.approx(auto / none, abs=3e-3)  # of the 4-digit means
+        assert over_best == pytest.approx(auto / max(fixed), abs=3e-3)
