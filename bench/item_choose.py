@@ -14,7 +14,8 @@ Then, per experiment and candidate count (200, 1000), /choose is timed:
 - ``inline``: candidates sent as objects with their features (200 only: 1,000
   objects of 16 features are over the 64 KiB body limit).
 
-each one request at a time (unloaded latency) and at a fixed open-loop rate
+each one request at a time (unloaded latency) while the API processes first
+meet the items, again once they hold them, and at a fixed open-loop rate
 (latency under load, with the worker learning), p50/p99 reported.
 
 Run from the repository root, against a migrated database it may empty::
@@ -176,23 +177,35 @@ def measure(
     client: redis.Redis, endpoint, bodies: list[bytes], seconds: float, rate: float
 ) -> dict:
     """Unloaded (one at a time) and open-loop latency of /choose over ``bodies``, and Redis'
-    time per request in the lookup and the decision script while one at a time."""
+    time per request in the lookup and the decision script while one at a time.
 
-    async def alone():
+    One at a time twice: first while each API process meets the items for the first time
+    (``sequential``: the first few hundred requests read and encode most of their candidates),
+    then again once every process holds them (``sequential_held``: what a process serves
+    after its first minutes, a new item aside).
+    """
+
+    async def alone(warmup: int):
         return await sequential(
-            endpoint, bodies, seconds=seconds, max_requests=2000, warmup_requests=WARMUP_REQUESTS
+            endpoint, bodies, seconds=seconds, max_requests=2000, warmup_requests=warmup
         )
 
     before = command_usec(client)
-    one_at_a_time = asyncio.run(alone())
+    one_at_a_time = asyncio.run(alone(WARMUP_REQUESTS))
     after = command_usec(client)
     sent = one_at_a_time.requests + WARMUP_REQUESTS
+    held = asyncio.run(alone(0))
+    held_after = command_usec(client)
     loaded = asyncio.run(open_loop(endpoint, bodies, rate, seconds, warmup=1.0))
     return {
         "sequential": one_at_a_time.summary(),
+        "sequential_held": held.summary(),
         "open_loop": loaded.summary(),
         "redis_us_per_request": {
             kind: round((after[kind] - before[kind]) / sent, 1) for kind in before
+        },
+        "redis_us_per_request_held": {
+            kind: round((held_after[kind] - after[kind]) / held.requests, 1) for kind in before
         },
     }
 

@@ -128,10 +128,20 @@ def _item_targets(items: dict | None) -> list[dict]:
         if run["features_from"] != "store":
             continue
         goal = {200: 10.0, 1000: 25.0}[run["candidates"]]
+        where = f"/choose {run['model']}, {run['candidates']} candidates from the store"
+        if "sequential_held" in run:
+            out.append(
+                _target(
+                    f"{where}, p99 one at a time, items held (worker running), issue 13",
+                    run["sequential_held"]["latency_ms"]["p99"],
+                    goal,
+                    "<=",
+                    "ms",
+                )
+            )
         out.append(
             _target(
-                f"/choose {run['model']}, {run['candidates']} candidates from the store, "
-                "p99 one at a time (worker running), issue 13",
+                f"{where}, p99 one at a time while the processes first meet the items, " "issue 13",
                 run["sequential"]["latency_ms"]["p99"],
                 goal,
                 "<=",
@@ -140,8 +150,7 @@ def _item_targets(items: dict | None) -> list[dict]:
         )
         out.append(
             _target(
-                f"/choose {run['model']}, {run['candidates']} candidates from the store, "
-                f"p99 at {run['rate']:g} req/s (worker learning), issue 13",
+                f"{where}, p99 at {run['rate']:g} req/s (worker learning), issue 13",
                 run["open_loop"]["latency_ms"]["p99"],
                 goal,
                 "<=",
@@ -454,6 +463,9 @@ def _item_table(items: dict) -> Table:
             run["features_from"],
             _f(run["sequential"]["latency_ms"]["p50"], 2),
             _f(run["sequential"]["latency_ms"]["p99"], 2),
+            _f(run.get("sequential_held", {}).get("latency_ms", {}).get("p50"), 2),
+            _f(run.get("sequential_held", {}).get("latency_ms", {}).get("p99"), 2),
+            _f(run.get("redis_us_per_request_held", {}).get("lookup")),
             f"{run['rate']:g}",
             _f(run["open_loop"]["latency_ms"]["p50"], 2),
             _f(run["open_loop"]["latency_ms"]["p99"], 2),
@@ -470,13 +482,16 @@ def _item_table(items: dict) -> Table:
             "model",
             "candidates",
             "features",
-            "one at a time p50 ms",
+            "one at a time, first sights: p50 ms",
             "p99 ms",
+            "items held: p50 ms",
+            "p99 ms",
+            "Redis µs/req, lookup",
             "open loop req/s",
             "p50 ms",
             "p99 ms",
-            "Redis µs/req, lookup",
-            "Redis µs/req, script",
+            "Redis µs/req, first sights: lookup",
+            "script",
         ],
         rows,
     )
