@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 import numpy as np
@@ -206,3 +207,35 @@ def test_no_partition_for_a_day_the_default_partition_holds_rows_of(engine, days
         assert create_day(conn, far + dt.timedelta(days=1))  # the transaction goes on
         drop_day(conn, far + dt.timedelta(days=1))
     assert "no log partitions for 2031-03-20" in caplog.text
+
+
+def test_candidate_columns_are_lz4_in_every_partition_old_and_new(engine, days):
+    """Migration 0008: a decision's candidates and item vectors skip pglz's CPU cost."""
+    found = rows(
+        engine,
+        "SELECT c.relname AS part, a.attname AS col, a.attcompression::text AS method "
+        "FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
+        "WHERE a.attname IN ('candidates', 'candidate_items') AND (c.relname = 'decisions' "
+        "OR c.oid IN (SELECT inhrelid FROM pg_inherits WHERE inhparent = 'decisions'::regclass))",
+    )
+    parts = {r["part"] for r in found}
+    assert {"decisions", "decisions_default"} | {f"decisions_{d:%Y%m%d}" for d in days} <= parts
+    assert {(r["part"], r["col"]): r["method"] for r in found} == {
+        (r["part"], r["col"]): "l" for r in found
+    }
+    vectors = np.round(np.random.default_rng(8).standard_normal((200, 16)), 4)
+    decision = new_decision_id("exp", int(LAST_MS))
+    event = dataclasses.replace(
+        _decision(decision, int(LAST_MS)),
+        candidates=tuple(f"item{i}" for i in range(200)),
+        candidate_vectors=vectors,
+    )
+    EventLog(engine).write([(b"1-0", event)])
+    stored = rows(
+        engine,
+        "SELECT candidate_items, pg_column_compression(candidate_items) AS method "
+        "FROM decisions WHERE decision_id = :d",
+        d=decision,
+    )
+    assert stored[0]["method"] == "lz4"
+    assert np.array_equal(np.array(stored[0]["candidate_items"]).reshape(200, 16), vectors)
