@@ -9,7 +9,7 @@ import pytest
 
 from app import simulate
 from app.config import parse_config
-from bandits import PolicyParams
+from bandits import PolicyParams, prior
 from bandits.simulation import (
     Drifting,
     SyntheticLinear,
@@ -289,7 +289,24 @@ def test_the_forgetting_study_compares_auto_with_every_fixed_factor_on_every_wor
     assert len(rows) == len(forgetting_study.WORLDS) * len(forgetting_study.POLICIES)
     for row in rows:
         cells = [c.strip() for c in row.strip("|").split("|")]
-        none, *fixed, auto, over_none, over_best = (float(c) for c in cells[2:])
+        none, *fixed, auto, over_none, over_best = (float(c) for c in cells[2:-1])
         assert len(fixed) == len(forgetting_study.FIXED)
         assert over_none == pytest.approx(auto / none, abs=3e-3)  # of the 4-digit means
         assert over_best == pytest.approx(auto / max(fixed), abs=3e-3)
+        assert (cells[-1] != "") == cells[0].startswith("drifting")  # the oracle's ceiling
+
+
+def test_the_oracle_forgets_everything_at_the_change_and_nothing_else():
+    from bandits.simulation.forgetting_study import ResetAtChange
+
+    rng = np.random.default_rng(0)
+    agent = ResetAtChange("linucb", 2, 1, rng, PolicyParams(alpha=0.3))
+    agent.change = 3
+    z = np.array([0.5])
+    for _ in range(3):
+        agent.learn(z, agent.choose(z), 1.0)
+    learned = agent.state.A.copy()
+    # the priors' traces (2 arms x 2 columns) and three updates of x = (1, 0.5), none forgotten
+    assert np.einsum("aii->", learned) == pytest.approx(4.0 + 3 * 1.25)
+    agent.choose(z)  # round 3: the change
+    assert np.array_equal(agent.state.A, prior(2, 2).A)

@@ -14,7 +14,11 @@ and ``"auto"`` on:
 
 It reports the second half of the drifting worlds (after the change) and the
 whole run of the others, each as a ratio to no forgetting and to the best
-fixed factor, paired by seed. Run::
+fixed factor, paired by seed. On the drifting worlds it also plays an
+*oracle* that knows when the change comes and forgets everything there (each
+arm back to its prior at round ``T // 2``, no forgetting otherwise): what
+forgetting could earn at best with perfect knowledge of the change, the
+ceiling any rule for choosing the discount is measured against. Run::
 
     python -m bandits.simulation.forgetting_study --seeds 8
 """
@@ -30,7 +34,8 @@ import numpy as np
 
 from ..auto_forgetting import AUTO
 from ..policy import PolicyParams
-from .agents import banditd_factory
+from ..state import prior
+from .agents import BanditdAgent, banditd_factory
 from .environments import Drifting, Environment, SyntheticLinear
 from .runner import run
 
@@ -44,33 +49,59 @@ WORLDS: dict[str, Callable[[], Environment]] = {
     "synthetic-20": lambda: SyntheticLinear(n_arms=20, dim=16),
 }
 FIXED = (0.999, 0.995, 0.99, 0.98)
+ORACLE = "oracle"  # the discount column of the agent that resets every arm at the change
 POLICIES = {
     "linucb α=0.3": ("linucb", PolicyParams(alpha=0.3)),
     "lin_ts v=0.1": ("lin_ts", PolicyParams(v=0.1)),
 }
 
 
+class ResetAtChange(BanditdAgent):
+    """A :class:`BanditdAgent` that puts every arm back to its prior at round ``change``."""
+
+    change: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._round = 0
+
+    def choose(self, z: np.ndarray) -> int:
+        """As :meth:`BanditdAgent.choose`, after the reset if this is the change's round."""
+        if self._round == self.change:
+            self.state = prior(self.n_arms, self.dim + 1, self.ridge)
+        self._round += 1
+        return super().choose(z)
+
+
+def _oracle_factory(policy: str, params: PolicyParams, change: int):
+    def make(n_arms: int, dim: int, rng: np.random.Generator, seed: int = 0) -> BanditdAgent:
+        agent = ResetAtChange(policy, n_arms, dim, rng, params)
+        agent.change = change
+        return agent
+
+    return make
+
+
 def _score(job: tuple[str, str, float | str, int, int]) -> tuple[str, str, str, np.ndarray]:
     """Per-seed score of one (world, policy, discount): second half if it drifts, else all."""
     world, policy, discount, rounds, seeds = job
     name, params = POLICIES[policy]
-    result = run(
-        WORLDS[world](),
-        policy,
-        banditd_factory(name, params, discount=discount),
-        rounds,
-        range(seeds),
-    )
+    if discount == ORACLE:  # Drifting changes at rounds // 2
+        factory = _oracle_factory(name, params, rounds // 2)
+    else:
+        factory = banditd_factory(name, params, discount=discount)
+    result = run(WORLDS[world](), policy, factory, rounds, range(seeds))
     scores = result.second_half if world.startswith("drifting") else result.mean_reward
     return world, policy, str(discount), scores
 
 
 def table(scores: dict[tuple[str, str, str], np.ndarray]) -> str:
-    """Markdown: per world and policy, each discount's mean and auto's ratios."""
+    """Markdown: per world and policy, each discount's mean and auto's ratios (and the
+    oracle's, where the world drifts)."""
     lines = [
         "| world | policy | none | " + " | ".join(f"γ={g:g}" for g in FIXED) + " | auto | "
-        "auto ÷ none | auto ÷ best fixed |",
-        "|---|---|---|" + "---|" * len(FIXED) + "---|---|---|",
+        "auto ÷ none | auto ÷ best fixed | oracle ÷ none |",
+        "|---|---|---|" + "---|" * len(FIXED) + "---|---|---|---|",
     ]
     for world in WORLDS:
         for policy in POLICIES:
@@ -79,9 +110,11 @@ def table(scores: dict[tuple[str, str, str], np.ndarray]) -> str:
             auto = scores[world, policy, AUTO]
             best = max(fixed.values(), key=np.mean)
             cells = [f"{none.mean():.4f}"] + [f"{v.mean():.4f}" for v in fixed.values()]
+            oracle = scores.get((world, policy, ORACLE))
+            ceiling = "" if oracle is None else f"{oracle.mean() / none.mean():.3f}"
             lines.append(
                 f"| {world} | {policy} | {' | '.join(cells)} | {auto.mean():.4f} | "
-                f"{auto.mean() / none.mean():.3f} | {auto.mean() / best.mean():.3f} |"
+                f"{auto.mean() / none.mean():.3f} | {auto.mean() / best.mean():.3f} | {ceiling} |"
             )
     return "\n".join(lines)
 
@@ -97,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         (world, policy, discount, args.rounds, args.seeds)
         for world in WORLDS
         for policy in POLICIES
-        for discount in (1.0, *FIXED, AUTO)
+        for discount in (1.0, *FIXED, AUTO, *((ORACLE,) if world.startswith("drifting") else ()))
     ]
     scores = {}
     with Pool(args.processes) as pool:
