@@ -46,13 +46,22 @@ WINDOW_SQL = sqlalchemy.text("""
 """)
 
 
+# The newest settled decisions, each decision's top-slot outcome by index probes whatever
+# the statistics say (see app/console/whatif.py's SAMPLE).
 SAMPLE_SQL = sqlalchemy.text("""
     SELECT d.features, d.candidates, d.candidate_items, i.arm, i.propensity,
            i.propensity_estimated, i.reward, i.config_version
     FROM decisions d
-    JOIN impression_rewards i ON i.decision_id = d.decision_id AND i.position = 0
+    CROSS JOIN LATERAL (
+        SELECT i.arm, i.propensity, i.propensity_estimated, r.reward, i.config_version
+        FROM impressions i
+        JOIN rewards r ON r.decision_id = i.decision_id AND r.arm = i.arm
+          AND r.log_day = i.log_day AND r.kind <> 'late'
+        WHERE i.decision_id = d.decision_id AND i.log_day = d.log_day AND i.position = 0
+        OFFSET 0
+    ) i
     WHERE d.experiment = :experiment AND d.model_id = :model_id
-      AND i.reward_kind IS NOT NULL AND d.candidate_items IS NOT NULL
+      AND d.candidate_items IS NOT NULL
     ORDER BY d.decided_at DESC
     LIMIT :limit
 """)
