@@ -7,9 +7,10 @@ import time
 from typing import Callable
 
 import orjson
-import redis
 from flask import Flask, Response
 from werkzeug.exceptions import HTTPException
+
+from app.cluster.client import UNAVAILABLE
 
 log = logging.getLogger(__name__)
 
@@ -92,16 +93,17 @@ def register(app: Flask) -> None:
 
     outage_log = ThrottledLog(REDIS_DOWN_LOG_SECONDS)
 
-    @app.errorhandler(redis.ConnectionError)
-    @app.errorhandler(redis.TimeoutError)
     def redis_down(exc: Exception) -> Response:
-        outage_log.error("redis unavailable: %s", exc)
+        outage_log.error("redis unavailable: %s: %s", type(exc).__name__, exc)
         return error_response(
             503,
             "storage_unavailable",
             "the event store is unavailable; retry shortly",
             headers={"Retry-After": "1"},
         )
+
+    for unavailable in UNAVAILABLE:  # a server away, or a cluster failing over
+        app.register_error_handler(unavailable, redis_down)
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> Response:

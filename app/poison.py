@@ -15,14 +15,14 @@ import psycopg2
 import redis
 import sqlalchemy.exc
 
+from app.cluster.client import UNAVAILABLE
 from app.lease import LeaseLost
 
 T = TypeVar("T")
 
 # Passing faults of the storage: the worker backs off and tries again.
 RETRYABLE = (
-    redis.ConnectionError,
-    redis.TimeoutError,
+    *UNAVAILABLE,  # Redis away, or a cluster failing over
     sqlalchemy.exc.OperationalError,
     sqlalchemy.exc.InterfaceError,
     # EventLog.write and snapshots COPY through the raw DBAPI connection, whose errors
@@ -49,6 +49,7 @@ _REFUSED_BY_POSTGRES = (
 )
 _NEVER_POISON = (
     redis.RedisError,
+    *UNAVAILABLE,  # RedisClusterException is not a RedisError
     psycopg2.Error,
     sqlalchemy.exc.SQLAlchemyError,
     LeaseLost,

@@ -216,3 +216,57 @@ def test_a_backlog_is_read_under_the_lease_on_a_cluster(cluster_settings, cluste
     assert entries == [(entry_id, {b"k": str(i).encode()}) for i, entry_id in enumerate(ids)]
     with pytest.raises(LeaseLost):
         stream.read_new("exp2", "another", 10)
+
+
+def test_a_cluster_with_slots_left_without_a_master_answers_503_and_the_worker_waits(
+    cluster_settings, cluster_client, redis_cluster
+):
+    """While a master is down and no replica has taken over, every node answers CLUSTERDOWN
+    (cluster-require-full-coverage, Redis' default), for the other shards' keys too: what
+    make chaos's failovers go through for 2-3 s. /choose, /reward and /readyz answer 503 and
+    the worker's read fails as an outage it backs off from, not as a bug (a 500, a crash)."""
+    from app.poison import RETRYABLE, is_poison
+
+    api = create_app(cluster_settings, rng=np.random.default_rng(5)).test_client()
+    body = {"experiment": "exp0", "context": {"hour": 3}}
+    decided = api.post("/choose", json=body, headers=AUTH).get_json()
+    serving = redis_cluster.master_of(keys.stream("exp0"))
+    victim = next(
+        p
+        for p in redis_cluster.ports
+        if p != serving and redis_cluster.node(p).info("replication")["role"] == "master"
+    )
+    [replica] = [
+        v["port"]
+        for k, v in redis_cluster.node(victim).info("replication").items()
+        if k.startswith("slave")
+    ]
+    worker = Worker.from_services(build_services(cluster_settings), clock=FakeClock(), block_ms=10)
+    redis_cluster.node(replica).config_set("cluster-replica-no-failover", "yes")
+    try:
+        redis_cluster.kill(victim)
+        poll(
+            lambda: redis_cluster.node(serving).execute_command("CLUSTER INFO")["cluster_state"]
+            == "fail",
+            timeout=30,
+            interval=0.1,
+        )
+        sent = {"decision_id": decided["decision_id"], "arm": decided["arms"][0]["arm"]}
+        for route, json in (("/choose", body), ("/reward", {**sent, "reward": 1.0})):
+            answer = api.post(route, json=json, headers=AUTH)
+            assert answer.status_code == 503, (route, answer.get_json())
+            assert answer.get_json()["error"]["code"] == "storage_unavailable"
+            assert answer.headers["Retry-After"] == "1"
+        ready = api.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.get_json()["checks"]["redis"].startswith("unavailable: ")
+        with pytest.raises(RETRYABLE) as raised:
+            worker.step()
+        assert not is_poison(raised.value)
+    finally:  # the session's cluster whole again for the next tests
+        if redis_cluster.pid(victim) is None:
+            redis_cluster.restart(victim)
+        redis_cluster.node(replica).config_set("cluster-replica-no-failover", "no")
+        poll(lambda: redis_cluster.serving(keys.stream("exp0"), serving) is not None, timeout=30)
+        poll(lambda: redis_cluster.rejoined(replica, victim), timeout=30, interval=0.1)
+        worker.close()

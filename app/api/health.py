@@ -1,10 +1,10 @@
 """GET /healthz and /readyz (no API key needed)."""
 
-import redis
 import sqlalchemy.exc
 from flask import Blueprint, Response, current_app
 
 from app.api.responses import json_response
+from app.cluster.client import UNAVAILABLE
 from app.readiness import stream_problems
 
 bp = Blueprint("health", __name__)
@@ -36,8 +36,8 @@ def readyz() -> Response:
         )
         if problems:
             checks["workers"] = "; ".join(problems)
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
-        checks["redis"] = f"unavailable: {exc}"
+    except UNAVAILABLE as exc:
+        checks["redis"] = f"unavailable: {type(exc).__name__}: {exc}"
         checks["workers"] = "unknown"
     try:
         services.event_log.ping()

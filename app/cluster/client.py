@@ -16,10 +16,26 @@ from typing import Any
 
 import redis
 from redis.cluster import ClusterNode, RedisCluster
+from redis.exceptions import ClusterDownError, ClusterError, RedisClusterException, TryAgainError
 
 CONNECT_TIMEOUT_S = 0.1  # fail fast instead of hanging when Redis is away
 SOCKET_TIMEOUT_S = 2.0
 HEALTH_CHECK_INTERVAL_S = 30
+
+# What says Redis cannot serve now, though it may shortly: a server away or slow, or a
+# cluster in the middle of a failover, where every node answers CLUSTERDOWN from the moment
+# a master is marked failed until its replica takes over (2-3 s in make chaos), and the
+# client gives up after its retries (ClusterDownError, TryAgainError, ClusterError "TTL
+# exhausted", or SlotNotCoveredError, a RedisClusterException). The API answers these 503
+# (retry shortly); the worker backs off and tries again.
+UNAVAILABLE: tuple[type[Exception], ...] = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    ClusterDownError,
+    TryAgainError,
+    ClusterError,
+    RedisClusterException,
+)
 
 
 def is_cluster(url: str) -> bool:
