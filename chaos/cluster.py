@@ -62,8 +62,13 @@ def run_cluster(
     window: float = 2.0,
     seed: int = 20261204,
     step=print,
+    keep_logs: Path | None = None,
 ) -> dict:
-    """Run the cluster phase under ``workdir``; the results (also when a check failed)."""
+    """Run the cluster phase under ``workdir``; the results (also when a check failed).
+
+    ``keep_logs``: where to copy each API instance's logs (``cluster-api1-gunicorn.log``
+    ...) before ``workdir`` goes.
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     workdir.chmod(0o755)  # the postgres user must reach its cluster below it
     experiments = one_per_shard()
@@ -139,8 +144,10 @@ def run_cluster(
     finally:
         for load in loads:
             load.stop_event.set()
-        for svc in services:
+        for i, svc in enumerate(services, 1):
             svc.stop()
+            if keep_logs is not None:
+                svc.save_logs(keep_logs, prefix=f"cluster-api{i}-")
         cluster.stop()
         postgres.close()
     result["verdict"] = verdict(result)

@@ -210,7 +210,7 @@ def run_chaos(args: argparse.Namespace, workdir: Path) -> dict:
             svc.stop()
             engine.dispose()
             client.close()
-            save_logs(svc, OUT / "logs")
+            svc.save_logs(OUT / "logs")
     result["verdict"] = verdict(result)
     return result
 
@@ -307,14 +307,6 @@ def verdict(result: dict) -> dict:
     return {"ok": not problems, "problems": problems}
 
 
-def save_logs(svc: Service, target: Path) -> None:
-    """Keep the service's logs next to the results."""
-    target.mkdir(parents=True, exist_ok=True)
-    for name, path in svc.logs.items():
-        if path.exists():
-            (target / f"{name}.log").write_bytes(path.read_bytes())
-
-
 def step(*words) -> None:
     print(time.strftime("%H:%M:%S"), "chaos:", *words, flush=True)
 
@@ -343,6 +335,7 @@ def main(argv: list[str] | None = None) -> int:
                 result["cluster"] = run_cluster(
                     Path(tmp) / "cluster",
                     kills=args.cluster_kills,
+                    keep_logs=OUT / "logs",
                     seed=args.seed,
                     step=lambda *words: step("cluster:", *words),
                 )

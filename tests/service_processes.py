@@ -140,6 +140,13 @@ class Service:
         for name in ("worker", "gunicorn"):
             print(f"\n----- {name} stderr ({self.logs[name]}) -----\n{tail(self.logs[name])}")
 
+    def save_logs(self, target: Path, prefix: str = "") -> None:
+        """Copy the logs into ``target`` as ``<prefix><name>.log`` (they live in a temp dir)."""
+        target.mkdir(parents=True, exist_ok=True)
+        for name, path in self.logs.items():
+            if path.exists():
+                (target / f"{prefix}{name}.log").write_bytes(path.read_bytes())
+
 
 def stop(proc: subprocess.Popen, timeout: float = 15.0) -> None:
     if proc.poll() is not None:
