@@ -23,7 +23,7 @@ from sqlalchemy.engine import Connection
 
 from app.config import ConfigError, Experiment
 from app.evaluate import estimate, item_model, parameters_live, target_experiment
-from app.evaluation_log import Window
+from app.evaluation_log import SETTLED_TOP_SLOT, Window
 from app.item_models.evaluation import estimate_items, read_item_sample
 from app.settings import Settings
 
@@ -39,32 +39,24 @@ SEED = 0
 MC_DRAWS = 200
 MC_WORK = 1_000_000
 
-# What banditd evaluate reads (app/evaluation_log.py: the impression_rewards view, its top
-# slot with a reward that is not late, and the decisions), newest first from decisions'
-# (experiment, decided_at) index. Each decision's outcome is a LATERAL subquery that OFFSET 0
-# keeps from being flattened into the join: index probes into the decision's own day
-# partition (log_day), whatever the planner's statistics say, so the cost is the sample's,
-# not the log's. (Flattened, a freshly loaded log with no statistics yet drew a nested loop
-# of every impression against every decision: 10 s for 10,000 rows; with statistics, 1.6x
-# slower than this at 1,000,000 impressions.) The features as text ("1,20,0,0,1"), parsed by
-# numpy in one call, and the rows as the driver's tuples: several times cheaper than float8[]
-# lists in SQLAlchemy rows.
-SAMPLE = """
+# What banditd evaluate reads (app/evaluation_log.py), newest first from decisions'
+# (experiment, decided_at) index, each decision's outcome by index probes (SETTLED_TOP_SLOT).
+# The features as text ("1,20,0,0,1"), parsed by numpy in one call, and the rows as the
+# driver's tuples: several times cheaper than float8[] lists in SQLAlchemy rows.
+SAMPLE = (
+    """
     SELECT array_to_string(d.features, ',') AS features, d.candidates, i.arm, i.propensity,
            i.propensity_estimated, i.reward, i.config_version
     FROM decisions d
-    CROSS JOIN LATERAL (
-        SELECT i.arm, i.propensity, i.propensity_estimated, r.reward, i.config_version
-        FROM impressions i
-        JOIN rewards r ON r.decision_id = i.decision_id AND r.arm = i.arm
-          AND r.log_day = i.log_day AND r.kind <> 'late'
-        WHERE i.decision_id = d.decision_id AND i.log_day = d.log_day AND i.position = 0
-        OFFSET 0
-    ) i
+"""
+    + SETTLED_TOP_SLOT
+    + """
     WHERE d.experiment = %(experiment)s AND d.model_id = %(model_id)s
     ORDER BY d.decided_at DESC
     LIMIT %(limit)s
 """
+)
+
 
 def read_sample(conn: Connection, experiment: Experiment, size: int) -> Window:
     """The newest ``size`` settled top-slot impressions of the experiment's current model."""

@@ -24,7 +24,7 @@ import sqlalchemy
 from sqlalchemy.engine import Connection, Engine
 
 from app.config import HYBRID, SHARED_ARM, Experiment
-from app.evaluation_log import window_rows
+from app.evaluation_log import SETTLED_TOP_SLOT, window_rows
 from bandits import LearningState, ScoringState, arm_prior
 from bandits.item_models import (
     hybrid_scoring_moments,
@@ -46,25 +46,21 @@ WINDOW_SQL = sqlalchemy.text("""
 """)
 
 
-# The newest settled decisions, each decision's top-slot outcome by index probes whatever
-# the statistics say (see app/console/whatif.py's SAMPLE).
-SAMPLE_SQL = sqlalchemy.text("""
+# The newest settled decisions, each decision's top-slot outcome by index probes.
+SAMPLE_SQL = sqlalchemy.text(
+    """
     SELECT d.features, d.candidates, d.candidate_items, i.arm, i.propensity,
            i.propensity_estimated, i.reward, i.config_version
     FROM decisions d
-    CROSS JOIN LATERAL (
-        SELECT i.arm, i.propensity, i.propensity_estimated, r.reward, i.config_version
-        FROM impressions i
-        JOIN rewards r ON r.decision_id = i.decision_id AND r.arm = i.arm
-          AND r.log_day = i.log_day AND r.kind <> 'late'
-        WHERE i.decision_id = d.decision_id AND i.log_day = d.log_day AND i.position = 0
-        OFFSET 0
-    ) i
+"""
+    + SETTLED_TOP_SLOT
+    + """
     WHERE d.experiment = :experiment AND d.model_id = :model_id
       AND d.candidate_items IS NOT NULL
     ORDER BY d.decided_at DESC
     LIMIT :limit
-""")
+"""
+)
 
 
 @dataclass(frozen=True)
