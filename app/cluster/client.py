@@ -26,8 +26,11 @@ HEALTH_CHECK_INTERVAL_S = 30
 # cluster in the middle of a failover, where every node answers CLUSTERDOWN from the moment
 # a master is marked failed until its replica takes over (2-3 s in make chaos), and the
 # client gives up after its retries (ClusterDownError, TryAgainError, ClusterError "TTL
-# exhausted", or SlotNotCoveredError, a RedisClusterException). The API answers these 503
-# (retry shortly); the worker backs off and tries again.
+# exhausted", SlotNotCoveredError, or "Redis Cluster cannot be connected", both
+# RedisClusterException). The API answers these 503 (retry shortly); the worker backs off and
+# tries again. RedisClusterException also says "no way to dispatch this command" (a command
+# without a key): a bug, not an outage, which tests/test_cluster.py's run of every route and
+# of the worker on a cluster would show.
 UNAVAILABLE: tuple[type[Exception], ...] = (
     redis.ConnectionError,
     redis.TimeoutError,
