@@ -17,6 +17,7 @@ import threading
 import redis
 
 from app import keys
+from app.cluster.client import UNAVAILABLE
 from app.model_cache import ModelCache
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ class SaveListener:
         while not self._stop.is_set():
             try:
                 self._listen()
-            except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            except (*UNAVAILABLE, OSError) as exc:  # Redis away or failing over
                 log.info("model saves channel unavailable (%s); periodic checks only", exc)
             except Exception:  # never let the listener die: the periodic check is slower
                 log.exception("listening for model saves failed; listening again")

@@ -17,8 +17,9 @@ whole run of the others, each as a ratio to no forgetting and to the best
 fixed factor, paired by seed. On the drifting worlds it also plays an
 *oracle* that knows when the change comes and forgets everything there (each
 arm back to its prior at round ``T // 2``, no forgetting otherwise): what
-forgetting could earn at best with perfect knowledge of the change, the
-ceiling any rule for choosing the discount is measured against. Run::
+dropping the old payoffs at the change earns with perfect knowledge of when
+it comes. Not a ceiling on forgetting in general: on the 20-arm worlds fixed
+factors earn more than it (docs/LEARNING.md). Run::
 
     python -m bandits.simulation.forgetting_study --seeds 8
 """
