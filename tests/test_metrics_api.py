@@ -57,6 +57,8 @@ def test_metrics_needs_no_key_and_counts_decisions_rewards_and_errors(client):
     assert delta("banditd_request_duration_seconds_count", route="/choose") == 5
     assert delta("banditd_request_duration_seconds_count", route="/reward") == 2
     assert delta("banditd_responses_total", route="/reward", status="202") == 2
+    assert delta("banditd_responses_total", route="/choose", status="200") == 3
+    assert delta("banditd_responses_total", route="/choose", status="404") == 1
     assert delta("banditd_request_duration_seconds_count", route="/metrics") == 1
     smallest = min(a["propensity"] for r in shown for a in r.json["arms"])
     assert value(after, "banditd_propensity_min", experiment="home_feed") == smallest

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import time
+
 from prometheus_client import CollectorRegistry, Histogram
 
 from app.metrics.deferred import DeferredObservations
@@ -32,3 +35,52 @@ def test_the_flusher_writes_without_being_asked():
     for _ in range(5):
         deferred.observe(family, 0.001)
     poll(lambda: registry.get_sample_value("h_seconds_count") == 5.0, timeout=5.0)
+
+
+def test_a_flush_writes_what_observing_each_value_writes():
+    bounds = (0.001, 0.0025, 0.005, 0.01)
+    deferred_registry, direct_registry = CollectorRegistry(), CollectorRegistry()
+    deferred_family = Histogram("h_seconds", "t", ["r"], buckets=bounds, registry=deferred_registry)
+    direct_family = Histogram("h_seconds", "t", ["r"], buckets=bounds, registry=direct_registry)
+    deferred = DeferredObservations(seconds=3600.0)
+    # values on the bounds themselves, between them, below the first and above the last
+    values = [0.0, 0.001, 0.0010001, 0.0025, 0.003, 0.005, 0.01, 0.02, 7.5] * 3
+    for route in ("/choose", "/reward"):
+        for v in values if route == "/choose" else values[:4]:
+            deferred.observe(deferred_family.labels(route), v)
+            direct_family.labels(route).observe(v)
+    deferred.flush()
+
+    def found(registry):
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for metric in registry.collect()
+            for s in metric.samples
+            if not s.name.endswith("_created")
+        }
+
+    assert found(deferred_registry) == found(direct_registry)
+    assert deferred_registry.get_sample_value("h_seconds_count", {"r": "/choose"}) == 27
+
+
+def test_a_forked_child_flushes_with_a_flusher_of_its_own(tmp_path):
+    registry = CollectorRegistry()
+    family = Histogram("h_seconds", "test", registry=registry)
+    deferred = DeferredObservations(seconds=0.05)
+    deferred.observe(family, 0.001)  # the parent's flusher runs from here
+    poll(lambda: registry.get_sample_value("h_seconds_count") == 1.0, timeout=5.0)
+    result = tmp_path / "child"
+    pid = os.fork()
+    if pid == 0:  # the child: no flusher thread came with the fork
+        try:
+            deferred.observe(family, 0.001)
+            deadline = time.monotonic() + 5.0
+            while registry.get_sample_value("h_seconds_count") != 2.0:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.01)
+            result.write_text(str(registry.get_sample_value("h_seconds_count")))
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    assert result.read_text() == "2.0"

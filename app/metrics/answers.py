@@ -179,16 +179,18 @@ class Recorder:
         f = self.families
         child = self._child
         f.deferred.observe(child(f.duration, answer.route), answer.seconds)
-        child(f.responses, answer.route, str(answer.status)).inc()
-        if answer.error_code is not None:
-            child(f.errors, answer.route, answer.error_code).inc()
-        elif answer.status == 200 and answer.route == "/choose":
+        # A decision and an accepted reward are one counter write each, not two: their
+        # answers are added to banditd_responses when it is read (app.metrics.derived).
+        if answer.status == 200 and answer.route == "/choose":
             experiment = self.label(answer.experiment)
             child(f.decisions, experiment).inc()
             self._propensities(experiment, answer.propensities)
-        elif answer.status == 202 and answer.route == "/reward":
-            if answer.reward_status == "accepted":
-                child(f.rewards, self.label(answer.experiment)).inc()
+        elif answer.status == 202 and answer.reward_status == "accepted":
+            child(f.rewards, self.label(answer.experiment)).inc()
+        else:
+            child(f.responses, answer.route, str(answer.status)).inc()
+            if answer.error_code is not None:
+                child(f.errors, answer.route, answer.error_code).inc()
         rejected = self.config.last_error is not None
         if rejected != self._rejected:  # a gauge write only when it changes
             f.config_rejected.set(1 if rejected else 0)

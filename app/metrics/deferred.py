@@ -1,4 +1,4 @@
-"""Histogram observations noted on the request path and written once a second."""
+"""Histogram observations tallied on the request path and written once a second."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import logging
 import os
 import threading
 import time
+import weakref
+from bisect import bisect_left
 
 from prometheus_client import Histogram
 
@@ -15,42 +17,71 @@ FLUSH_SECONDS = 1.0
 log = logging.getLogger(__name__)
 
 
+class _Tally:
+    """Observations of one histogram since the last flush: a count per bucket and their sum."""
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: list[float]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * len(bounds)
+        self.sum = 0.0
+
+
 class DeferredObservations:
-    """Histogram observations kept in a list until the next flush writes them.
+    """Histogram observations tallied in memory until the next flush writes them.
 
     In multiprocess mode an observation is two locked writes to a
     memory-mapped file (the sum and a bucket). Made inside a request, after
     the scoring has filled the caches, they cost about five times what the
-    same writes cost back to back at a flush (9 µs against under 2 µs
-    per /choose, bench/metrics_overhead.py's experiment): so the request path
-    only appends. ``GET /metrics`` flushes its own process first; another
-    process's observations reach a scrape at most ``seconds`` late and are
-    flushed at exit. A process killed outright loses at most ``seconds`` of
-    them; counters are not deferred, so counts survive a kill exactly.
+    same writes cost back to back (9 µs against under 2 µs per /choose,
+    bench/metrics_overhead.py's experiment): so the request path only counts
+    the observation into its bucket in memory, and a flush writes each
+    bucket's increment once, whatever the number of requests. ``GET
+    /metrics`` flushes its own process first; another process's observations
+    reach a scrape at most ``seconds`` late and are flushed at exit. A process
+    killed outright loses at most ``seconds`` of them; counters are not
+    deferred, so counts survive a kill exactly.
+
+    The flush writes the histogram's own sum and bucket values (prometheus-client's
+    ``_sum``, ``_buckets`` and ``_upper_bounds``, unchanged since 0.4);
+    tests/test_metrics_deferred.py checks the result against ``observe``.
     """
 
     def __init__(self, seconds: float = FLUSH_SECONDS) -> None:
         self.seconds = seconds
-        self._pending: list[tuple[Histogram, float]] = []
+        self._pending: dict[Histogram, _Tally] = {}
         self._lock = threading.Lock()
-        self._flusher_pid: int | None = None
+        self._flusher_started = False
+        # a forked child (gunicorn --preload) inherits no thread: it starts its own
+        # flusher on first use (checked without a getpid call on every observation)
+        this = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: _forked(this))
 
     def observe(self, histogram: Histogram, value: float) -> None:
         """Observe ``value`` in ``histogram`` (or a labelled child of one) at the next flush."""
-        if self._flusher_pid != os.getpid():  # first use in this (possibly forked) process
+        if not self._flusher_started:
             self._start_flusher()
         with self._lock:
-            self._pending.append((histogram, value))
+            tally = self._pending.get(histogram)
+            if tally is None:
+                tally = self._pending[histogram] = _Tally(histogram._upper_bounds)
+            # the first bucket whose upper bound is at least value, as observe() picks
+            tally.counts[bisect_left(tally.bounds, value)] += 1
+            tally.sum += value
 
     def flush(self) -> None:
         """Write every pending observation now."""
         with self._lock:
-            pending, self._pending = self._pending, []
-        for histogram, value in pending:
-            histogram.observe(value)
+            pending, self._pending = self._pending, {}
+        for histogram, tally in pending.items():
+            histogram._sum.inc(tally.sum)
+            for bucket, count in zip(histogram._buckets, tally.counts):
+                if count:
+                    bucket.inc(count)
 
     def _start_flusher(self) -> None:
-        self._flusher_pid = os.getpid()
+        self._flusher_started = True
         threading.Thread(target=self._flush_forever, name="metrics-flush", daemon=True).start()
         atexit.register(self.flush)
 
@@ -61,3 +92,10 @@ class DeferredObservations:
                 self.flush()
             except Exception:  # a failed write must not stop the writes for good
                 log.exception("writing the pending metric observations failed")
+
+
+def _forked(ref: weakref.ref) -> None:
+    deferred = ref()
+    if deferred is not None:
+        deferred._flusher_started = False
+        deferred._lock = threading.Lock()  # a lock held at the fork would stay held

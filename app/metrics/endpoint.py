@@ -6,6 +6,8 @@ from flask import Blueprint, Response, current_app
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from app.metrics.derived import ResponsesWithDerived
+
 bp = Blueprint("metrics", __name__)
 
 
@@ -15,10 +17,8 @@ def metrics_page() -> Response:
     families = current_app.extensions["banditd_metrics"]
     families.deferred.flush()  # this process's latencies are never late; others' within 1 s
     directory = current_app.extensions["banditd"].settings.metrics_multiproc_dir
-    if directory:
-        registry = CollectorRegistry()
-        MultiProcessCollector(registry, path=directory)
-    else:
-        registry = families.registry
+    source = MultiProcessCollector(None, path=directory) if directory else families.registry
+    registry = CollectorRegistry()
+    registry.register(ResponsesWithDerived(source))
     # the 0.0.4 text format: what every Prometheus 2 (Debian 12 ships 2.42) reads
     return Response(generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4})

@@ -21,6 +21,8 @@ class MinimumWindow:
 
     def add(self, value: float, now: float) -> float | None:
         """Add ``value`` seen at ``now``; the new minimum if it changed, else None."""
+        if now < self._ends and value >= self._current:
+            return None  # the common case, on every /choose: nothing moves
         if now >= self._ends:
             # after a whole window without values, the one before it is forgotten too
             quiet = now >= self._ends + self.seconds
