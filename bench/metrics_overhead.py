@@ -54,6 +54,7 @@ COSTS = (
     ("request_log", "no_metrics", "no_metrics_no_request_log"),
 )
 MANY = 100  # experiments for the /metrics latency
+ROUND_SECONDS = 1.0  # make bench's saturation per round and setup
 
 
 def base_env(config: Path) -> dict[str, str]:
@@ -213,15 +214,20 @@ def metrics_latency(scrapes: int, load_seconds: float, rng: np.random.Generator)
 def phase(b) -> dict:
     """``make bench``'s metrics_cost phase (``b`` is a bench.phases.Bench): both measures, shorter.
 
-    Twice the bench's rounds of /choose saturation per setup (the cost is a few
-    percent: more rounds than the throughput phases to see it through the noise),
-    then 200 scrapes of /metrics idle and under load.
+    Eight times the bench's rounds of /choose saturation per setup, of one second
+    each, then 200 scrapes of /metrics idle and under load. The cost is a few
+    percent and the box's load drifts by more than that over seconds: many short
+    rounds, each setup right after the other, see it through the noise better than
+    a few long ones in the same time (on this box, 24 rounds of 1 s gave round
+    costs of -2 to 8% where 6 rounds of 4 s gave -16 to 14%).
     """
     OUT.mkdir(parents=True, exist_ok=True)
     seed.reset(b.client, b.engine)
+    rounds = 8 * b.rounds
     result = {
-        "rounds": 2 * b.rounds,
-        "saturation": saturation(2 * b.rounds, b.wrk, b.rng),
+        "rounds": rounds,
+        "round_seconds": ROUND_SECONDS,
+        "saturation": saturation(rounds, replace(b.wrk, seconds=ROUND_SECONDS), b.rng),
     }
     seed.reset(b.client, b.engine)
     result["metrics_page"] = metrics_latency(200, b.wrk.seconds * 2, b.rng)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from statistics import median
 from string import Template
 
 Table = tuple[str, list[str], list[list[str]]]  # title, header, rows
@@ -510,11 +511,13 @@ def _metrics_table(cost: dict) -> Table:
         [
             label,
             _f(sat[key]["rps"], 0),
-            " / ".join(_f(r, 0) for r in sat[key]["rps_per_round"]),
+            _spread(sat[key]["rps_per_round"]),
             _f(sat[key]["cpu_us_per_request"]),
         ]
         for label, key in setups
     ]
+    cost_rounds = sat["metrics_cost_pct_per_round"]
+    rows.append(["metrics' cost per round, % of req/s", "", _spread(cost_rounds, 1), ""])
     costs = ", ".join(
         f"{name.replace('_', ' ')} {_f(sat[f'{name}_cost_pct_median'], 1)}% of req/s "
         f"({_f(sat[f'{name}_cpu_cost_pct_median'], 1)}% CPU)"
@@ -522,10 +525,16 @@ def _metrics_table(cost: dict) -> Table:
     )
     return (
         f"What the metrics cost /choose (LinUCB, K = 50, d = 32; {cost['rounds']} interleaved "
-        f"rounds; medians of the rounds' ratios): {costs}",
-        ["setup", "req/s", "req/s per round", "CPU µs/request"],
+        f"rounds of {_f(cost.get('round_seconds', 4.0), 0)} s; medians of the rounds' ratios):"
+        f" {costs}",
+        ["setup", "req/s", "per round: min / median / max", "CPU µs/request"],
         rows,
     )
+
+
+def _spread(values: list[float], digits: int = 0) -> str:
+    """``min / median / max`` of ``values``."""
+    return " / ".join(_f(v, digits) for v in (min(values), median(values), max(values)))
 
 
 def _steady_table(steady: dict) -> Table:
