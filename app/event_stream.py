@@ -278,23 +278,25 @@ class EventStream:
             raise LeaseLost(experiment)
         return [(entry_id, _pairs(fields)) for entry_id, fields in reply]
 
-    def wait_for_any(self, after: Mapping[str, bytes | None], block_ms: int) -> bool:
-        """Block until a stream has an entry later than ``after[experiment]``; True if one does.
+    def wait_for_any(self, after: Mapping[str, bytes | None], block_ms: int) -> int | None:
+        """Block until a stream has an entry later than ``after[experiment]``.
 
-        ``after`` maps each experiment to the last entry id this worker read (None:
-        only entries appended from now on count). Nothing is delivered (``read_new``
-        does that, under the lease); an entry already there returns at once.
+        Returns when the oldest such entry was appended (ms since the epoch, from
+        its id), or None if none came within ``block_ms``. ``after`` maps each
+        experiment to the last entry id this worker read (None: only entries
+        appended from now on count). Nothing is delivered (``read_new`` does
+        that, under the lease); an entry already there returns at once.
         """
         if not after:
-            return False
+            return None
         if isinstance(self.redis, RedisCluster) and len(after) > 1:
             return self._poll_any(after, block_ms)
         reply = self.redis.xread(
             {keys.stream(e): last or "$" for e, last in after.items()}, count=1, block=block_ms
         )
-        return bool(reply)
+        return _appended_ms(reply)
 
-    def _poll_any(self, after: Mapping[str, bytes | None], block_ms: int) -> bool:
+    def _poll_any(self, after: Mapping[str, bytes | None], block_ms: int) -> int | None:
         """``wait_for_any`` on a cluster, where one XREAD cannot name streams of several
         slots: a pipelined non-blocking XREAD per stream every ``CLUSTER_POLL_MS``."""
         last = dict(after)
@@ -310,10 +312,11 @@ class EventStream:
             pipe = self.redis.pipeline(transaction=False)
             for e, entry_id in last.items():
                 pipe.xread({keys.stream(e): entry_id}, count=1)
-            if any(pipe.execute()):
-                return True
+            appended = _appended_ms([stream for reply in pipe.execute() for stream in reply])
+            if appended is not None:
+                return appended
             if time.monotonic() >= deadline:
-                return False
+                return None
             time.sleep(min(CLUSTER_POLL_MS / 1000, max(0.0, deadline - time.monotonic())))
 
     def ack(self, experiment: str, entry_ids: Iterable[bytes]) -> None:
@@ -331,3 +334,9 @@ class EventStream:
         if entry_ids:
             pipe.xack(keys.stream(experiment), GROUP, *entry_ids)
             pipe.xdel(keys.stream(experiment), *entry_ids)
+
+
+def _appended_ms(reply) -> int | None:
+    """The oldest append time (ms, from the entry ids) of an XREAD reply's entries, or None."""
+    times = [int(entries[0][0].split(b"-", 1)[0]) for _, entries in reply or () if entries]
+    return min(times, default=None)

@@ -134,8 +134,9 @@ class Settings:
         How often a worker refreshes the analysts' materialised views
         (``BANDITD_VIEWS_REFRESH_SECONDS``; 0: never).
     worker_linger_ms:
-        How long the worker waits, once a new entry arrives, for more to join
-        its batch (``BANDITD_WORKER_LINGER_MS``; 0: read at once). Part of
+        How long the worker lets a new entry wait for more to join its batch
+        (``BANDITD_WORKER_LINGER_MS``, counted from the entry's append time in
+        its stream id; 0: read at once). Part of
         the delay between a reward and the answers that use it; in exchange a
         batch's fixed cost is shared under steady traffic.
     metrics_enabled:

@@ -21,7 +21,9 @@ whatever was learned but not saved is learned again.
 Under steady traffic each batch is small, and its fixed cost (the read, the
 Postgres transaction, the save) would be paid for every few events. So once a
 stream is read to its end, the running worker waits for the next entry and
-then lingers ``linger_ms`` for more to join it; renews its leases and closes
+then lingers until that entry is ``linger_ms`` old (its age from its stream
+id: one that came while the last batch was processed lingers less) for more
+to join it; renews its leases and closes
 reward windows every ``housekeeping_seconds`` rather than on every pass; reads
 a trickle with the lease check in one round trip; logs a batch that reached
 the stream's end on the main thread (there is nothing to overlap it with); and
@@ -232,8 +234,14 @@ class Worker:
             time.sleep(self.block_ms / 1000)
             return
         last_read = {e: self.new_entries.last_read.get(e) for e in sorted(self.owned)}
-        if self.stream.wait_for_any(last_read, self.block_ms) and self.linger_ms > 0:
-            time.sleep(self.linger_ms / 1000)
+        appended_ms = self.stream.wait_for_any(last_read, self.block_ms)
+        if appended_ms is not None and self.linger_ms > 0:
+            # linger until the oldest waiting entry is linger_ms old, not linger_ms from
+            # now: an entry that came while the last batch was processed has waited already
+            waited_ms = self.clock() * 1000 - appended_ms
+            linger_ms = min(self.linger_ms, self.linger_ms - waited_ms)
+            if linger_ms > 0:
+                time.sleep(linger_ms / 1000)
 
     def step(self, budget: int | None = None) -> int:
         """One pass over the owned streams, reading at most ``budget`` entries; returns how many.

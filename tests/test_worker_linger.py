@@ -81,3 +81,37 @@ def test_a_running_worker_renews_its_lease_between_housekeeping_passes(
         worker.request_stop()
         thread.join(10)
         worker.close()
+
+
+def test_an_entry_older_than_the_linger_is_read_at_once(
+    client, redis_client, settings, clock, decisions
+):
+    """The linger counts from when the entry was appended, not from when the worker saw it.
+
+    The worker's clock is a minute ahead of the entries' ids, as if each had
+    waited a minute already: with a 30 s linger counted from the wake-up, the
+    reward would wait 30 s; counted from its append time, it is read at once.
+    """
+    clock.advance(60.0)
+    worker, thread = _running(settings, clock, linger_ms=30_000, housekeeping_seconds=0.5)
+    try:
+        poll(lambda: redis_client.xlen(keys.stream("home_feed")) == 0, timeout=10.0)
+        before = int(redis_client.get(keys.generation("home_feed")) or 0)
+        d = decisions[0]
+        reward(client, d["decision_id"], d["arms"][0]["arm"], 1.0)
+        poll(
+            lambda: int(redis_client.get(keys.generation("home_feed")) or 0) > before, timeout=10.0
+        )
+    finally:
+        worker.request_stop()
+        thread.join(10)
+        worker.close()
+
+
+def test_waiting_for_entries_gives_the_oldest_append_time(redis_client, settings):
+    stream = build_services(settings).stream
+    last = {e: redis_client.xadd(keys.stream(e), {"k": "old"}) for e in ("home_feed", "push_copy")}
+    assert stream.wait_for_any(last, 50) is None
+    later = redis_client.xadd(keys.stream("push_copy"), {"k": "1"})
+    redis_client.xadd(keys.stream("home_feed"), {"k": "0"}, id=f"{int(later.split(b'-')[0]) + 5}-0")
+    assert stream.wait_for_any(last, 50) == int(later.split(b"-")[0])
