@@ -237,7 +237,9 @@ class Worker:
         appended_ms = self.stream.wait_for_any(last_read, self.block_ms)
         if appended_ms is not None and self.linger_ms > 0:
             # linger until the oldest waiting entry is linger_ms old, not linger_ms from
-            # now: an entry that came while the last batch was processed has waited already
+            # now: an entry that came while the last batch was processed has waited already.
+            # Its age is read against Redis' clock (the id): a worker whose clock is behind
+            # lingers at most linger_ms, as before; one ahead lingers less.
             waited_ms = self.clock() * 1000 - appended_ms
             linger_ms = min(self.linger_ms, self.linger_ms - waited_ms)
             if linger_ms > 0:
