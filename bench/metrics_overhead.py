@@ -218,8 +218,9 @@ def phase(b) -> dict:
     each, then 200 scrapes of /metrics idle and under load. The cost is a few
     percent and the box's load drifts by more than that over seconds: many short
     rounds, each setup right after the other, see it through the noise better than
-    a few long ones in the same time (on this box, 24 rounds of 1 s gave round
-    costs of -2 to 8% where 6 rounds of 4 s gave -16 to 14%).
+    a few long ones in the same time (in one pair of runs on this box, 24 rounds
+    of 1 s gave round costs of -2 to 8% where 6 rounds of 4 s gave -16 to 14%;
+    a busy box still makes outliers of single rounds, which the median leaves out).
     """
     OUT.mkdir(parents=True, exist_ok=True)
     seed.reset(b.client, b.engine)

@@ -81,3 +81,25 @@ def test_a_forked_child_flushes_with_a_flusher_of_its_own(tmp_path):
             os._exit(0)
     os.waitpid(pid, 0)
     assert result.read_text() == "2.0"
+
+
+def test_a_forked_child_does_not_write_what_its_parent_observed(tmp_path):
+    """Pending at the fork, an observation is the parent's to write: in multiprocess mode
+    both processes' files are summed, so a child writing it too would count it twice."""
+    registry = CollectorRegistry()
+    family = Histogram("h_seconds", "test", registry=registry)
+    deferred = DeferredObservations(seconds=3600.0)  # written only when flushed here
+    deferred.observe(family, 0.001)
+    result = tmp_path / "child"
+    pid = os.fork()
+    if pid == 0:
+        try:
+            deferred.observe(family, 0.001)
+            deferred.flush()
+        finally:
+            result.write_text(str(registry.get_sample_value("h_seconds_count")))
+            os._exit(0)
+    os.waitpid(pid, 0)
+    assert result.read_text() == "1.0"
+    deferred.flush()
+    assert registry.get_sample_value("h_seconds_count") == 1.0

@@ -44,7 +44,7 @@ class DeferredObservations:
     deferred, so counts survive a kill exactly.
 
     The flush writes the histogram's own sum and bucket values (prometheus-client's
-    ``_sum``, ``_buckets`` and ``_upper_bounds``, unchanged since 0.4);
+    ``_sum``, ``_buckets`` and ``_upper_bounds``, as in 0.26);
     tests/test_metrics_deferred.py checks the result against ``observe``.
     """
 
@@ -99,3 +99,4 @@ def _forked(ref: weakref.ref) -> None:
     if deferred is not None:
         deferred._flusher_started = False
         deferred._lock = threading.Lock()  # a lock held at the fork would stay held
+        deferred._pending = {}  # the parent's, which the parent writes
