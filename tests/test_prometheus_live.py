@@ -249,6 +249,9 @@ def test_prometheus_scrapes_the_stack_and_runs_every_panel(tmp_path, request, mo
 
             poll(counted, timeout=15, interval=0.2)
             assert query(url, 'sum(banditd_decisions_total{experiment="unknown"})') == []
+            # and as answers by status, summed from every process's files when read
+            responses = query(url, 'sum(banditd_responses_total{route="/choose",status="200"})')
+            assert float(responses[0]["value"][1]) == answered
 
             failures = []
             for title, expr in panel_queries():
