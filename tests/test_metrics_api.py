@@ -83,3 +83,22 @@ def test_rejected_config_is_reported(client, config_file):
     config_file.write_text("this is not toml [")
     assert client.get("/readyz").json["checks"]["config"] != "ok"
     assert value(samples(client), "banditd_config_rejected") == 1
+
+
+def test_rewards_of_an_experiment_dropped_from_the_config_count_as_unknown(client, config_file):
+    shown = [choose(client, context={"hour": 3}).json for _ in range(2)]
+    assert reward(client, shown[0]["decision_id"], shown[0]["arms"][0]["arm"], 1).status_code == 202
+    before = samples(client)
+    text = config_file.read_text()
+    config_file.write_text(text[text.index("[experiments.push_copy]") :])
+    assert choose(client, context={"hour": 3}).status_code == 404  # the reload took effect
+    samples(client)  # a flush: the recorder sees the new config
+    # the decision is still in Redis, so its reward is accepted, under no name of the config
+    later = reward(client, shown[1]["decision_id"], shown[1]["arms"][0]["arm"], 1)
+    assert later.json["status"] == "accepted"
+    after = samples(client)
+    assert value(after, "banditd_rewards_total", experiment="home_feed") == value(
+        before, "banditd_rewards_total", experiment="home_feed"
+    )
+    unknown = value(after, "banditd_rewards_total", experiment="unknown")
+    assert unknown - value(before, "banditd_rewards_total", experiment="unknown") == 1

@@ -7,15 +7,19 @@ logs it (``app.logs.log_request``).
 
 from __future__ import annotations
 
+import math
 import time
+from collections import deque
 from dataclasses import dataclass
 
 import orjson
 from flask import Flask, Response, g, request
 
 from app.choosing import experiment_of
+from app.config import Config
 from app.config_source import ConfigSource
 from app.logs import log_request
+from app.metrics.direct import DirectCounter
 from app.metrics.families import UNKNOWN, ApiFamilies
 from app.metrics.propensity import MinimumWindow
 
@@ -150,16 +154,34 @@ class _Timed:
 
 
 class Recorder:
-    """Counts answers into an API process's metric families."""
+    """Counts answers into an API process's metric families.
+
+    A decision and an accepted reward (nearly every answer) take a path of
+    their own: one cached object per experiment, whose counter is written
+    straight to its file slot (app.metrics.direct), and whose other figures
+    (the latency, the propensities shown) are queued for the once-a-second
+    flush (app.metrics.deferred), which also does what need not be done per
+    request.
+    """
 
     def __init__(self, config: ConfigSource, families: ApiFamilies) -> None:
         self.config = config
         self.families = families
-        self.minimums: dict[str, MinimumWindow] = {}
-        self._rejected: bool | None = None
         # labelled children by label values: prometheus-client's labels() costs a lock
         # and a few conversions per call, on every request
         self._children: dict[tuple, object] = {}
+        self._choose_duration = families.duration.labels("/choose")
+        self._reward_duration = families.duration.labels("/reward")
+        # by the experiment name a request gave, for the config last seen by a flush (a
+        # reload may add or drop names, which changes their label)
+        self._labelled_for: Config | None = None
+        self._decided: dict[str | None, _Decided] = {}
+        self._rewarded: dict[str | None, DirectCounter] = {}
+        # by label, kept across reloads: one counter (and window) per series
+        self._decided_by_label: dict[str, _Decided] = {}
+        self._rewarded_by_label: dict[str, DirectCounter] = {}
+        self._rejected: bool | None = None
+        families.deferred.every_flush(self.catch_up)
 
     def _child(self, family, *values: str):
         key = (family, values)
@@ -176,30 +198,84 @@ class Recorder:
 
     def record(self, answer: Answer) -> None:
         """Count one answer."""
-        f = self.families
-        child = self._child
-        f.deferred.observe(child(f.duration, answer.route), answer.seconds)
         # A decision and an accepted reward are one counter write each, not two: their
         # answers are added to banditd_responses when it is read (app.metrics.derived).
         if answer.status == 200 and answer.route == "/choose":
-            experiment = self.label(answer.experiment)
-            child(f.decisions, experiment).inc()
-            self._propensities(experiment, answer.propensities)
+            self.families.deferred.observe(self._choose_duration, answer.seconds)
+            decided = self._decided.get(answer.experiment)
+            if decided is None:
+                decided = self._decided[answer.experiment] = self._new_decided(answer.experiment)
+            decided.decisions.inc()
+            decided.shown.append(answer.propensities)
         elif answer.status == 202 and answer.reward_status == "accepted":
-            child(f.rewards, self.label(answer.experiment)).inc()
+            self.families.deferred.observe(self._reward_duration, answer.seconds)
+            rewarded = self._rewarded.get(answer.experiment)
+            if rewarded is None:
+                rewarded = self._rewarded[answer.experiment] = self._new_rewarded(answer.experiment)
+            rewarded.inc()
         else:
+            f = self.families
+            child = self._child
+            f.deferred.observe(child(f.duration, answer.route), answer.seconds)
             child(f.responses, answer.route, str(answer.status)).inc()
             if answer.error_code is not None:
                 child(f.errors, answer.route, answer.error_code).inc()
+
+    def catch_up(self) -> None:
+        """Once a second (each flush): the least propensities shown, the config's state."""
+        config = self.config.current()
+        if config is not self._labelled_for:
+            self._decided, self._rewarded, self._labelled_for = {}, {}, config
+        now = time.monotonic()
+        for decided in list(self._decided_by_label.values()):
+            decided.catch_up(now)
         rejected = self.config.last_error is not None
         if rejected != self._rejected:  # a gauge write only when it changes
-            f.config_rejected.set(1 if rejected else 0)
+            self.families.config_rejected.set(1 if rejected else 0)
             self._rejected = rejected
 
-    def _propensities(self, experiment: str, propensities: list[float]) -> None:
-        window = self.minimums.get(experiment)
-        if window is None:
-            window = self.minimums[experiment] = MinimumWindow()
-        changed = window.add(min(propensities, default=1.0), time.monotonic())
+    def _new_decided(self, experiment: str | None) -> "_Decided":
+        label = self.label(experiment)
+        decided = self._decided_by_label.get(label)
+        if decided is None:
+            f = self.families
+            counter = DirectCounter(self._child(f.decisions, label))
+            decided = _Decided(counter, f.propensity_min.labels(label))
+            self._decided_by_label[label] = decided
+        return decided
+
+    def _new_rewarded(self, experiment: str | None) -> DirectCounter:
+        label = self.label(experiment)
+        rewarded = self._rewarded_by_label.get(label)
+        if rewarded is None:
+            rewarded = DirectCounter(self._child(self.families.rewards, label))
+            self._rewarded_by_label[label] = rewarded
+        return rewarded
+
+
+class _Decided:
+    """One experiment series' decisions: their counter, and the propensities shown since a flush."""
+
+    __slots__ = ("decisions", "shown", "propensity_min", "window")
+
+    def __init__(self, decisions: DirectCounter, propensity_min) -> None:
+        self.decisions = decisions
+        self.shown: deque[list[float]] = deque()  # appended per decision, drained per flush
+        self.propensity_min = propensity_min
+        self.window = MinimumWindow()
+
+    def catch_up(self, now: float) -> None:
+        """Move the propensities shown since the last call into the window and its gauge."""
+        least = math.inf
+        pop = self.shown.popleft
+        while True:
+            try:
+                propensities = pop()
+            except IndexError:
+                break
+            least = min(least, min(propensities, default=1.0))
+        if least == math.inf:
+            return
+        changed = self.window.add(least, now)
         if changed is not None:
-            self._child(self.families.propensity_min, experiment).set(changed)
+            self.propensity_min.set(changed)
