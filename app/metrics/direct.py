@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import os
 import struct
-import threading
 
+from gevent.monkey import get_original
 from prometheus_client import Counter
 
 _VALUE_AND_TIMESTAMP = struct.Struct("dd").pack
 _forks = [0]  # bumped in a forked child: a slot found before the fork is the parent's
+# The operating system's lock even where gevent has patched threading: nothing in the
+# locked write yields, so it is as correct under gevent, at half the cost of gevent's.
+_os_lock = get_original("_thread", "allocate_lock")
 
 
 def _forked() -> None:
@@ -41,7 +44,7 @@ class DirectCounter:
 
     def __init__(self, child: Counter) -> None:
         self.child = child
-        self._lock = threading.Lock()
+        self._lock = _os_lock()
         self._fork = -1  # bound on first use, in the process that counts
 
     def inc(self) -> None:
@@ -67,6 +70,6 @@ class DirectCounter:
         self._value = value
         self._file = value._file
         self._position = value._file._positions[value._key]
-        self._lock = threading.Lock()  # one held by another thread at a fork stays held
+        self._lock = _os_lock()  # one held by another thread at a fork stays held
         self._fork = _forks[0]
         return True
