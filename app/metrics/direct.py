@@ -50,20 +50,23 @@ class DirectCounter:
     def inc(self) -> None:
         """Add one, as ``child.inc()`` does."""
         if self._fork != _forks[0]:
-            if not self._bind():
-                self.child.inc()
-                return
+            self._bind()
         value = self._value
+        if value is None:
+            self.child.inc()
+            return
         with self._lock:
             value._value += 1.0
             self._file._m[self._position : self._position + 16] = _VALUE_AND_TIMESTAMP(
                 value._value, 0.0
             )
 
-    def _bind(self) -> bool:
+    def _bind(self) -> None:
         value = self.child._value
         if not getattr(value, "_multiprocess", False):
-            return False
+            self._value = None
+            self._fork = _forks[0]
+            return
         # a write through prometheus-client first: after a fork it moves the value to
         # this process's file (and makes the slot), as every later write must use
         value.inc(0.0)
@@ -71,5 +74,4 @@ class DirectCounter:
         self._file = value._file
         self._position = value._file._positions[value._key]
         self._lock = _os_lock()  # one held by another thread at a fork stays held
-        self._fork = _forks[0]
-        return True
+        self._fork = _forks[0]  # last: another thread uses the slot only once it is all set
