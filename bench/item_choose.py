@@ -157,10 +157,11 @@ def choose_bodies(
     return bodies
 
 
-# What the feature lookup sends (app/features/item_cache.py) and the decision script: Redis'
-# time in each, from INFO commandstats (a script's own commands are counted inside it)
+# What the feature lookup sends (app/features/item_cache.py) and the decision's write (a
+# script or a transaction): Redis' time in each, from INFO commandstats (the commands a
+# script or an EXEC runs are counted inside it)
 LOOKUP_COMMANDS = ("cmdstat_mget", "cmdstat_zmscore", "cmdstat_xrange")
-SCRIPT_COMMANDS = ("cmdstat_evalsha",)
+SCRIPT_COMMANDS = ("cmdstat_evalsha", "cmdstat_multi", "cmdstat_exec")
 WARMUP_REQUESTS = 20  # sent one at a time before the timed ones (bench.openloop.sequential)
 
 

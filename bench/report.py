@@ -27,7 +27,7 @@ def _f(value, digits: int = 1) -> str:
 
 
 def _script_us(per_request: dict) -> float | None:
-    """Redis' time in scripts per request; None from results that predate the figure.
+    """Redis' time in scripts and transactions per request; None from results that predate it.
 
     Older results summed every command's time, counting a script's commands twice.
     """
@@ -241,7 +241,7 @@ def _steady_targets(steady: dict | None) -> list[dict]:
         )
     out.append(
         _target(
-            "Redis time in scripts per /choose",
+            "Redis time in scripts and transactions per /choose",
             _script_us(steady["redis_per_choose"]),
             15.0,
             "<=",
@@ -580,7 +580,7 @@ def _steady_table(steady: dict) -> Table:
     return (
         f"Steady traffic, worker and {steady['api_workers']} API processes running "
         "(half /choose, half /reward); Redis per request alone at 500/s: "
-        f"/choose {_f(_script_us(choose))} µs in scripts "
+        f"/choose {_f(_script_us(choose))} µs in scripts and transactions "
         f"({_f(choose['redis_cpu_us_per_request'])} µs process CPU), "
         f"/reward {_f(_script_us(reward))} µs "
         f"({_f(reward['redis_cpu_us_per_request'])} µs)",

@@ -93,15 +93,17 @@ def _measured(b, api, worker_pid, choose, rewards, rate, seconds) -> dict:
     }
 
 
-SCRIPT_COMMANDS = ("cmdstat_evalsha", "cmdstat_eval")
+# Lua scripts and MULTI/EXEC transactions: a /choose writes its decision with one or the
+# other (app/event_stream.py), and the worker uses both
+SCRIPT_COMMANDS = ("cmdstat_evalsha", "cmdstat_eval", "cmdstat_multi", "cmdstat_exec")
 
 
 def script_usec(client: redis.Redis) -> float:
-    """Microseconds Redis has spent running Lua scripts (``INFO commandstats``).
+    """Microseconds Redis has spent running Lua scripts and transactions (``INFO commandstats``).
 
-    A script's time includes the commands it calls, which Redis also counts
-    under their own names (as EXEC's time includes the commands it runs), so a
-    sum over every command counts them twice; the scripts' own time does not.
+    A script's or an EXEC's time includes the commands it runs, which Redis
+    also counts under their own names, so a sum over every command counts
+    them twice; the scripts' and EXECs' own time does not.
     """
     stats = client.info("commandstats")
     return float(sum(stats[name]["usec"] for name in SCRIPT_COMMANDS if name in stats))
@@ -110,9 +112,9 @@ def script_usec(client: redis.Redis) -> float:
 def _per_endpoint_redis(b, api, bodies: list[bytes], path: str, rate, seconds) -> dict:
     """Redis' work per request of one endpoint alone at ``rate``, the worker's share included.
 
-    Two figures: the time Redis spent running scripts (``INFO commandstats``,
-    as the issue measured the decision script: the endpoint's own script and
-    the worker's, which run once per batch) and its process CPU time, which
+    Two figures: the time Redis spent running scripts and transactions (``INFO
+    commandstats``, as the issue measured the decision script: the endpoint's
+    own write and the worker's, which run once per batch) and its process CPU time, which
     adds every other command, the network reads and writes and the event loop.
     """
     usec0, cpu0 = script_usec(b.client), redis_cpu(b.client)
