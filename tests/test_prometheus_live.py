@@ -16,7 +16,6 @@ import shutil
 import signal
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -264,10 +263,16 @@ def test_prometheus_scrapes_the_stack_and_runs_every_panel(tmp_path, request, mo
 
             # a rate needs two scrapes of a series inside its window: on a busy box a
             # scrape of the worker can come late, so give the series a few more scrapes
-            deadline = time.monotonic() + 15
-            while (failures := panels_without_data()) and time.monotonic() < deadline:
-                time.sleep(0.5)
-            assert not failures, failures
+            failures: list[str] = []
+
+            def every_panel_has_data() -> bool:
+                failures[:] = panels_without_data()
+                return not failures
+
+            try:
+                poll(every_panel_has_data, timeout=15, interval=0.5)
+            except pytest.fail.Exception:
+                pytest.fail(f"panels without data: {failures}")
 
             rules = requests.get(url + "/api/v1/rules", timeout=10).json()["data"]["groups"]
             evaluated = [r for g in rules for r in g["rules"]]
