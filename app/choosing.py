@@ -3,7 +3,8 @@
 No Flask here: the view parses and renders; this module decides. The only I/O
 is Redis, at most three times per request: the (rate-limited) model refresh,
 the feature store's lookup of item and entity features (only when there is
-one to make) and one script call that records the decision.
+one to make) and one round trip that records the decision (a script, or a
+transaction when no check is needed: app/event_stream.py).
 """
 
 from __future__ import annotations

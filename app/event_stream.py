@@ -4,7 +4,8 @@ The API appends decisions and rewards here before it answers; the worker reads
 them through a consumer group and acknowledges them only once their effects
 are durable. The checks that must be atomic with an append (one answer per
 request id, one reward per shown arm, no reward after its window closed) run as
-Lua scripts next to the data.
+Lua scripts next to the data; a decision that needs none of them is appended in
+a MULTI/EXEC transaction of the same writes.
 """
 
 from __future__ import annotations
