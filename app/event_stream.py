@@ -11,6 +11,7 @@ a MULTI/EXEC transaction of the same writes.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from importlib import resources
 from typing import Iterable, Mapping
 
@@ -29,6 +30,16 @@ LATE_GRACE_MS = 3_600_000  # how long after its window a decision still answers 
 CLUSTER_POLL_MS = 10  # how often a worker on a cluster looks for new entries while idle
 
 Entry = tuple[bytes, dict[bytes, bytes]]
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What a read of new entries delivered: the entries, or where the group's deliveries stand."""
+
+    entries: list[Entry]
+    last_delivered: bytes | None  # when ``entries`` is empty: the last id delivered to the group
+
+
 ARM_LIMIT_REACHED = object()  # what record_decision returns when a catalogue is full
 
 
@@ -315,11 +326,12 @@ class EventStream:
                 raise LeaseLost(experiment) from None
         return _entries(reply)
 
-    def read_new_few(self, experiment: str, consumer: str, count: int) -> list[Entry]:
+    def read_new_few(self, experiment: str, consumer: str, count: int) -> Delivery:
         """``read_new`` in one round trip, for reads of a few entries (under steady traffic).
 
         A script checks the lease and reads; its reply costs Redis more per
-        entry than a transaction's, so a backlog is read with ``read_new``.
+        entry than a transaction's, so a backlog is read with ``read_new``. When
+        nothing is new, it also says where the group's deliveries stand.
         """
         reply = self._read_fenced(
             keys=[keys.owner(experiment), keys.stream(experiment)],
@@ -327,27 +339,30 @@ class EventStream:
         )
         if reply == 0:  # the lease is someone else's
             raise LeaseLost(experiment)
-        return [(entry_id, _pairs(fields)) for entry_id, fields in reply]
+        if isinstance(reply, bytes):  # nothing new: the last id delivered to the group
+            return Delivery([], reply)
+        return Delivery([(entry_id, _pairs(fields)) for entry_id, fields in reply], None)
 
-    def wait_for_any(self, after: Mapping[str, bytes | None], block_ms: int) -> int | None:
+    def wait_for_any(self, after: Mapping[str, bytes | None], block_ms: int) -> dict[str, int]:
         """Block until a stream has an entry later than ``after[experiment]``.
 
-        Returns when the oldest such entry was appended (ms since the epoch, from
-        its id), or None if none came within ``block_ms``. ``after`` maps each
-        experiment to the last entry id this worker read (None: only entries
-        appended from now on count). Nothing is delivered (``read_new`` does
-        that, under the lease); an entry already there returns at once.
+        Returns the streams that have one, each with when its oldest such entry
+        was appended (ms since the epoch, from its id); empty if none came
+        within ``block_ms``. ``after`` maps each experiment to the last entry id
+        this worker read (None: only entries appended from now on count).
+        Nothing is delivered (``read_new`` does that, under the lease); an entry
+        already there returns at once.
         """
         if not after:
-            return None
+            return {}
         if isinstance(self.redis, RedisCluster) and len(after) > 1:
             return self._poll_any(after, block_ms)
         reply = self.redis.xread(
             {keys.stream(e): last or "$" for e, last in after.items()}, count=1, block=block_ms
         )
-        return _appended_ms(reply)
+        return _arrivals(reply, after)
 
-    def _poll_any(self, after: Mapping[str, bytes | None], block_ms: int) -> int | None:
+    def _poll_any(self, after: Mapping[str, bytes | None], block_ms: int) -> dict[str, int]:
         """``wait_for_any`` on a cluster, where one XREAD cannot name streams of several
         slots: a pipelined non-blocking XREAD per stream every ``CLUSTER_POLL_MS``."""
         last = dict(after)
@@ -363,11 +378,11 @@ class EventStream:
             pipe = self.redis.pipeline(transaction=False)
             for e, entry_id in last.items():
                 pipe.xread({keys.stream(e): entry_id}, count=1)
-            appended = _appended_ms([stream for reply in pipe.execute() for stream in reply])
-            if appended is not None:
-                return appended
+            arrived = _arrivals([stream for reply in pipe.execute() for stream in reply], after)
+            if arrived:
+                return arrived
             if time.monotonic() >= deadline:
-                return None
+                return {}
             time.sleep(min(CLUSTER_POLL_MS / 1000, max(0.0, deadline - time.monotonic())))
 
     def ack(self, experiment: str, entry_ids: Iterable[bytes]) -> None:
@@ -387,7 +402,14 @@ class EventStream:
             pipe.xdel(keys.stream(experiment), *entry_ids)
 
 
-def _appended_ms(reply) -> int | None:
-    """The oldest append time (ms, from the entry ids) of an XREAD reply's entries, or None."""
-    times = [int(entries[0][0].split(b"-", 1)[0]) for _, entries in reply or () if entries]
-    return min(times, default=None)
+def _arrivals(reply, experiments: Iterable[str]) -> dict[str, int]:
+    """Per experiment whose stream is in an XREAD reply: when its first entry there was
+    appended (ms, from the entry id)."""
+    experiment_of = {keys.stream(e).encode(): e for e in experiments}
+    return {
+        experiment_of[stream if isinstance(stream, bytes) else stream.encode()]: int(
+            entries[0][0].split(b"-", 1)[0]
+        )
+        for stream, entries in reply or ()
+        if entries
+    }

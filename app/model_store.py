@@ -175,22 +175,12 @@ class ModelStore:
         with self.redis.pipeline(transaction=True) as pipe:
             if holder is not None:
                 fence(pipe, experiment, holder)
+            versions: dict[str, dict[str, int]] = {}  # per model: its saved arms' versions
             for u in updates:
-                s = u.state
-                fields = {
-                    "A": s.A[0].tobytes(),
-                    "A_inv": s.A_inv[0].tobytes(),
-                    "b": s.b[0].tobytes(),
-                    "theta": s.theta[0].tobytes(),
-                    "n": repr(float(s.n[0])),
-                    "s": repr(float(s.successes[0])),
-                    "f": repr(float(s.failures[0])),
-                    "v": u.version,
-                }
-                if u.extra is not None:
-                    fields["B"] = u.extra.tobytes()
-                pipe.hset(keys.arm(experiment, u.model_id, u.arm), mapping=fields)
-                pipe.hset(keys.arm_versions(experiment, u.model_id), u.arm, u.version)
+                pipe.hset(keys.arm(experiment, u.model_id, u.arm), mapping=_arm_fields(u))
+                versions.setdefault(u.model_id, {})[u.arm] = u.version
+            for model_id, arm_versions in versions.items():
+                pipe.hset(keys.arm_versions(experiment, model_id), mapping=arm_versions)
             pipe.set(keys.applied(experiment), applied_through)
             # a cluster's transaction takes no PUBLISH (no key): it follows the EXEC there
             publish_after = updates and isinstance(self.redis, RedisCluster)
@@ -206,3 +196,21 @@ class ModelStore:
                 raise LeaseLost(experiment) from exc
         if publish_after:
             self.redis.publish(keys.models_saved(), experiment)
+
+
+def _arm_fields(update: ArmUpdate) -> dict[str, bytes | str | int]:
+    """An arm's hash fields as :meth:`ModelStore.save` writes them."""
+    s = update.state
+    fields: dict[str, bytes | str | int] = {
+        "A": s.A[0].tobytes(),
+        "A_inv": s.A_inv[0].tobytes(),
+        "b": s.b[0].tobytes(),
+        "theta": s.theta[0].tobytes(),
+        "n": repr(float(s.n[0])),
+        "s": repr(float(s.successes[0])),
+        "f": repr(float(s.failures[0])),
+        "v": update.version,
+    }
+    if update.extra is not None:
+        fields["B"] = update.extra.tobytes()
+    return fields

@@ -26,7 +26,8 @@ class NewEntries:
 
     def __init__(self, stream: EventStream) -> None:
         self.stream = stream
-        self.last_read: dict[str, bytes] = {}  # per stream: the last entry id read
+        # per stream: the last entry id read (or, once a read found nothing new, delivered)
+        self.last_read: dict[str, bytes] = {}
         self.full: set[str] = set()  # streams whose last read came back full: a backlog
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stream-reader")
         self._ahead: dict[str, Future] = {}  # per stream: the next batch, being read
@@ -60,8 +61,11 @@ class NewEntries:
             full = len(entries) == count
         else:
             few = min(count, FEW_ENTRIES)
-            entries = self.stream.read_new_few(experiment, consumer, few)
+            delivery = self.stream.read_new_few(experiment, consumer, few)
+            entries = delivery.entries
             full = len(entries) == few
+            if delivery.last_delivered is not None:  # nothing new: wait for what follows it
+                self.last_read[experiment] = delivery.last_delivered
         if full:
             self.full.add(experiment)
         else:

@@ -25,7 +25,8 @@ then lingers until that entry is ``linger_ms`` old (its age from its stream
 id: one that came while the last batch was processed lingers less) for more
 to join it; renews its leases and closes
 reward windows every ``housekeeping_seconds`` rather than on every pass; reads
-a trickle with the lease check in one round trip; logs a batch that reached
+only the streams the wait saw new entries in (a housekeeping pass reads them
+all); reads a trickle with the lease check in one round trip; logs a batch that reached
 the stream's end on the main thread (there is nothing to overlap it with); and
 acknowledges in the save's transaction. Each save is published, so that API
 processes refresh at once (app/model_push.py).
@@ -158,6 +159,7 @@ class Worker:
         self._in_flight: dict[str, InFlight] = {}  # per stream: the batch being logged
         self.new_entries = NewEntries(stream)
         self._recovering: set[str] = set()  # streams whose pending entries are read first
+        self._arrived: set[str] | None = None  # streams the last wait saw new entries in
 
     @classmethod
     def from_services(cls, services: Services, **options) -> "Worker":
@@ -234,7 +236,9 @@ class Worker:
             time.sleep(self.block_ms / 1000)
             return
         last_read = {e: self.new_entries.last_read.get(e) for e in sorted(self.owned)}
-        appended_ms = self.stream.wait_for_any(last_read, self.block_ms)
+        arrived = self.stream.wait_for_any(last_read, self.block_ms)
+        self._arrived = set(arrived)
+        appended_ms = min(arrived.values(), default=None)
         if appended_ms is not None and self.linger_ms > 0:
             # linger until the oldest waiting entry is linger_ms old, not linger_ms from
             # now: an entry that came while the last batch was processed has waited already.
@@ -268,6 +272,8 @@ class Worker:
         one, which the next pass picks up. With ``steady`` (``run``), leases are
         renewed and windows closed only every ``housekeeping_seconds``.
         """
+        # after a wait, the streams it saw new entries in; None: read every stream
+        arrived, self._arrived = self._arrived, None
         config = self.config.current()
         self.views.tick()
         self.retention.tick()
@@ -292,6 +298,8 @@ class Worker:
                 self.stream.announce_config(config.experiments[experiment], now_ms)
             if housekeeping:
                 self.stream.close_windows(experiment, now_ms)
+            elif arrived is not None and not self._news_possible(experiment, arrived):
+                continue  # nothing came since the last read: spare Redis the read
             count = self.batch_size if budget is None else min(self.batch_size, budget - done)
             if count <= 0:
                 break
@@ -301,6 +309,21 @@ class Worker:
                 self._read_again(exc)
                 done += self._process_batch(experiment, count)
         return done
+
+    def _news_possible(self, experiment: str, arrived: set[str]) -> bool:
+        """Whether a stream may have something to read after a wait that saw ``arrived``'s news.
+
+        The wait watched every owned stream from its last read (or, after a read
+        that found nothing, from the last entry delivered), so no other stream got
+        a new entry; one that recovers, has a backlog or never was read is read anyway.
+        """
+        return (
+            experiment in arrived
+            or experiment in self._recovering
+            or experiment in self.new_entries.full
+            or experiment in self._in_flight
+            or experiment not in self.new_entries.last_read
+        )
 
     def release(self) -> None:
         """Give up every lease (on a clean shutdown) so another worker can take over at once."""
@@ -337,6 +360,7 @@ class Worker:
                 self.stream.ensure_group(experiment)
                 self._abandon_writes(experiment)
                 self.stream.claim_abandoned(experiment, self.consumer)
+                self.new_entries.last_read.pop(experiment, None)  # read at once, not waited on
                 self.learner.forget(experiment)
                 self.quarantine.forget(experiment)
                 self.retired.register(experiment)

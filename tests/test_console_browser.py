@@ -16,12 +16,14 @@ and say so, they do not skip.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
 from datetime import datetime
 import textwrap
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pytest
@@ -86,8 +88,10 @@ def require_browser() -> None:
             )
 
 
-def new_browser():
-    """A headless chromium with a fresh profile, its console log kept."""
+@contextlib.contextmanager
+def new_browser() -> Iterator:
+    """A headless chromium with a fresh profile, its console log kept; quit and its
+    profile removed on leaving."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service as DriverService
 
@@ -95,10 +99,15 @@ def new_browser():
     options.binary_location = CHROMIUM
     for flag in HEADLESS_FLAGS:
         options.add_argument(flag)
-    options.add_argument("--user-data-dir=" + tempfile.mkdtemp(prefix="banditd-chromium-"))
     # the console log, and the network events (what status each response had)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
-    return webdriver.Chrome(options=options, service=DriverService(CHROMEDRIVER))
+    with tempfile.TemporaryDirectory(prefix="banditd-chromium-") as profile:
+        options.add_argument("--user-data-dir=" + profile)
+        driver = webdriver.Chrome(options=options, service=DriverService(CHROMEDRIVER))
+        try:
+            yield driver
+        finally:
+            driver.quit()
 
 
 @pytest.fixture(scope="module")
@@ -192,9 +201,8 @@ def rewards_learned(store: ModelStore, experiment) -> int:
 
 @pytest.fixture(scope="module")
 def browser(stack):
-    driver = new_browser()
-    yield driver
-    driver.quit()
+    with new_browser() as driver:
+        yield driver
 
 
 @pytest.fixture(scope="module")
@@ -417,8 +425,7 @@ def test_basic_sign_in_works_and_a_wrong_key_is_refused(stack):
     assert bare.status_code == 401
     assert bare.headers["WWW-Authenticate"].startswith('Basic realm="banditd console"')
 
-    driver = new_browser()
-    try:
+    with new_browser() as driver:
         driver.get_log("performance")  # drop the start-up events
         driver.get(signed_in_url(svc, "/ui/experiments/home_feed", key="not-a-key"))
         # the browser got 401 with a Basic challenge and shows its sign-in prompt again
@@ -430,5 +437,3 @@ def test_basic_sign_in_works_and_a_wrong_key_is_refused(stack):
         assert not driver.find_elements("css selector", "#console")
         open_page(driver, signed_in_url(svc, "/ui/experiments/home_feed"))
         assert text_of(driver, "h1") == "home_feed"
-    finally:
-        driver.quit()

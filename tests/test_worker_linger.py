@@ -8,6 +8,7 @@ import time
 import pytest
 
 from app import keys
+from app.learner import entry_order
 from app.services import build_services
 from app.worker import Worker
 from tests.conftest import choose, poll, reward
@@ -108,10 +109,73 @@ def test_an_entry_older_than_the_linger_is_read_at_once(
         worker.close()
 
 
-def test_waiting_for_entries_gives_the_oldest_append_time(redis_client, settings):
+def test_waiting_for_entries_names_the_streams_with_news_and_their_append_times(
+    redis_client, settings
+):
     stream = build_services(settings).stream
-    last = {e: redis_client.xadd(keys.stream(e), {"k": "old"}) for e in ("home_feed", "push_copy")}
-    assert stream.wait_for_any(last, 50) is None
+    names = ("home_feed", "push_copy", "idle")
+    last = {e: redis_client.xadd(keys.stream(e), {"k": "old"}) for e in names}
+    assert stream.wait_for_any(last, 50) == {}
     later = redis_client.xadd(keys.stream("push_copy"), {"k": "1"})
-    redis_client.xadd(keys.stream("home_feed"), {"k": "0"}, id=f"{int(later.split(b'-')[0]) + 5}-0")
-    assert stream.wait_for_any(last, 50) == int(later.split(b"-")[0])
+    later_ms = int(later.split(b"-")[0])
+    redis_client.xadd(keys.stream("home_feed"), {"k": "0"}, id=f"{later_ms + 5}-0")
+    assert stream.wait_for_any(last, 50) == {"push_copy": later_ms, "home_feed": later_ms + 5}
+
+
+def test_a_running_worker_reads_only_the_streams_that_got_entries(
+    client, redis_client, settings, clock
+):
+    """After a wait, only a stream the wait saw news in is read; an idle one costs no read.
+
+    Housekeeping passes (which read every stream) are a minute apart here, so
+    only the wait can bring the idle stream's first entry: it must not be missed.
+    """
+    worker = Worker.from_services(
+        build_services(settings), clock=clock, block_ms=50, linger_ms=10, housekeeping_seconds=60
+    )
+    read = []
+    new_entries = worker.new_entries.read
+
+    def recorded(experiment, *args, **kwargs):
+        read.append(experiment)
+        return new_entries(experiment, *args, **kwargs)
+
+    worker.new_entries.read = recorded
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        poll(lambda: {"home_feed", "push_copy"} <= set(read))  # the first pass reads both
+        poll(lambda: redis_client.xlen(keys.stream("home_feed")) == 0)
+        read.clear()
+        for hour in range(5):
+            choose(client, context={"hour": hour})
+            poll(lambda: redis_client.xlen(keys.stream("home_feed")) == 0)
+        assert "home_feed" in read
+        assert "push_copy" not in read
+        choose(client, experiment="push_copy")
+        poll(lambda: redis_client.xlen(keys.stream("push_copy")) == 0, timeout=5.0)
+        assert "push_copy" in read
+    finally:
+        worker.request_stop()
+        thread.join(10)
+        worker.close()
+
+
+def test_a_read_that_finds_nothing_new_says_where_the_deliveries_stand(
+    client, redis_client, settings, worker
+):
+    worker.run(until_idle=True)  # takes the leases, creates the groups, reads what is there
+    stream = worker.stream
+    nothing = stream.read_new_few("home_feed", worker.consumer, 10)
+    assert nothing.entries == []
+    last = redis_client.xinfo_groups(keys.stream("home_feed"))[0]["last-delivered-id"]
+    assert nothing.last_delivered == last
+    choose(client, context={"hour": 1})
+    assert stream.wait_for_any({"home_feed": nothing.last_delivered}, 1000).keys() == {"home_feed"}
+    delivered = stream.read_new_few("home_feed", worker.consumer, 10)
+    assert delivered.entries[-1][1][b"t"] == b"decision"
+    assert all(
+        entry_order(entry_id) > entry_order(nothing.last_delivered)
+        for entry_id, _ in delivered.entries
+    )
+    assert delivered.last_delivered is None
