@@ -247,18 +247,31 @@ class EventStream:
 
     def close_windows(self, experiment: str, now_ms: int, limit: int = 500) -> int:
         """Apply the default reward to decisions whose window closed; returns rewards appended."""
-        due = self.redis.zrangebyscore(keys.pending(experiment), "-inf", now_ms, start=0, num=limit)
-        if not due:
-            return 0
-        ids = [d.decode() for d in due]
-        return self._close_windows(
-            keys=[
-                keys.pending(experiment),
-                keys.stream(experiment),
-                *(keys.decision(experiment, d) for d in ids),
-            ],
-            args=[now_ms, *ids],
-        )
+        return self.close_windows_of([experiment], now_ms, limit).get(experiment, 0)
+
+    def close_windows_of(
+        self, experiments: Iterable[str], now_ms: int, limit: int = 500
+    ) -> dict[str, int]:
+        """``close_windows`` for many experiments, their due decisions looked up in one round
+        trip; returns the rewards appended per experiment that had any."""
+        experiments = list(experiments)
+        pipe = self.redis.pipeline(transaction=False)
+        for experiment in experiments:
+            pipe.zrangebyscore(keys.pending(experiment), "-inf", now_ms, start=0, num=limit)
+        appended = {}
+        for experiment, due in zip(experiments, pipe.execute()):
+            if not due:
+                continue
+            ids = [d.decode() for d in due]
+            appended[experiment] = self._close_windows(
+                keys=[
+                    keys.pending(experiment),
+                    keys.stream(experiment),
+                    *(keys.decision(experiment, d) for d in ids),
+                ],
+                args=[now_ms, *ids],
+            )
+        return {e: n for e, n in appended.items() if n}
 
     def ensure_group(self, experiment: str) -> None:
         """Create the stream and its consumer group if missing."""

@@ -43,6 +43,7 @@ class Leases:
     """Acquire, renew and release per-experiment stream leases for one worker."""
 
     def __init__(self, client: redis.Redis, holder: str, ttl_ms: int = 5_000) -> None:
+        self.client = client
         self.holder = holder
         self.ttl_ms = ttl_ms
         self._renew = client.register_script(_RENEW)
@@ -58,6 +59,19 @@ class Leases:
         expired: someone else may have held it meanwhile), None if another worker has it."""
         held = self._renew(keys=[keys.owner(experiment)], args=[self.holder, self.ttl_ms])
         return {1: "renewed", 2: "acquired"}.get(int(held))
+
+    def take_many(self, experiments: list[str]) -> dict[str, str | None]:
+        """``take`` for many experiments in one round trip; each one's outcome as ``take``'s."""
+        pipe = self.client.pipeline(transaction=False)
+        for experiment in experiments:
+            # EVAL, not a registered script: a pipeline (a cluster's too) cannot load one on
+            # a NOSCRIPT reply, and Redis keeps the compiled script for the next call anyway
+            owner = keys.owner(experiment)
+            pipe.execute_command("EVAL", _RENEW, 1, owner, self.holder, self.ttl_ms)
+        return {
+            experiment: {1: "renewed", 2: "acquired"}.get(int(held))
+            for experiment, held in zip(experiments, pipe.execute())
+        }
 
     def release(self, experiment: str) -> None:
         """Give the lease up if this worker holds it."""

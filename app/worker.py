@@ -24,10 +24,11 @@ stream is read to its end, the running worker waits for the next entry and
 then lingers until that entry is ``linger_ms`` old (its age from its stream
 id: one that came while the last batch was processed lingers less) for more
 to join it; renews its leases and closes
-reward windows every ``housekeeping_seconds`` rather than on every pass; reads
-only the streams the wait saw new entries in (a housekeeping pass reads them
-all); reads a trickle with the lease check in one round trip; logs a batch that reached
-the stream's end on the main thread (there is nothing to overlap it with); and
+reward windows every ``housekeeping_seconds`` rather than on every pass (every
+stream's lease and windows in one round trip each); reads only the streams
+the wait saw new entries in (and every stream every ``READ_ALL_SECONDS``);
+reads a trickle with the lease check in one round trip; logs a batch that
+reached the stream's end on the main thread (there is nothing to overlap it with); and
 acknowledges in the save's transaction. Each save is published, so that API
 processes refresh at once (app/model_push.py).
 
@@ -69,6 +70,10 @@ from app.retention.keeper import RetentionKeeper
 from app.snapshots import Snapshotter
 
 log = logging.getLogger(__name__)
+
+# After a wait only the streams it saw entries in are read; every stream is read at
+# least this often all the same (a safety net: the waits are what bring new entries).
+READ_ALL_SECONDS = 10.0
 
 
 @dataclass
@@ -160,6 +165,7 @@ class Worker:
         self.new_entries = NewEntries(stream)
         self._recovering: set[str] = set()  # streams whose pending entries are read first
         self._arrived: set[str] | None = None  # streams the last wait saw new entries in
+        self._read_all_at = float("-inf")  # when a pass last read every stream
 
     @classmethod
     def from_services(cls, services: Services, **options) -> "Worker":
@@ -292,13 +298,19 @@ class Worker:
             self.new_entries.finish_reads_ahead()
             self._refresh_leases(experiments)
         now_ms = int(self.clock() * 1000)
+        owned = sorted(self.owned)
+        if housekeeping:
+            closed = self.stream.close_windows_of(owned, now_ms)
+            if arrived is not None:
+                arrived |= set(closed)  # default rewards just appended: read them now
+            if now - self._read_all_at >= READ_ALL_SECONDS:
+                self._read_all_at = now
+                arrived = None
         done = 0
-        for experiment in sorted(self.owned):
+        for experiment in owned:
             if experiment in config.experiments:
                 self.stream.announce_config(config.experiments[experiment], now_ms)
-            if housekeeping:
-                self.stream.close_windows(experiment, now_ms)
-            elif arrived is not None and not self._news_possible(experiment, arrived):
+            if arrived is not None and not self._news_possible(experiment, arrived):
                 continue  # nothing came since the last read: spare Redis the read
             count = self.batch_size if budget is None else min(self.batch_size, budget - done)
             if count <= 0:
@@ -349,10 +361,14 @@ class Worker:
         ordered = [e for e in ordered if e in self.owned] + [
             e for e in ordered if e not in self.owned
         ]
+        renewed = self.leases.take_many([e for e in ordered if e in self.owned])
         for experiment in ordered:
             if experiment not in self.owned and len(self.owned) >= limit:
                 continue  # left for the other workers
-            taken = self.leases.take(experiment)
+            if experiment in renewed:  # held at the start: renewed with the others
+                taken = renewed[experiment]
+            else:
+                taken = self.leases.take(experiment)
             held = taken is not None
             # "acquired" while still owned: our lease lapsed, and another worker may have
             # learned and left entries pending meanwhile; start over like a new holder

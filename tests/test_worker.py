@@ -162,6 +162,23 @@ def test_only_the_lease_holder_processes_a_stream(client, worker, redis_client, 
     assert rows(engine, "SELECT count(*) AS n FROM decisions") == [{"n": 1}]
 
 
+def test_leases_are_renewed_together_as_one_at_a_time(redis_client):
+    mine, theirs = Leases(redis_client, "me"), Leases(redis_client, "another-worker")
+    assert theirs.hold("push_copy")
+    assert mine.take_many(["home_feed", "push_copy", "other"]) == {
+        "home_feed": "acquired",
+        "push_copy": None,
+        "other": "acquired",
+    }
+    redis_client.pexpire(keys.owner("home_feed"), 100)
+    assert mine.take_many(["home_feed", "other"]) == {"home_feed": "renewed", "other": "renewed"}
+    assert redis_client.pttl(keys.owner("home_feed")) > 4_000  # extended to the full 5 s again
+    assert redis_client.get(keys.owner("push_copy")) == b"another-worker"
+    redis_client.delete(keys.owner("other"))  # lapsed: taken again, as "acquired"
+    assert mine.take_many(["other"]) == {"other": "acquired"}
+    assert mine.take_many([]) == {}
+
+
 def test_worker_stops_after_max_events(client, worker):
     for _ in range(5):
         choose(client, context={})

@@ -11,7 +11,7 @@ from app import keys
 from app.learner import entry_order
 from app.services import build_services
 from app.worker import Worker
-from tests.conftest import choose, poll, reward
+from tests.conftest import choose, poll, reward, rows
 
 
 def _running(settings, clock, **options):
@@ -179,3 +179,49 @@ def test_a_read_that_finds_nothing_new_says_where_the_deliveries_stand(
         for entry_id, _ in delivered.entries
     )
     assert delivered.last_delivered is None
+
+
+def test_windows_of_several_experiments_close_in_one_call(client, redis_client, settings):
+    """The due decisions of every experiment are looked up together; each gets its default."""
+    stream = build_services(settings).stream
+    choose(client, context={"hour": 1})
+    choose(client, experiment="push_copy")
+    lengths = {e: redis_client.xlen(keys.stream(e)) for e in ("home_feed", "push_copy")}
+    later_ms = int(time.time() * 1000) + 3_600_000  # both windows (15 and 1 min) closed
+    assert stream.close_windows_of(["home_feed", "push_copy"], later_ms) == {
+        "home_feed": 1,
+        "push_copy": 1,
+    }
+    for experiment, length in lengths.items():
+        assert redis_client.xlen(keys.stream(experiment)) == length + 1
+        assert reward_kinds(redis_client, experiment) == ["default"]
+    assert stream.close_windows_of(["home_feed", "push_copy"], later_ms) == {}
+
+
+def reward_kinds(redis_client, experiment: str) -> list[str]:
+    return [
+        fields[b"kind"].decode()
+        for _, fields in redis_client.xrange(keys.stream(experiment))
+        if fields[b"t"] == b"reward"
+    ]
+
+
+def test_a_running_worker_learns_the_default_rewards_its_housekeeping_appends(
+    client, redis_client, settings, clock, engine
+):
+    """A housekeeping pass closes windows and reads the streams it appended to, though no
+    wait saw those entries come."""
+    worker, thread = _running(settings, clock, linger_ms=10, housekeeping_seconds=0.1)
+    try:
+        decision = choose(client, context={"hour": 2}).get_json()
+        poll(lambda: redis_client.xlen(keys.stream("home_feed")) == 0)
+        clock.advance(901.0)  # past home_feed's 900 s window
+        poll(lambda: rows(engine, "SELECT kind, decision_id FROM rewards"), timeout=5.0)
+        poll(lambda: redis_client.xlen(keys.stream("home_feed")) == 0)
+        assert rows(engine, "SELECT kind, decision_id FROM rewards") == [
+            {"kind": "default", "decision_id": decision["decision_id"]}
+        ]
+    finally:
+        worker.request_stop()
+        thread.join(10)
+        worker.close()
