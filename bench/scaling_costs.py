@@ -26,6 +26,7 @@ import argparse
 import datetime as dt
 import json
 import subprocess
+import threading
 import time
 import types
 
@@ -33,7 +34,7 @@ import numpy as np
 import redis
 import sqlalchemy
 
-from app.cli import migrate
+from app.cli import HOUSEKEEPING_SECONDS, migrate
 from app.choosing import new_decision_id
 from app.config import config_from_text, load_config
 from app.event_log import EventLog, encode
@@ -286,11 +287,14 @@ def table_bytes_plain(engine, table: str) -> int:
 
 
 def many_experiments(settings: Settings, client: redis.Redis, count: int, tmp: str) -> dict:
-    """Seconds of a worker pass over ``count`` experiments with nothing to read, and its Redis CPU.
+    """Seconds of a worker pass over ``count`` experiments with nothing to read, and its Redis
+    CPU; then what a running worker costs while all of them are idle.
 
     The first pass takes every lease and creates every stream's group; the
-    next ones are what an idle worker repeats (leases renewed, windows
-    closed, each stream read).
+    next ones are a full pass (``Worker.step``: leases renewed, windows
+    closed, each stream read). A running worker (``Worker.run``, as ``banditd
+    worker`` runs it) does that only every housekeeping interval and reads
+    only streams with news in between.
     """
     toml = "".join(
         f'[experiments.e{i:04d}]\npolicy = "linucb"\narms = ["a", "b"]\n' for i in range(count)
@@ -315,12 +319,38 @@ def many_experiments(settings: Settings, client: redis.Redis, count: int, tmp: s
         cpu = (redis_cpu(client) - cpu0) / 5
     finally:
         worker.close()
+    running = idle_running_worker(settings, client)
     client.flushdb()
     return {
         "experiments": count,
         "first_pass_seconds": round(first, 2),
         "idle_pass_seconds": passes,
         "redis_cpu_seconds_per_idle_pass": round(cpu, 3),
+        **running,
+    }
+
+
+def idle_running_worker(settings: Settings, client: redis.Redis, seconds: float = 10.0) -> dict:
+    """Share of a core that a running worker and Redis use while every stream is idle."""
+    worker = Worker.from_services(
+        build_services(settings),
+        linger_ms=settings.worker_linger_ms,
+        housekeeping_seconds=HOUSEKEEPING_SECONDS,
+    )
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        time.sleep(4.0)  # every lease taken, every group made
+        cpu0, redis0 = time.process_time(), redis_cpu(client)
+        time.sleep(seconds)
+        worker_cpu, redis_cpu_used = time.process_time() - cpu0, redis_cpu(client) - redis0
+    finally:
+        worker.request_stop()
+        thread.join(30)
+        worker.close()
+    return {
+        "running_worker_core_share": round(worker_cpu / seconds, 3),
+        "running_worker_redis_core_share": round(redis_cpu_used / seconds, 3),
     }
 
 
