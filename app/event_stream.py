@@ -245,15 +245,12 @@ class EventStream:
 
     # -- worker side ------------------------------------------------------------
 
-    def close_windows(self, experiment: str, now_ms: int, limit: int = 500) -> int:
-        """Apply the default reward to decisions whose window closed; returns rewards appended."""
-        return self.close_windows_of([experiment], now_ms, limit).get(experiment, 0)
-
     def close_windows_of(
         self, experiments: Iterable[str], now_ms: int, limit: int = 500
     ) -> dict[str, int]:
-        """``close_windows`` for many experiments, their due decisions looked up in one round
-        trip; returns the rewards appended per experiment that had any."""
+        """Apply the default reward to decisions whose window closed, in each experiment (due
+        decisions of all of them looked up in one round trip); rewards appended per experiment
+        that had any."""
         experiments = list(experiments)
         pipe = self.redis.pipeline(transaction=False)
         for experiment in experiments:
@@ -263,7 +260,7 @@ class EventStream:
             if not due:
                 continue
             ids = [d.decode() for d in due]
-            appended[experiment] = self._close_windows(
+            closed = self._close_windows(
                 keys=[
                     keys.pending(experiment),
                     keys.stream(experiment),
@@ -271,7 +268,9 @@ class EventStream:
                 ],
                 args=[now_ms, *ids],
             )
-        return {e: n for e, n in appended.items() if n}
+            if closed:
+                appended[experiment] = closed
+        return appended
 
     def ensure_group(self, experiment: str) -> None:
         """Create the stream and its consumer group if missing."""

@@ -28,6 +28,7 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 2 or 0
 """
+_TAKEN = {1: "renewed", 2: "acquired"}  # what _RENEW's reply means (0: not taken)
 
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -58,7 +59,7 @@ class Leases:
         ``"acquired"`` if it was free (never held, or this worker's own lease had
         expired: someone else may have held it meanwhile), None if another worker has it."""
         held = self._renew(keys=[keys.owner(experiment)], args=[self.holder, self.ttl_ms])
-        return {1: "renewed", 2: "acquired"}.get(int(held))
+        return _TAKEN.get(int(held))
 
     def take_many(self, experiments: list[str]) -> dict[str, str | None]:
         """``take`` for many experiments in one round trip; each one's outcome as ``take``'s."""
@@ -69,7 +70,7 @@ class Leases:
             owner = keys.owner(experiment)
             pipe.execute_command("EVAL", _RENEW, 1, owner, self.holder, self.ttl_ms)
         return {
-            experiment: {1: "renewed", 2: "acquired"}.get(int(held))
+            experiment: _TAKEN.get(int(held))
             for experiment, held in zip(experiments, pipe.execute())
         }
 

@@ -123,7 +123,7 @@ def test_waiting_for_entries_names_the_streams_with_news_and_their_append_times(
 
 
 def test_a_running_worker_reads_only_the_streams_that_got_entries(
-    client, redis_client, settings, clock
+    client, redis_client, settings, clock, engine
 ):
     """After a wait, only a stream the wait saw news in is read; an idle one costs no read.
 
@@ -155,6 +155,11 @@ def test_a_running_worker_reads_only_the_streams_that_got_entries(
         choose(client, experiment="push_copy")
         poll(lambda: redis_client.xlen(keys.stream("push_copy")) == 0, timeout=5.0)
         assert "push_copy" in read
+        logged = "SELECT experiment, count(*) AS n FROM decisions GROUP BY 1 ORDER BY 1"
+        assert rows(engine, logged) == [
+            {"experiment": "home_feed", "n": 5},
+            {"experiment": "push_copy", "n": 1},
+        ]
     finally:
         worker.request_stop()
         thread.join(10)
