@@ -70,9 +70,19 @@ class LoopbackCluster:
             timeout=120,
         )
         if done.returncode != 0:
+            logs = cluster.log_tails()  # read before stop() removes the directory
             cluster.stop()
-            raise RuntimeError(f"the Redis Cluster did not start: {done.stderr[-2000:]}")
+            raise RuntimeError(f"the Redis Cluster did not start: {done.stderr[-2000:]}{logs}")
         return cluster
+
+    def log_tails(self, lines: int = 5) -> str:
+        """The last lines of each node's log (or that it has none), for an error message."""
+        tails = []
+        for port in self.ports:
+            log = self.directory / str(port) / "redis.log"
+            text = log.read_text(errors="replace").splitlines()[-lines:] if log.exists() else []
+            tails.append(f"\nnode {port}: " + (" | ".join(text) if text else "no log"))
+        return "".join(tails)
 
     def stop(self) -> None:
         """Stop every node and remove the directory."""
