@@ -60,20 +60,30 @@ class LoopbackCluster:
     ports: list[int]
 
     @classmethod
-    def start(cls, directory: Path) -> "LoopbackCluster":
-        """Start the nodes on free ports and create the cluster; returns once it is ok."""
-        cluster = cls(directory, free_ports())
-        done = subprocess.run(
-            ["bash", str(SCRIPT), "start", str(directory), *map(str, cluster.ports)],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        if done.returncode != 0:
+    def start(cls, directory: Path, attempts: int = 3) -> "LoopbackCluster":
+        """Start the nodes on free ports and create the cluster; returns once it is ok.
+
+        A port found free can be taken before its node binds it (by any
+        connection's ephemeral port), so a start that fails is tried again on
+        other ports, up to ``attempts`` times.
+        """
+        failures = []
+        for _ in range(attempts):
+            cluster = cls(directory, free_ports())
+            done = subprocess.run(
+                ["bash", str(SCRIPT), "start", str(directory), *map(str, cluster.ports)],
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            if done.returncode == 0:
+                return cluster
             logs = cluster.log_tails()  # read before stop() removes the directory
             cluster.stop()
-            raise RuntimeError(f"the Redis Cluster did not start: {done.stderr[-2000:]}{logs}")
-        return cluster
+            failures.append(f"{done.stderr[-2000:]}{logs}")
+        raise RuntimeError(
+            f"the Redis Cluster did not start in {attempts} attempts: " + "\n---\n".join(failures)
+        )
 
     def log_tails(self, lines: int = 5) -> str:
         """The last lines of each node's log (or that it has none), for an error message."""
