@@ -5,7 +5,7 @@
 #   make test     the test suite against real Redis and Postgres
 #   make stop     stop the Redis and Postgres that `make run`/`make test` started
 #   make bench    measure throughput, latency, worker drain, freshness, cost growth
-#                 (5-7 minutes; writes bench/out/*.json and docs/BENCHMARKS.md)
+#                 (about 15 minutes; writes bench/out/*.json and docs/BENCHMARKS.md)
 #
 # Set REDIS_URL / DATABASE_URL to use servers you already have.
 
@@ -44,7 +44,7 @@ help:
 	@echo "make status    show what is running"
 	@echo "make stop      stop the Redis and Postgres started here"
 	@echo "make venv      create .venv and install the package (editable) with test and eval extras"
-	@echo "make bench     benchmark on this box, ~6 min; rewrites docs/BENCHMARKS.md (BENCH_ARGS=--quick)"
+	@echo "make bench     benchmark on this box, ~15 min; rewrites docs/BENCHMARKS.md (BENCH_ARGS=--quick)"
 	@echo "make chaos     faults under load, then Redis Cluster master kills, ~5.5 min; rewrites docs/RELIABILITY.md (CHAOS_ARGS=...)"
 
 # Re-installs only when setup.cfg/pyproject.toml are newer than the stamp.

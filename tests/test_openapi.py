@@ -89,3 +89,59 @@ def test_changing_a_limit_in_the_document_changes_validation():
 def test_schema_defaults_fill_in_omitted_fields():
     req = RequestValidator(openapi.document()).choose({"experiment": "home_feed"})
     assert (req.context, req.k, req.candidates, req.request_id) == ({}, 1, None, None)
+
+
+EVERY_OPTIONAL_KEY_TOML = """
+[experiments.everything]
+policy = "squarecb"
+gamma_scale = 30.0
+arms = ["a", "b", "c"]
+max_arms = 10
+reward = { default = 0.0, window_seconds = 60, min = 0.0, max = 1.0 }
+forgetting = "auto"
+position_weights = [1.0, 0.5]
+holdout = 0.1
+holdout_policy = "given_order"
+segment_by = "city"
+max_segments = 5
+retention_days = 7
+
+[experiments.everything.features]
+numeric = ["hour"]
+categorical = { city = ["berlin", "munich"] }
+
+[experiments.items]
+policy = "linucb"
+arms = "dynamic"
+model = "hybrid"
+missing_item = "empty"
+interactions = { hour = ["pay"] }
+reward = { default = 0.0, window_seconds = 60, min = 0.0, max = 1.0 }
+
+[experiments.items.features]
+numeric = ["hour"]
+
+[experiments.items.item_features]
+numeric = ["pay"]
+"""
+
+
+def test_get_experiments_answers_within_its_schema_with_every_optional_setting(
+    client, config_file
+):
+    import jsonschema
+
+    from tests.conftest import AUTH
+
+    config_file.write_text(EVERY_OPTIONAL_KEY_TOML)
+    assert client.application.extensions["banditd"].config.reload_if_changed()
+    answer = client.get("/experiments", headers=AUTH)
+    assert answer.status_code == 200
+    shown = {e["name"]: e for e in answer.json["experiments"]}
+    assert set(shown) == {"everything", "items"}
+    info = openapi.schema(openapi.document(), "ExperimentInfo")
+    for experiment in shown.values():
+        jsonschema.validate(experiment, info)
+    optional = set(info["properties"]) - set(info["required"])
+    present = set(shown["everything"]) | set(shown["items"])
+    assert optional <= present  # every optional property of the schema shown by one of them
