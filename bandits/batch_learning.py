@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .learning import update
+from .learning import check_leverage, update
 from .state import LearningState
 
 __all__ = ["update_many"]
@@ -61,7 +61,9 @@ def update_many(
     ------
     ValueError
         For any input :func:`~bandits.learning.update` would reject, before
-        anything is changed.
+        anything is changed; except a reward too large for its arm's model
+        (:func:`~bandits.learning.check_leverage`), found when its turn comes:
+        the rewards learned before it stay learned.
 
     Examples
     --------
@@ -146,6 +148,8 @@ def _learn(state, idx, X, rewards, successes) -> None:
     A_inv = state.A_inv[idx]
     u = np.matmul(A_inv, X[:, :, None])  # (k, d, 1): A_inv @ x per arm
     xu = np.matmul(X[:, None, :], u)  # (k, 1, 1): x @ u per arm
+    for leverage in xu.ravel().tolist():
+        check_leverage(leverage)
     u = u[:, :, 0]
     A_inv -= u[:, :, None] * u[:, None, :] / (1.0 + xu)
     state.A_inv[idx] = A_inv

@@ -56,7 +56,32 @@ import numpy as np
 from .auto_forgetting import AUTO, BASE, auto_discounts
 from .state import LearningState
 
-__all__ = ["update", "rescale"]
+__all__ = ["update", "rescale", "MAX_LEVERAGE", "check_leverage"]
+
+# The most x^T A^{-1} x one update may bring. The rank-one step subtracts
+# u u^T / (1 + x^T u) from A^{-1}, and when x^T u is this large the subtraction
+# cancels A^{-1} in x's direction down to its last digits: about 12 of float64's
+# 16 are lost at 1e12, all of them at 1e16, where a second such reward divides by
+# zero and the arm's model turns NaN. Features that large (relative to the ridge
+# prior and to what the arm has seen) need scaling; such a reward is refused.
+MAX_LEVERAGE = 1e12
+
+
+def check_leverage(leverage: float) -> None:
+    """Refuse an update whose ``x^T A^{-1} x`` is ``leverage`` if it would break the model.
+
+    Raises
+    ------
+    ValueError
+        If ``leverage`` is above :data:`MAX_LEVERAGE`, negative beyond rounding
+        (the model has lost precision already) or NaN.
+    """
+    if not -0.5 < leverage <= MAX_LEVERAGE:
+        raise ValueError(
+            f"x is too large for the arm's model: x^T A^-1 x = {leverage:.3g}, at most "
+            f"{MAX_LEVERAGE:g}; learning it would cancel the model's precision away "
+            "(scale the features)"
+        )
 
 
 def update(
@@ -117,7 +142,9 @@ def update(
     ValueError
         If ``arm`` is out of range, ``x`` has the wrong shape or is not finite,
         ``reward`` is not finite, ``success`` is outside [0, 1], ``discount``
-        is outside (0, 1] or ``ridge`` is not positive and finite.
+        is outside (0, 1] or ``ridge`` is not positive and finite; or if ``x``
+        is too large for the arm's model (:func:`check_leverage`), in which
+        case the arm's discount for this update may have been applied already.
 
     Examples
     --------
@@ -163,8 +190,10 @@ def update(
 
     A_inv = state.A_inv[arm]  # views: writing through them updates the state
     u = A_inv @ x  # A_inv is symmetric, so x^T A_inv = u^T
+    leverage = x @ u
+    check_leverage(float(leverage))
     # u u^T (np.outer without its wrapper) keeps A_inv exactly symmetric
-    A_inv -= u[:, None] * u / (1.0 + x @ u)
+    A_inv -= u[:, None] * u / (1.0 + leverage)
     state.A[arm] += x[:, None] * x
     state.b[arm] += reward * x
     state.theta[arm] = A_inv @ state.b[arm]

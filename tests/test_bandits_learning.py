@@ -132,3 +132,24 @@ def test_rescale_maps_range_onto_unit_interval(reward, low, high, expected):
 def test_rescale_rejects_bad_range_or_nan(reward, low, high):
     with pytest.raises(ValueError):
         rescale(reward, low, high)
+
+
+def test_a_reward_too_large_for_the_model_is_refused_and_leaves_the_arm_as_it_was():
+    from bandits.learning import MAX_LEVERAGE
+
+    s = prior(2, 2)
+    x = np.array([1.0, 1e15])
+    before = [a.copy() for a in (s.A, s.A_inv, s.b, s.theta, s.n)]
+    for _ in range(2):  # twice: the second once divided by zero (a NaN model)
+        with pytest.raises(ValueError, match="too large for the arm's model"):
+            update(s, 0, x, 1.0)
+    for a, b in zip(before, (s.A, s.A_inv, s.b, s.theta, s.n)):
+        np.testing.assert_array_equal(a, b)
+    # as large as is accepted, and the model stays accurate (against a ridge of 1)
+    x = np.array([1.0, 5e5])
+    assert x @ x <= MAX_LEVERAGE
+    for reward in (1.0, 0.0, 1.0):
+        update(s, 0, x, reward)
+    exact = np.linalg.solve(np.eye(2) + 3 * np.outer(x, x), 2 * x)
+    np.testing.assert_allclose(s.theta[0], exact, rtol=1e-4)
+    assert np.isfinite(s.A_inv).all() and (np.diagonal(s.A_inv, axis1=1, axis2=2) > 0).all()

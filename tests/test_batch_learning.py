@@ -144,3 +144,21 @@ def test_the_workers_batch_learning_equals_the_rebuilds_one_reward_at_a_time():
         )
     stacked = LearningState(**{f: np.concatenate([getattr(s, f) for s in singles]) for f in FIELDS})
     _assert_identical(batched, stacked)
+
+
+def test_a_batch_stops_at_a_reward_too_large_for_its_arm_as_one_at_a_time_would():
+    rng = np.random.default_rng(5)
+    arms = np.array([0, 1, 2, 3, 4, 0, 1, 2, 3, 4])
+    X = rng.random((10, 3))
+    X[7] = [1.0, 1e15, 0.0]  # arm 2's second reward
+    rewards = rng.random(10)
+    batch, single = prior(5, 3), prior(5, 3)
+    with pytest.raises(ValueError, match="too large for the arm's model"):
+        update_many(batch, arms, X, rewards)
+    with pytest.raises(ValueError, match="too large for the arm's model"):
+        for i in range(10):
+            update(single, int(arms[i]), X[i], float(rewards[i]))
+    # every arm's first reward was learned, and nothing of the refused one
+    assert batch.n.tolist() == [1.0] * 5
+    np.testing.assert_array_equal(batch.A_inv[2], single.A_inv[2])
+    np.testing.assert_array_equal(batch.theta[2], single.theta[2])

@@ -217,3 +217,34 @@ def test_poison_in_the_middle_of_a_load_loses_and_duplicates_nothing(
     assert_logged_exactly(engine, decisions, rewards)
     assert DeadLetters(redis_client).count(EXPERIMENT) == poison
     assert verify(redis_client, engine, EXPERIMENT).ok
+
+
+def test_a_reward_too_large_for_the_model_is_dead_lettered_and_choose_keeps_answering(
+    client, worker, redis_client, engine
+):
+    # Two identical huge contexts rewarded on a fresh arm once turned its A^-1 into NaN
+    # (cancellation in the rank-one step), and every /choose of the experiment into a 500.
+    huge = []
+    for _ in range(2):
+        answer = choose(client, context={"hour": 1e15}, candidates=["job_kitchen"], k=1)
+        assert answer.status_code == 200
+        decision_id = answer.get_json()["decision_id"]
+        assert reward(client, decision_id, "job_kitchen", 1.0).status_code == 202
+        huge.append(decision_id)
+    decisions, rewards = traffic(client, 10, np.random.default_rng(4))
+
+    worker.run(until_idle=True)
+
+    letters = DeadLetters(redis_client).list(EXPERIMENT)
+    assert [(letter.stage, letter.fields[b"id"].decode()) for letter in letters] == [
+        ("learn", huge[0]),
+        ("learn", huge[1]),
+    ]
+    assert all("x is too large for the arm's model" in letter.error for letter in letters)
+    # the decisions are logged (their rewards are not: the log replays to the live model)
+    assert_logged_exactly(engine, decisions | set(huge), rewards)
+    for _ in range(20):
+        answer = choose(client, context={"hour": 3, "city": "berlin"})
+        assert answer.status_code == 200
+        assert all(np.isfinite(a["score"]) for a in answer.get_json()["arms"])
+    assert verify(redis_client, engine, EXPERIMENT).ok

@@ -289,11 +289,14 @@ def test_the_forgetting_study_compares_auto_with_every_fixed_factor_on_every_wor
     assert len(rows) == len(forgetting_study.WORLDS) * len(forgetting_study.POLICIES)
     for row in rows:
         cells = [c.strip() for c in row.strip("|").split("|")]
-        none, *fixed, auto, over_none, over_best = (float(c) for c in cells[2:-1])
+        sides = len(forgetting_study.SIDE_BY_SIDE)
+        none, *fixed, auto, over_none, over_best = (float(c) for c in cells[2 : -1 - sides])
         assert len(fixed) == len(forgetting_study.FIXED)
         assert over_none == pytest.approx(auto / none, abs=3e-3)  # of the 4-digit means
         assert over_best == pytest.approx(auto / max(fixed), abs=3e-3)
-        assert (cells[-1] != "") == cells[0].startswith("drifting")  # the oracle's ceiling
+        oracle = cells[-1 - sides]
+        assert (oracle != "") == cells[0].startswith("drifting")  # the oracle's ceiling
+        assert all(0.5 < float(c) < 2.0 for c in cells[-sides:])  # ratios to the best fixed
 
 
 def test_the_oracle_forgets_everything_at_the_change_and_nothing_else():
@@ -310,3 +313,28 @@ def test_the_oracle_forgets_everything_at_the_change_and_nothing_else():
     assert np.einsum("aii->", learned) == pytest.approx(4.0 + 3 * 1.25)
     agent.choose(z)  # round 3: the change
     assert np.array_equal(agent.state.A, prior(2, 2).A)
+
+
+def test_side_by_side_chooses_with_the_factor_that_predicts_the_latest_rewards_best():
+    from bandits.simulation.side_by_side import FACTORS, SideBySide
+
+    z = np.array([0.5])
+    for scope in ("arm", "experiment"):
+        greedy = PolicyParams(alpha=0.01)
+        agent = SideBySide("linucb", 3, 1, np.random.default_rng(0), greedy, scope=scope)
+        for _ in range(300):  # arm 0 pays nothing, then always; arm 1 half
+            agent.learn(z, 0, 0.0)
+            agent.learn(z, 1, 0.5)
+        for _ in range(60):
+            agent.learn(z, 0, 1.0)
+        fastest = FACTORS.index(min(FACTORS))
+        assert agent.picked[0] == fastest
+        if scope == "experiment":
+            assert list(agent.picked) == [fastest] * 3
+        else:  # arm 2 never learned: it keeps the first factor, and the view holds its prior
+            assert agent.picked[2] == 0
+            assert np.array_equal(agent.view.A[2], prior(1, 2).A[0])
+            assert np.array_equal(agent.view.theta[0], agent.states[fastest].theta[0])
+        # arm 0's latest rewards (1) beat arm 1's (0.5) only under the fast factor
+        assert agent.choose(z) == 0
+        assert float(agent.states[0].theta[0] @ [1.0, 0.5]) < 0.5

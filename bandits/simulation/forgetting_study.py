@@ -19,7 +19,10 @@ fixed factor, paired by seed. On the drifting worlds it also plays an
 arm back to its prior at round ``T // 2``, no forgetting otherwise): what
 dropping the old payoffs at the change earns with perfect knowledge of when
 it comes. Not a ceiling on forgetting in general: on the 20-arm worlds fixed
-factors earn more than it (docs/LEARNING.md). Run::
+factors earn more than it (docs/LEARNING.md). And it plays the rule issue 18
+suggested first, every factor of the grid learned side by side and the one
+with the lowest recent prediction error chosen, per arm and per experiment
+(:mod:`.side_by_side`). Run::
 
     python -m bandits.simulation.forgetting_study --seeds 8
 """
@@ -39,6 +42,7 @@ from ..state import prior
 from .agents import BanditdAgent, banditd_factory
 from .environments import Drifting, Environment, SyntheticLinear
 from .runner import run
+from .side_by_side import side_by_side_factory
 
 WORLDS: dict[str, Callable[[], Environment]] = {
     "drifting": Drifting,
@@ -51,6 +55,8 @@ WORLDS: dict[str, Callable[[], Environment]] = {
 }
 FIXED = (0.999, 0.995, 0.99, 0.98)
 ORACLE = "oracle"  # the discount column of the agent that resets every arm at the change
+# the discount columns of the side-by-side agents, by the scope they pick a factor for
+SIDE_BY_SIDE = {"side by side, per arm": "arm", "side by side, per experiment": "experiment"}
 POLICIES = {
     "linucb α=0.3": ("linucb", PolicyParams(alpha=0.3)),
     "lin_ts v=0.1": ("lin_ts", PolicyParams(v=0.1)),
@@ -89,6 +95,8 @@ def _score(job: tuple[str, str, float | str, int, int]) -> tuple[str, str, str, 
     name, params = POLICIES[policy]
     if discount == ORACLE:  # Drifting changes at rounds // 2
         factory = _oracle_factory(name, params, rounds // 2)
+    elif discount in SIDE_BY_SIDE:
+        factory = side_by_side_factory(name, params, scope=SIDE_BY_SIDE[discount])
     else:
         factory = banditd_factory(name, params, discount=discount)
     result = run(WORLDS[world](), policy, factory, rounds, range(seeds))
@@ -98,11 +106,14 @@ def _score(job: tuple[str, str, float | str, int, int]) -> tuple[str, str, str, 
 
 def table(scores: dict[tuple[str, str, str], np.ndarray]) -> str:
     """Markdown: per world and policy, each discount's mean and auto's ratios (and the
-    oracle's, where the world drifts)."""
+    oracle's, where the world drifts), then the side-by-side agents' ratios to the best
+    fixed factor."""
     lines = [
         "| world | policy | none | " + " | ".join(f"γ={g:g}" for g in FIXED) + " | auto | "
-        "auto ÷ none | auto ÷ best fixed | oracle ÷ none |",
-        "|---|---|---|" + "---|" * len(FIXED) + "---|---|---|---|",
+        "auto ÷ none | auto ÷ best fixed | oracle ÷ none | "
+        + " | ".join(f"{name} ÷ best fixed" for name in SIDE_BY_SIDE)
+        + " |",
+        "|---|---|---|" + "---|" * len(FIXED) + "---|---|---|---|" + "---|" * len(SIDE_BY_SIDE),
     ]
     for world in WORLDS:
         for policy in POLICIES:
@@ -113,9 +124,12 @@ def table(scores: dict[tuple[str, str, str], np.ndarray]) -> str:
             cells = [f"{none.mean():.4f}"] + [f"{v.mean():.4f}" for v in fixed.values()]
             oracle = scores.get((world, policy, ORACLE))
             ceiling = "" if oracle is None else f"{oracle.mean() / none.mean():.3f}"
+            others = [scores[world, policy, name].mean() / best.mean() for name in SIDE_BY_SIDE]
             lines.append(
                 f"| {world} | {policy} | {' | '.join(cells)} | {auto.mean():.4f} | "
-                f"{auto.mean() / none.mean():.3f} | {auto.mean() / best.mean():.3f} | {ceiling} |"
+                f"{auto.mean() / none.mean():.3f} | {auto.mean() / best.mean():.3f} | {ceiling} | "
+                + " | ".join(f"{ratio:.3f}" for ratio in others)
+                + " |"
             )
     return "\n".join(lines)
 
@@ -131,7 +145,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         (world, policy, discount, args.rounds, args.seeds)
         for world in WORLDS
         for policy in POLICIES
-        for discount in (1.0, *FIXED, AUTO, *((ORACLE,) if world.startswith("drifting") else ()))
+        for discount in (
+            1.0,
+            *FIXED,
+            AUTO,
+            *((ORACLE,) if world.startswith("drifting") else ()),
+            *SIDE_BY_SIDE,
+        )
     ]
     scores = {}
     with Pool(args.processes) as pool:
