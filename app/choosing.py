@@ -108,7 +108,6 @@ class Chooser:
         exp = configured = self.experiment(req.experiment)
         if exp.segment_by is not None:  # the segment's own model from here on
             exp = exp.for_segment(segment_of(exp, req.context))
-            self.segments.admit(exp, exp.segment)
         self._check_candidates(exp, req.candidates)
         n_candidates = len(exp.arms) if req.candidates is None else len(req.candidates)
         if req.k > n_candidates:
@@ -122,6 +121,8 @@ class Chooser:
             )
         except FeatureError as exc:
             raise ApiError(400, "invalid_feature", exc.message, exc.field) from exc
+        if exp.segment is not None:  # once the request is known good: a refused one takes no slot
+            self.segments.admit(exp, exp.segment)
 
         held_out = assigned_to_holdout(exp.holdout, exp.name, req.unit_id, self.rng)
         policy = HOLDOUT if held_out else exp.policy

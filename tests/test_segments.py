@@ -111,6 +111,22 @@ def test_max_segments_bounds_them_with_a_clear_error(client, redis_client):
     assert choose(client, experiment="stores", context={"store_id": "b"}).status_code == 200
 
 
+def test_a_refused_request_takes_no_segment_slot(client, redis_client):
+    refused = [
+        {"store_id": "bad1", "nope": 1},  # an undeclared feature
+        {"store_id": "bad2", "hour": "nine"},  # a numeric one that is not a number
+    ]
+    for context in refused:
+        assert choose(client, experiment="stores", context=context).status_code == 400
+    answer = choose(client, experiment="stores", context={"store_id": "bad3"}, k=4)
+    assert answer.status_code == 400  # more arms asked for than there are
+    answer = choose(client, experiment="stores", context={"store_id": "bad4"}, candidates=["tea"])
+    assert answer.status_code == 400  # not an arm of the experiment
+    assert redis_client.scard(keys.segments("stores")) == 0
+    for store in ("a", "b", "c"):
+        assert choose(client, experiment="stores", context={"store_id": store}).status_code == 200
+
+
 def test_rebuild_snapshots_and_evaluate_work_per_segment(
     client, worker, clock, redis_client, engine, settings, capsys
 ):
