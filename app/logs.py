@@ -7,6 +7,8 @@ carries: a request line adds ``method``, ``route``, ``status``,
 ``error_code``. ``BANDITD_LOG_LEVEL`` sets the least severe level logged;
 request lines are ``INFO``, so ``WARNING`` leaves them out, and
 ``BANDITD_REQUEST_LOG`` (``all``, ``errors``, ``none``) which answers get one.
+A text line escapes the control characters of its message (``\\n``, ``\\u0085``), so
+an id a client sent cannot start a line of its own.
 
 This module imports nothing from ``app``: gunicorn.conf.py loads it by path in
 each web process before gevent patches it, so it must not pull in the app.
@@ -28,12 +30,31 @@ REQUEST_LOGGER = "banditd.request"
 _HANDLER_MARK = "_banditd_handler"
 
 
+# Control characters (C0, DEL, C1 and the Unicode line and paragraph separators) as
+# escapes: a value a client sent (a decision id, an experiment name) must not start a
+# line of its own in the text log that reads as the service's.
+_ESCAPES = {
+    c: ("\\n" if c == 10 else "\\r" if c == 13 else "\\t" if c == 9 else f"\\u{c:04x}")
+    for c in (*range(0x20), 0x7F, *range(0x80, 0xA0), 0x2028, 0x2029)
+}
+
+
+class TextFormatter(logging.Formatter):
+    """``TEXT_FORMAT`` with the message's control characters escaped: one record, one line
+    (a traceback, which follows the message, keeps its lines)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        """The record's line, control characters escaped."""
+        line = super().formatMessage(record)
+        return line if line.isprintable() else line.translate(_ESCAPES)
+
+
 def formatter(log_format: str) -> logging.Formatter:
     """The formatter of ``log_format`` (``text`` or ``json``)."""
     if log_format == "json":
         # timestamp: ISO 8601 in UTC with microseconds, under "time"
         return OrjsonFormatter(list(JSON_FIELDS), rename_fields=JSON_NAMES, timestamp="time")
-    return logging.Formatter(TEXT_FORMAT)
+    return TextFormatter(TEXT_FORMAT)
 
 
 def configure_logging(log_format: str = "text", level: str = "INFO") -> None:

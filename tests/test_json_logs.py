@@ -104,3 +104,25 @@ def test_request_log_setting_picks_the_answers_logged(settings, caplog, request_
     assert [r.status for r in lines] == logged
     for r in lines:
         assert r.route == "/choose" and r.method == "POST" and r.duration_ms > 0
+
+
+def test_text_log_escapes_what_a_client_sent_so_it_cannot_forge_a_line(client, capfd):
+    from app.logs import configure_logging
+    from tests.conftest import reward
+
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    configure_logging("text", "INFO")
+    try:
+        forged = "2026-12-05 21:50:00,000 ERROR banditd: FAKE injected line"
+        answer = reward(client, f"home_feed:x\n{forged}\u2028", "job_kitchen", 1.0)
+        assert answer.status_code == 404
+    finally:
+        for handler in root.handlers:
+            if handler not in handlers:
+                root.removeHandler(handler)
+        root.setLevel(level)
+    lines = capfd.readouterr().err.splitlines()
+    [line] = [line for line in lines if "POST /reward 404" in line]
+    assert f"decision_id=home_feed:x\\n{forged}\\u2028" in line
+    assert not any(line.startswith(forged) for line in lines)
