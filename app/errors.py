@@ -7,7 +7,7 @@ import time
 from typing import Callable
 
 import orjson
-from flask import Flask, Response
+from flask import Flask, Response, has_request_context, request
 from werkzeug.exceptions import HTTPException
 
 from app.cluster.client import UNAVAILABLE
@@ -85,7 +85,10 @@ def register(app: Flask) -> None:
     def http_error(exc: HTTPException) -> Response:
         message = exc.description or exc.name
         if exc.code == 413:
-            message = f"request body is larger than {app.config['MAX_CONTENT_LENGTH']} bytes"
+            # the route's own limit where it set one (a bulk load of the feature store)
+            limit = request.max_content_length if has_request_context() else None
+            limit = limit or app.config["MAX_CONTENT_LENGTH"]
+            message = f"request body is larger than {limit} bytes"
         response = error_response(exc.code or 500, _code_of(exc), message)
         if exc.code == 405 and exc.valid_methods:
             response.headers["Allow"] = ", ".join(exc.valid_methods)

@@ -148,9 +148,13 @@ def test_bulk_load_limits(client, redis_client):
         "/items/home_feed", data=huge, headers=AUTH, content_type="application/json"
     )
     assert error_of(response) == (413, "request_entity_too_large")
+    assert response.get_json()["error"]["message"] == (
+        f"request body is larger than {16 * 2**20} bytes"  # the bulk route's own limit
+    )
     # the larger limit is the bulk route's only
     response = put(client, "/items/home_feed/a", {"features": {"x": "y" * 70_000}})
     assert response.status_code == 413
+    assert response.get_json()["error"]["message"] == "request body is larger than 65536 bytes"
 
 
 def test_put_and_delete_an_entity(client, redis_client):
