@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import orjson
 
+from app.arm_registry import ArmRegistry
 from app.config import SHARED, Experiment
 from app.config_source import ConfigSource
 from app.errors import ApiError
@@ -92,6 +93,7 @@ class Chooser:
         self.rng = rng
         self.clock = clock
         self.segments = SegmentRegistry(stream.redis)
+        self.arms = ArmRegistry(stream.redis)
         # this process' item features, read once and kept in step with the store's changes
         self.features = FeatureStore(stream.redis, ItemCache())
 
@@ -109,6 +111,11 @@ class Chooser:
         if exp.segment_by is not None:  # the segment's own model from here on
             exp = exp.for_segment(segment_of(exp, req.context))
         self._check_candidates(exp, req.candidates)
+        limited = exp.dynamic and exp.model != SHARED  # a shared model keeps no state per item
+        if limited and req.candidates is not None:
+            showable = self.arms.showable(exp, req.candidates, req.k)
+            if showable != req.candidates:  # a full catalogue: its known candidates only
+                req = _only(req, showable)
         n_candidates = len(exp.arms) if req.candidates is None else len(req.candidates)
         if req.k > n_candidates:
             raise ApiError(
@@ -169,8 +176,7 @@ class Chooser:
             reward_min=exp.reward.min,
             reward_max=exp.reward.max,
             response=response,
-            # a shared model keeps no state per item: its catalogue needs no limit
-            max_arms=exp.max_arms if exp.dynamic and exp.model != SHARED else None,
+            max_arms=exp.max_arms if limited else None,
         )
         if earlier is ARM_LIMIT_REACHED:
             raise ApiError(
@@ -181,6 +187,8 @@ class Chooser:
             )
         if earlier is not None:
             return DecisionAnswer.replayed(earlier)
+        if limited:
+            self.arms.shown(exp, [i.arm for i in impressions])
         return DecisionAnswer(response, decision_id, [i.propensity for i in impressions])
 
     def _select_arms(
@@ -265,3 +273,12 @@ class Chooser:
                         f"candidate {arm!r} is not an arm of {exp.name}",
                         "candidates",
                     )
+
+
+def _only(req: ChooseRequest, kept: tuple[str, ...]) -> ChooseRequest:
+    """``req`` with only the candidates ``kept`` (and their inline features)."""
+    inline = req.inline_features
+    if inline is not None:
+        keep = set(kept)
+        inline = tuple(f for arm, f in zip(req.candidates, inline) if arm in keep)
+    return replace(req, candidates=kept, inline_features=inline)

@@ -3,7 +3,7 @@ and a dynamic catalogue creates arms on first sight, up to ``max_arms``."""
 
 import pytest
 
-from tests.conftest import AUTH, EXPERIMENTS_TOML, choose, reward
+from tests.conftest import AUTH, EXPERIMENTS_TOML, choose, reward, rows
 from tests.test_config import rewrite
 
 CATALOGUE_TOML = """
@@ -74,6 +74,28 @@ def test_dynamic_catalogue_stops_growing_at_max_arms(catalogue, client):
     assert response.status_code == 409
     assert response.get_json()["error"]["code"] == "arm_limit_reached"
     assert choose_jobs(client, ["a", "b"]).status_code == 200  # known arms still serve
+
+
+def test_a_full_catalogue_chooses_among_its_known_candidates_only(
+    catalogue, client, worker, engine
+):
+    for arm in ("a", "b", "c", "d"):
+        assert choose_jobs(client, [arm]).status_code == 200
+    # a new candidate could never be shown now: deciding among all of them would refuse the
+    # draws of "e" and log "a" with a propensity that counted "e" (biased estimates)
+    for _ in range(20):
+        response = choose_jobs(client, ["e", "a", "f", "b"])
+        assert response.status_code == 200
+        [slot] = response.get_json()["arms"]
+        assert slot["arm"] in ("a", "b") and slot["propensity"] == 0.5  # a tie of two
+    # fewer known candidates than k: refused, saying why
+    response = choose_jobs(client, ["e", "a"], k=2)
+    assert response.status_code == 409
+    error = response.get_json()["error"]
+    assert error["code"] == "arm_limit_reached" and "fewer than k=2" in error["message"]
+    worker.run(until_idle=True)
+    logged = rows(engine, "SELECT candidates FROM decisions WHERE array_length(candidates, 1) > 1")
+    assert [r["candidates"] for r in logged] == [["a", "b"]] * 20  # what it chose among
 
 
 def test_experiments_lists_a_dynamic_catalogue(catalogue, client):
