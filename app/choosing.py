@@ -9,6 +9,7 @@ transaction when no check is needed: app/event_stream.py).
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import time
 from dataclasses import dataclass, replace
@@ -21,7 +22,7 @@ from app.arm_registry import ArmRegistry
 from app.config import SHARED, Experiment
 from app.config_source import ConfigSource
 from app.errors import ApiError
-from app.event_stream import ARM_LIMIT_REACHED, EventStream
+from app.event_stream import ARM_LIMIT_REACHED, REQUEST_ID_REUSED, EventStream
 from app.events import DecisionEvent, Impression
 from app.features.candidates import resolve_parsed
 from app.features.item_cache import ItemCache
@@ -107,6 +108,7 @@ class Chooser:
     def choose(self, req: ChooseRequest) -> DecisionAnswer:
         """Make, record and return one decision (or the answer of an earlier one with the
         same request id)."""
+        asked = req  # as sent: what a retry under its request id must repeat
         exp = configured = self.experiment(req.experiment)
         if exp.segment_by is not None:  # the segment's own model from here on
             exp = exp.for_segment(segment_of(exp, req.context))
@@ -177,7 +179,16 @@ class Chooser:
             reward_max=exp.reward.max,
             response=response,
             max_arms=exp.max_arms if limited else None,
+            fingerprint=fingerprint(asked) if req.request_id else "",
         )
+        if earlier is REQUEST_ID_REUSED:
+            raise ApiError(
+                422,
+                "request_id_reused",
+                f"request_id {req.request_id!r} was used by an earlier /choose that asked "
+                "something else; a retry must repeat its body (a new request needs a new id)",
+                "request_id",
+            )
         if earlier is ARM_LIMIT_REACHED:
             raise ApiError(
                 409,
@@ -282,3 +293,19 @@ def _only(req: ChooseRequest, kept: tuple[str, ...]) -> ChooseRequest:
         keep = set(kept)
         inline = tuple(f for arm, f in zip(req.candidates, inline) if arm in keep)
     return replace(req, candidates=kept, inline_features=inline)
+
+
+def fingerprint(req: ChooseRequest) -> str:
+    """What a /choose request asked, as a hash: equal for bodies that differ only in how
+    their JSON is written (key order, spacing), not in what it says."""
+    asked = (
+        req.experiment,
+        req.context,
+        req.candidates,
+        req.k,
+        req.unit_id,
+        req.inline_features,
+        req.entities,
+    )
+    canonical = orjson.dumps(asked, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
+    return hashlib.sha256(canonical).hexdigest()[:32]

@@ -41,6 +41,7 @@ class Delivery:
 
 
 ARM_LIMIT_REACHED = object()  # what record_decision returns when a catalogue is full
+REQUEST_ID_REUSED = object()  # ... when an earlier request with the same id asked otherwise
 
 
 def _pairs(flat: list[bytes]) -> dict[bytes, bytes]:
@@ -105,13 +106,16 @@ class EventStream:
         reward_max: float,
         response: bytes,
         max_arms: int | None = None,
+        fingerprint: str = "",
     ) -> bytes | object | None:
         """Append a decision and open its reward window.
 
         Returns None when recorded, the stored response of an earlier decision
-        with the same request id, or ``ARM_LIMIT_REACHED`` when ``max_arms`` is
-        given (a dynamic catalogue) and a shown arm would be one too many; in
-        the last two cases nothing is recorded. The decision's rewards are
+        with the same request id, ``REQUEST_ID_REUSED`` when that earlier
+        request's ``fingerprint`` (what it asked) differs from this one's, or
+        ``ARM_LIMIT_REACHED`` when ``max_arms`` is given (a dynamic catalogue)
+        and a shown arm would be one too many; in the last three cases nothing
+        is recorded. The decision's rewards are
         learned under the settings of its config version, which
         :meth:`announce_config` stored.
         """
@@ -135,6 +139,7 @@ class EventStream:
                 keys.stream(exp),
                 keys.request(exp, event.request_id or "-"),
                 keys.arm_registry(exp),
+                keys.request_fingerprint(exp, event.request_id or "-"),
             ],
             args=[
                 "1" if event.request_id else "0",
@@ -152,14 +157,19 @@ class EventStream:
                 record,
                 items,
                 candidate_items,
+                fingerprint,
             ],
         )
-        if isinstance(result, list):
+        if not result:
+            return None
+        if result[0] == b"arm_limit":
             return ARM_LIMIT_REACHED
-        if result is not None:
-            # an earlier answer repeated: wait for its write too (it may have been a 503)
-            self.replicated(exp)
-        return result
+        _, earlier, asked = result
+        if asked and fingerprint and asked.decode() != fingerprint:
+            return REQUEST_ID_REUSED
+        # an earlier answer repeated: wait for its write too (it may have been a 503)
+        self.replicated(exp)
+        return earlier
 
     def _record_in_transaction(
         self,

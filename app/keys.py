@@ -26,6 +26,12 @@ def request(experiment: str, request_id: str) -> str:
     return f"bd:{{{experiment}}}:req:{request_id}"
 
 
+def request_fingerprint(experiment: str, request_id: str) -> str:
+    """What the idempotent /choose request asked (a hash of its body), to refuse another body
+    under the same request id."""
+    return f"bd:{{{experiment}}}:reqfp:{request_id}"
+
+
 def arm_registry(experiment: str) -> str:
     """Set of the arm ids a dynamic catalogue has shown (bounded by ``max_arms``)."""
     return f"bd:{{{experiment}}}:arms"

@@ -48,6 +48,39 @@ def test_same_request_id_returns_the_same_decision(client, redis_client):
     assert len(decisions) == 1
 
 
+def test_a_request_id_reused_for_another_body_is_refused(client, redis_client):
+    first = choose(client, context={"hour": 3, "city": "berlin"}, request_id="page-view-2")
+    assert first.status_code == 200
+    # the same body written otherwise (key order) is a retry
+    again = client.post(
+        "/choose",
+        data=b'{"context": {"city": "berlin", "hour": 3}, "request_id": "page-view-2", '
+        b'"experiment": "home_feed"}',
+        headers=AUTH,
+        content_type="application/json",
+    )
+    assert again.get_json() == first.get_json()
+    for changed in (
+        {"context": {"hour": 4, "city": "berlin"}},
+        {"context": {"hour": 3, "city": "berlin"}, "k": 2},
+        {"context": {"hour": 3, "city": "berlin"}, "candidates": ["job_cleaning"]},
+    ):
+        answer = choose(client, request_id="page-view-2", **changed)
+        assert answer.status_code == 422
+        error = answer.get_json()["error"]
+        assert (error["code"], error["field"]) == ("request_id_reused", "request_id")
+    decisions = [e for e in stream_events(redis_client) if isinstance(e, DecisionEvent)]
+    assert len(decisions) == 1
+
+
+def test_a_request_id_stored_without_its_fingerprint_still_replays(client, redis_client):
+    # stored by the previous release, which kept no fingerprint: a retry gets the answer
+    first = choose(client, context={"hour": 3}, request_id="page-view-3").get_json()
+    redis_client.delete(keys.request_fingerprint("home_feed", "page-view-3"))
+    again = choose(client, context={"hour": 5}, request_id="page-view-3")
+    assert again.status_code == 200 and again.get_json() == first
+
+
 def test_decision_is_queued_with_context_features_and_config_version(client, redis_client):
     body = choose(client, context={"hour": 14, "city": "hamburg"}, k=2).get_json()
     events = stream_events(redis_client)

@@ -17,6 +17,7 @@ The exception tree::
         ├── NotFound         404 (unknown_experiment, unknown_decision, arm_not_shown)
         ├── Conflict         409 (reward_conflict, reward_window_closed, arm_limit_reached)
         └── ServiceUnavailable  503 (storage_unavailable), 502, 504
+    (any other error answer is an ApiError itself: 413, 415, 422 request_id_reused)
 """
 
 from app.client.client import DEFAULT_TIMEOUT, BanditClient

@@ -1,16 +1,19 @@
 -- Record one /choose decision atomically, or return the stored answer of an
 -- earlier request with the same request_id.
--- KEYS: decision hash, pending zset, stream, request key, arm registry set
+-- KEYS: decision hash, pending zset, stream, request key, arm registry set,
+--       request fingerprint key
 -- ARGV: has_request, response, ttl_ms, deadline_ms, decision_id, max_arms (0: no
 --       registry), shown arm ids joined by ',', default reward, reward min,
 --       reward max, features, config version (its rewards are learned under its
 --       settings), decision record (JSON), item features of the shown arms and of
---       every candidate (both empty: not an item model)
--- Returns false when recorded, the earlier response, or {'arm_limit'} when a
--- dynamic catalogue would grow past max_arms (then nothing is recorded).
+--       every candidate (both empty: not an item model), the request's fingerprint
+-- Returns false when recorded; {'earlier', response, fingerprint} for an earlier
+-- request with the same request_id (fingerprint '' if it was stored by a release
+-- that kept none); or {'arm_limit'} when a dynamic catalogue would grow past
+-- max_arms (then nothing is recorded).
 if ARGV[1] == '1' then
   local earlier = redis.call('GET', KEYS[4])
-  if earlier then return earlier end
+  if earlier then return {'earlier', earlier, redis.call('GET', KEYS[6]) or ''} end
 end
 local max_arms = tonumber(ARGV[6])
 if max_arms > 0 then
@@ -37,5 +40,6 @@ else
 end
 if ARGV[1] == '1' then
   redis.call('SET', KEYS[4], ARGV[2], 'PX', ARGV[3])
+  redis.call('SET', KEYS[6], ARGV[16], 'PX', ARGV[3])
 end
 return false
