@@ -122,3 +122,37 @@ def test_gunicorn_refuses_a_body_over_the_limit_with_413(service, redis_client, 
     decision_id = orjson.loads(content)["decision_id"]
     logged = poll(lambda: rows(engine, "SELECT decision_id, request_id FROM decisions"))
     assert [r["decision_id"] for r in logged] == [decision_id]
+
+
+def raw_request(base_url: str, head: bytes) -> tuple[int, bytes, bytes]:
+    """Send ``head`` (a request without a body) over a plain socket; status, headers, body."""
+    host, port = base_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(head)
+        response = b""
+        while chunk_in := sock.recv(65536):
+            response += chunk_in
+    status_line, _, rest = response.partition(b"\r\n")
+    headers, _, content = rest.partition(b"\r\n\r\n")
+    return int(status_line.split()[1]), headers, content
+
+
+@pytest.mark.parametrize(
+    "head, status, code",
+    [
+        (b"GET /healthz?" + b"a" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414, "uri_too_long"),
+        (
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"X-Pad: y\r\n" * 120 + b"\r\n",
+            431,
+            "request_header_fields_too_large",
+        ),
+        (b"GET /healthz HTTP/1.1\r\nHost x\r\n\r\n", 400, "bad_request"),
+    ],
+    ids=["request-line-too-long", "too-many-headers", "malformed-header"],
+)
+def test_what_gunicorn_refuses_before_the_app_is_a_json_error_too(service, head, status, code):
+    got, headers, content = raw_request(service.base_url, head)
+    assert got == status, content
+    assert b"content-type: application/json" in headers.lower()
+    error = orjson.loads(content)["error"]
+    assert error["code"] == code and error["message"]
