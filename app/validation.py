@@ -39,6 +39,8 @@ _CANDIDATE_FEATURE = re.compile(r"candidates\[\d+\]\.features\.")
 # The schemas' pattern for free text. It leaves surrogates to orjson: with a
 # \ud800-\udfff range added, schemathesis generated U+0000 for "valid" strings.
 STORABLE_TEXT = "^[^\\u0000]*$"
+NAME_PATTERN = "^[A-Za-z0-9_.-]+$"  # ids and names: what the schema's pattern allows, in words
+NAME_WORDS = "letters, digits, '_', '.' or '-'"
 MAX_DEPTH = 32  # nesting levels a body may have (the object itself is one)
 
 
@@ -279,8 +281,8 @@ def _expected(exc: fastjsonschema.JsonSchemaValueException) -> str:
         types = limit if isinstance(limit, list) else [limit]
         return " or ".join(_TYPE_WORDS.get(t, t) for t in types)
     words = {
-        "minimum": "at least {:g}",
-        "maximum": "at most {:g}",
+        "minimum": "at least {}",
+        "maximum": "at most {}",
         "minLength": "at least {} characters long",
         "maxLength": "at most {} characters long",
         "minItems": "a list of at least {} items",
@@ -290,6 +292,10 @@ def _expected(exc: fastjsonschema.JsonSchemaValueException) -> str:
     }
     if rule == "pattern" and limit == STORABLE_TEXT:
         return "text without U+0000 (the log cannot store it)"
+    if rule == "pattern" and limit == NAME_PATTERN:
+        return f"made of {NAME_WORDS}"
+    if rule in ("minimum", "maximum"):
+        return words[rule].format(_number(limit))
     if rule in words:
         return words[rule].format(limit)
     if rule == "uniqueItems":
@@ -305,8 +311,17 @@ def _expected(exc: fastjsonschema.JsonSchemaValueException) -> str:
         names = f"an object whose names are {low} to {high} characters long"
         if limit.get("pattern") == STORABLE_TEXT:
             names += " without U+0000"
+        elif limit.get("pattern") == NAME_PATTERN:
+            names += f", made of {NAME_WORDS}"
         return names
     return f"valid ({rule} {limit})"
+
+
+def _number(limit: float) -> str:
+    """A schema bound as people write it: 31622400, not 3.16224e+07; 1e+15 stays short."""
+    if float(limit).is_integer() and abs(limit) < 1e12:
+        return str(int(limit))
+    return f"{limit:g}"
 
 
 _DEFAULT = RequestValidator(openapi.document())

@@ -291,6 +291,23 @@ def test_bad_query_parameters_get_a_json_400(console, path, code, field):
     assert response.get_json()["error"].get("field") == field
 
 
+@pytest.mark.parametrize(
+    "query, message",
+    [
+        ("alpha=", "alpha must be a number, got ''"),
+        ("alpha=nan", "alpha must be a finite number, got 'nan'"),
+        ("epsilon=abc", "epsilon must be a number, got 'abc'"),
+        ("alpha=-1", "alpha must be"),
+    ],
+)
+def test_what_if_says_what_is_wrong_with_a_parameter_in_its_own_words(console, query, message):
+    response = console.get(f"/experiments/synthetic_0/what-if?{query}", headers=AUTH)
+    assert response.status_code == 400
+    error = response.get_json()["error"]
+    assert error["message"].startswith(message)
+    assert "--set" not in error["message"] and "experiments." not in error["message"]
+
+
 @pytest.mark.parametrize("path", ["/experiments/nope/summary", "/ui/experiments/nope"])
 def test_unknown_experiment_is_a_404(console, path):
     response = console.get(path, headers=AUTH)

@@ -9,7 +9,7 @@ from app import create_app, openapi
 from app.errors import ApiError
 from app.features.store import DEFAULT_TTL_SECONDS, entity_key, item_key
 from app.validation import parse_choose
-from tests.conftest import AUTH, rows
+from tests.conftest import AUTH, choose, rows
 
 
 def put(client, path, body, headers=AUTH):
@@ -312,3 +312,13 @@ def test_item_writes_check_the_declared_item_features(
     assert error_of(response) == (400, "invalid_feature")
     assert response.get_json()["error"]["field"] == f"items[1].{field}"
     assert redis_client.keys("bd:{jobs}:item:*") == [b"bd:{jobs}:item:job_1"]
+
+
+def test_schema_errors_say_what_is_allowed_in_plain_words(client):
+    # an entity kind with a space: the name's characters are at fault, not its length
+    response = choose(client, context={"hour": 3}, entities={"us er": "u42"})
+    assert error_of(response) == (400, "invalid_field")
+    assert "made of letters, digits, '_', '.' or '-'" in response.get_json()["error"]["message"]
+    response = put(client, "/items/home_feed/a", {"features": {}, "ttl_seconds": 31_622_401})
+    assert error_of(response) == (400, "invalid_field")
+    assert "at most 31622400" in response.get_json()["error"]["message"]  # not 3.16224e+07

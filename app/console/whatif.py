@@ -16,6 +16,7 @@ TOML lines to put there.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any, Mapping
 
 import numpy as np
@@ -86,8 +87,21 @@ def read_sample(conn: Connection, experiment: Experiment, size: int) -> Window:
 
 
 def proposal(experiment: Experiment, changes: Mapping[str, str]) -> Experiment:
-    """The experiment with the proposed ``changes``; raises ConfigError as the config file would."""
-    return target_experiment(experiment, [f"{k}={v}" for k, v in changes.items()])
+    """The experiment with the proposed ``changes``; raises ConfigError as the config file would,
+    in a query parameter's words (``alpha must be ...``, not the config file's path to it)."""
+    for key, raw in changes.items():
+        if key == "policy":
+            continue
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(f"{key} must be a number, got {raw!r}") from None
+        if not math.isfinite(value):
+            raise ConfigError(f"{key} must be a finite number, got {raw!r}")
+    try:
+        return target_experiment(experiment, [f"{k}={v}" for k, v in changes.items()])
+    except ConfigError as exc:
+        raise ConfigError(str(exc).replace(f"experiments.{experiment.name}.", "")) from None
 
 
 def toml_lines(experiment: Experiment, target: Experiment) -> list[str]:
