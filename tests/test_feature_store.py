@@ -133,6 +133,19 @@ def test_bulk_load_of_10000_items_beyond_the_usual_body_limit(client, redis_clie
     assert 50 < redis_client.ttl(item_key("home_feed", "job_7")) <= 60
 
 
+def test_bulk_load_counts_an_id_given_twice_once_and_keeps_its_last_features(
+    client, redis_client
+):
+    items = [
+        {"id": "job_1", "features": {"pay": 1}},
+        {"id": "job_2", "features": {"pay": 2}},
+        {"id": "job_1", "features": {"pay": 3}},
+    ]
+    response = client.post("/items/home_feed", json={"items": items}, headers=AUTH)
+    assert response.get_json() == {"experiment": "home_feed", "stored": 2}
+    assert stored(redis_client, item_key("home_feed", "job_1")) == {"pay": 3}
+
+
 def test_bulk_load_limits(client, redis_client):
     one = {"id": "a", "features": {}}
     response = client.post("/items/home_feed", json={"items": [one] * 10_001}, headers=AUTH)

@@ -47,9 +47,11 @@ def put_items(experiment: str) -> Response:
     features = [item["features"] for item in body["items"]]
     _check_item_features(_known_experiment(experiment), zip(where, features))
     ttl = body["ttl_seconds"]
+    latest = {i["id"]: i for i in body["items"]}  # an id given twice: its last item, once
     # int(): JSON Schema counts 60.0 as an integer
     items = (
-        StoredItem(i["id"], i["features"], int(i.get("ttl_seconds", ttl))) for i in body["items"]
+        StoredItem(i["id"], i["features"], int(i.get("ttl_seconds", ttl)))
+        for i in latest.values()
     )
     return json_response(
         {"experiment": experiment, "stored": _store().put_items(experiment, items)}
