@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from tests.conftest import AUTH, rows
 
 ARMS = ["job_cleaning", "job_kitchen", "job_warehouse", "short", "friendly"]
-CHOOSE_STATUSES = {200, 400, 404, 409}
+CHOOSE_STATUSES = {200, 400, 404, 409, 422}  # 422: a request id reused for another body
 REWARD_STATUSES = {202, 400, 404, 409}
 
 # any code point, unpaired surrogates included, with the troublesome ones made common
