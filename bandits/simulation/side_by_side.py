@@ -37,14 +37,8 @@ class SideBySide:
 
     Parameters
     ----------
-    policy : str
-        A key of :data:`bandits.POLICIES`.
-    n_arms, dim : int
-        Arms and raw features (the state has ``dim + 1`` with the intercept).
-    rng : np.random.Generator
-        The policy's randomness.
-    params : PolicyParams
-        Its knobs.
+    policy, n_arms, dim, rng, params
+        As for :class:`~.agents.BanditdAgent`.
     scope : {"arm", "experiment"}
         Pick the factor per arm, or one for every arm.
     factors : tuple of float
