@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .learning import check_leverage, update
+from .learning import MAX_LEVERAGE, check_leverage, update
 from .state import LearningState
 
 __all__ = ["update_many"]
@@ -148,8 +148,9 @@ def _learn(state, idx, X, rewards, successes) -> None:
     A_inv = state.A_inv[idx]
     u = np.matmul(A_inv, X[:, :, None])  # (k, d, 1): A_inv @ x per arm
     xu = np.matmul(X[:, None, :], u)  # (k, 1, 1): x @ u per arm
-    for leverage in xu.ravel().tolist():
-        check_leverage(leverage)
+    ok = (xu > -0.5) & (xu <= MAX_LEVERAGE)
+    if not ok.all():
+        check_leverage(float(xu[~ok][0]))  # raises, naming the first such reward's
     u = u[:, :, 0]
     A_inv -= u[:, :, None] * u[:, None, :] / (1.0 + xu)
     state.A_inv[idx] = A_inv
