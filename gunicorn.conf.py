@@ -35,7 +35,8 @@ def write_json_error(sock, status_int: int, reason: str, mesg: str) -> None:
     400) before the app sees it, in HTML; every error of the API is
     ``{"error": {"code", "message"}}``, so these are too.
     """
-    code = reason.lower().replace(" ", "_")
+    # the codes the app gives the same statuses (app/errors.py)
+    code = "internal_error" if status_int == 500 else reason.lower().replace(" ", "_")
     body = json.dumps({"error": {"code": code, "message": mesg or reason}}).encode()
     head = (
         f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"

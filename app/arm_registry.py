@@ -6,9 +6,10 @@ decision's write checks and grows atomically). Once the catalogue is full, a new
 candidate can never be shown. If the policy still chose among all candidates,
 a decision that drew a new one would be refused and one that drew a known one
 logged with a propensity that counted the new ones: off-policy estimates from
-such a log are biased. So a request whose new candidates do not all fit is
-decided among its known candidates only (they are what the log names as its
-candidates), and refused with 409 ``arm_limit_reached`` when too few are known.
+such a log are biased. So a request whose slate could show more new arms than
+the catalogue has room for (``min(k, new candidates)``) is decided among its
+known candidates only (they are what the log names as its candidates), and
+refused with 409 ``arm_limit_reached`` when fewer than ``k`` are known.
 
 Each API process remembers the arms it has seen registered (the registry only
 grows), so a request whose candidates are all known costs no Redis call, and
@@ -33,8 +34,9 @@ class ArmRegistry:
         self._known: dict[str, set[str]] = {}  # per experiment: arms seen registered
 
     def showable(self, experiment: Experiment, candidates: tuple[str, ...], k: int) -> tuple:
-        """``candidates``, or only their registered ones if the new ones would not all fit
-        under ``max_arms``; 409 ``arm_limit_reached`` if then fewer than ``k`` are left."""
+        """``candidates``, or only their registered ones if a slate of ``k`` could show more
+        new arms than fit under ``max_arms``; 409 ``arm_limit_reached`` if then fewer than
+        ``k`` are left."""
         known = self._known.setdefault(experiment.name, set())
         unseen = [arm for arm in candidates if arm not in known]
         if not unseen:
@@ -46,16 +48,16 @@ class ArmRegistry:
         members, count = pipe.execute()
         known.update(arm for arm, member in zip(unseen, members) if member)
         new = [arm for arm, member in zip(unseen, members) if not member]
-        if count + len(new) <= experiment.max_arms:
+        if count + min(k, len(new)) <= experiment.max_arms:  # whatever is drawn fits
             return candidates
         left = tuple(arm for arm in candidates if arm in known)
         if len(left) < k:
             raise ApiError(
                 409,
                 "arm_limit_reached",
-                f"{experiment.name} already has max_arms={experiment.max_arms} arms: "
-                f"{len(new)} new candidate(s) cannot be shown, and {len(left)} known "
-                f"candidate(s) are fewer than k={k}",
+                f"{experiment.name} has {count} of max_arms={experiment.max_arms} arms: a slate "
+                f"of k={k} could show {min(k, len(new))} new one(s), and only {len(left)} of the "
+                "candidates are known",
                 "candidates",
             )
         return left

@@ -113,16 +113,16 @@ class Chooser:
         if exp.segment_by is not None:  # the segment's own model from here on
             exp = exp.for_segment(segment_of(exp, req.context))
         self._check_candidates(exp, req.candidates)
-        limited = exp.dynamic and exp.model != SHARED  # a shared model keeps no state per item
-        if limited and req.candidates is not None:
-            showable = self.arms.showable(exp, req.candidates, req.k)
-            if showable != req.candidates:  # a full catalogue: its known candidates only
-                req = _only(req, showable)
         n_candidates = len(exp.arms) if req.candidates is None else len(req.candidates)
         if req.k > n_candidates:
             raise ApiError(
                 400, "invalid_field", f"k={req.k} but only {n_candidates} arms can be shown", "k"
             )
+        limited = exp.dynamic and exp.model != SHARED  # a shared model keeps no state per item
+        if limited and req.candidates is not None:
+            showable = self.arms.showable(exp, req.candidates, req.k)
+            if showable != req.candidates:  # a nearly full catalogue: its known candidates only
+                req = _only(req, showable)
         items, item_rows, context = self._features(exp, req)
         try:
             x = exp.features.encode(
@@ -297,15 +297,26 @@ def _only(req: ChooseRequest, kept: tuple[str, ...]) -> ChooseRequest:
 
 def fingerprint(req: ChooseRequest) -> str:
     """What a /choose request asked, as a hash: equal for bodies that differ only in how
-    their JSON is written (key order, spacing), not in what it says."""
+    their JSON is written (key order, spacing, ``3`` or ``3.0``), not in what it says."""
     asked = (
         req.experiment,
-        req.context,
+        _numbers_as_written_once(req.context),
         req.candidates,
         req.k,
         req.unit_id,
-        req.inline_features,
+        _numbers_as_written_once(req.inline_features),
         req.entities,
     )
     canonical = orjson.dumps(asked, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
     return hashlib.sha256(canonical).hexdigest()[:32]
+
+
+def _numbers_as_written_once(value: Any) -> Any:
+    """``value`` with every whole float as an int (``3.0`` and ``3e0`` as ``3``), recursively."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _numbers_as_written_once(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_numbers_as_written_once(v) for v in value]
+    return value

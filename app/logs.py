@@ -8,7 +8,8 @@ carries: a request line adds ``method``, ``route``, ``status``,
 request lines are ``INFO``, so ``WARNING`` leaves them out, and
 ``BANDITD_REQUEST_LOG`` (``all``, ``errors``, ``none``) which answers get one.
 A text line escapes the control characters of its message (``\\n``, ``\\u0085``), so
-an id a client sent cannot start a line of its own.
+an id a client sent cannot start a line of its own; a traceback after it keeps its lines
+as Python wrote them (the JSON format escapes those too).
 
 This module imports nothing from ``app``: gunicorn.conf.py loads it by path in
 each web process before gevent patches it, so it must not pull in the app.

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import os
 import socket
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import redis
@@ -31,12 +32,13 @@ from app.lease import LeaseLost, Leases
 from app.config import HYBRID, SHARED_ARM, slot_weight
 from app.events import RewardEvent
 from app.item_models.records import level_column, shared_vector
-from app.learner import learn_hybrid_reward, learn_reward
+from app.learner import FIELDS, learn_hybrid_reward, learn_reward
 from app.live_model import LiveModel, Position, entry_id, read_live, scan_model_ids
 from app.model_store import ArmUpdate, ModelStore
 from app.retention.keeper import replay_base
 from app.snapshots import END, latest_snapshot
 from bandits import LearningState, arm_prior
+from bandits.learning import UnlearnableReward
 from bandits.item_models import HybridState
 
 REWARDS = """
@@ -74,6 +76,9 @@ class Replay:
     extras: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)  # hybrid arms' B
     snapshot: Position | None = None  # where the replay started, if from a snapshot
     replayed: int = 0  # rewards applied after the snapshot
+    # rewards this release refuses to learn (features too large for the arm's model), skipped:
+    # only a log of the previous release, whose worker learned them, holds any
+    unlearnable: int = 0
     last: Position | None = None  # position of the last reward included (snapshot's if none)
     kept_since: date | None = None  # the replay starts at retention's base: the log begins here
 
@@ -190,19 +195,51 @@ def _apply(result: Replay, row) -> None:
     state = result.arms.get(key)
     if state is None:
         state = result.arms[key] = arm_prior(len(x), row.ridge)
-    learn_reward(  # exactly the worker's update
-        state,
-        x,
-        row.reward,
-        ridge=row.ridge,
-        reward_min=row.reward_min,
-        reward_max=row.reward_max,
-        weight=slot_weight(row.position_weights or (), row.position or 0),
-        forgetting=row.forgetting,
-        shared_level=shared_level,
-    )
-    result.replayed += 1
+    # without forgetting, a refused update changes nothing; with it, the discount came first
+    touched = [] if row.forgetting == 1.0 else [state]
+    with _unless_unlearnable(result, row, touched):
+        learn_reward(  # exactly the worker's update
+            state,
+            x,
+            row.reward,
+            ridge=row.ridge,
+            reward_min=row.reward_min,
+            reward_max=row.reward_max,
+            weight=slot_weight(row.position_weights or (), row.position or 0),
+            forgetting=row.forgetting,
+            shared_level=shared_level,
+        )
+
+
+@contextmanager
+def _unless_unlearnable(result: Replay, row, touched: list) -> Iterator[None]:
+    """Count the reward learned in the block as replayed; or, if this release refuses it
+    (features too large for its arm's model, which the worker dead-letters), count it as
+    unlearnable and put the ``touched`` states (and arrays) back as they were before it."""
+    saved = [_copy(t) for t in touched]
+    try:
+        yield
+    except UnlearnableReward:
+        for target, copy in zip(touched, saved):
+            _restore(target, copy)
+        result.unlearnable += 1
+    else:
+        result.replayed += 1
     result.last = (row.stream_ms, row.stream_seq)
+
+
+def _copy(target: LearningState | np.ndarray) -> dict[str, np.ndarray] | np.ndarray:
+    if isinstance(target, np.ndarray):
+        return target.copy()
+    return {name: getattr(target, name).copy() for name in FIELDS}
+
+
+def _restore(target: LearningState | np.ndarray, copy) -> None:
+    if isinstance(target, np.ndarray):
+        target[...] = copy
+        return
+    for name in FIELDS:
+        getattr(target, name)[...] = copy[name]
 
 
 def _apply_hybrid(result: Replay, row, x: np.ndarray, phi: np.ndarray) -> None:
@@ -215,6 +252,7 @@ def _apply_hybrid(result: Replay, row, x: np.ndarray, phi: np.ndarray) -> None:
         result.extras[key] = np.zeros((len(x), len(phi)))
     # one-arm views: the update writes through to the replay's own arrays
     state = HybridState(result.arms[shared_key], result.arms[key], result.extras[key][None])
+    touched = [result.arms[shared_key], result.arms[key], result.extras[key]]
     event = RewardEvent(
         decision_id=row.decision_id,
         experiment="",
@@ -231,9 +269,8 @@ def _apply_hybrid(result: Replay, row, x: np.ndarray, phi: np.ndarray) -> None:
         forgetting=row.forgetting,
         shared_features=phi,
     )
-    learn_hybrid_reward(state, 0, event)
-    result.replayed += 1
-    result.last = (row.stream_ms, row.stream_seq)
+    with _unless_unlearnable(result, row, touched):  # the shared row is learned first
+        learn_hybrid_reward(state, 0, event)
 
 
 def verify(
@@ -415,4 +452,10 @@ def _describe(r: Replay, watermark: Position | None, name: str) -> str:
     if r.kept_since is not None:
         start += f" (retention's base: the log before {r.kept_since} was dropped)"
     mark = "none" if watermark is None else "%d-%d" % watermark
-    return f"{name} {mark}; replayed {r.replayed} reward(s) from {start}"
+    text = f"{name} {mark}; replayed {r.replayed} reward(s) from {start}"
+    if r.unlearnable:
+        text += (
+            f"; skipped {r.unlearnable} reward(s) with features too large for their arm's model "
+            "(this release dead-letters them; the previous one learned them)"
+        )
+    return text

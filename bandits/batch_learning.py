@@ -62,8 +62,10 @@ def update_many(
     ValueError
         For any input :func:`~bandits.learning.update` would reject, before
         anything is changed; except a reward too large for its arm's model
-        (:func:`~bandits.learning.check_leverage`), found when its turn comes:
-        the rewards learned before it stay learned.
+        (:class:`~bandits.learning.UnlearnableReward`), found when its step
+        comes: the state is then partly updated (the earlier steps, and the
+        discounts of its own, whatever their place in the batch) and is to be
+        thrown away; the worker learns on a copy.
 
     Examples
     --------

@@ -253,7 +253,10 @@ def hybrid_update(
     ------
     ValueError
         If ``arm`` is out of range, a vector has the wrong shape or is not
-        finite, ``reward`` is not finite or ``discount``/``ridge`` are invalid.
+        finite, ``reward`` is not finite or ``discount``/``ridge`` are invalid;
+        :class:`~bandits.learning.UnlearnableReward` if a vector is too large
+        for its model, possibly after the shared row was updated: learn on a
+        copy where that matters (the worker and a rebuild do).
     """
     arms = state.arms
     n_arms, d = arms.theta.shape

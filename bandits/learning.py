@@ -56,7 +56,7 @@ import numpy as np
 from .auto_forgetting import AUTO, BASE, auto_discounts
 from .state import LearningState
 
-__all__ = ["update", "rescale", "MAX_LEVERAGE", "check_leverage"]
+__all__ = ["update", "rescale", "MAX_LEVERAGE", "UnlearnableReward", "check_leverage"]
 
 # The most x^T A^{-1} x one update may bring. The rank-one step subtracts
 # u u^T / (1 + x^T u) from A^{-1}, and when x^T u is this large the subtraction
@@ -67,17 +67,21 @@ __all__ = ["update", "rescale", "MAX_LEVERAGE", "check_leverage"]
 MAX_LEVERAGE = 1e12
 
 
+class UnlearnableReward(ValueError):
+    """A reward whose features are too large for its arm's model: learning it would break it."""
+
+
 def check_leverage(leverage: float) -> None:
     """Refuse an update whose ``x^T A^{-1} x`` is ``leverage`` if it would break the model.
 
     Raises
     ------
-    ValueError
+    UnlearnableReward
         If ``leverage`` is above :data:`MAX_LEVERAGE`, negative beyond rounding
         (the model has lost precision already) or NaN.
     """
     if not -0.5 < leverage <= MAX_LEVERAGE:
-        raise ValueError(
+        raise UnlearnableReward(
             f"x is too large for the arm's model: x^T A^-1 x = {leverage:.3g}, at most "
             f"{MAX_LEVERAGE:g}; learning it would cancel the model's precision away "
             "(scale the features)"

@@ -92,10 +92,32 @@ def test_a_full_catalogue_chooses_among_its_known_candidates_only(
     response = choose_jobs(client, ["e", "a"], k=2)
     assert response.status_code == 409
     error = response.get_json()["error"]
-    assert error["code"] == "arm_limit_reached" and "fewer than k=2" in error["message"]
+    assert error["code"] == "arm_limit_reached" and "only 1 of the candidates" in error["message"]
     worker.run(until_idle=True)
     logged = rows(engine, "SELECT candidates FROM decisions WHERE array_length(candidates, 1) > 1")
     assert [r["candidates"] for r in logged] == [["a", "b"]] * 20  # what it chose among
+
+
+def test_a_catalogue_with_room_for_the_slate_chooses_among_all_its_candidates(
+    catalogue, client
+):
+    for arm in ("a", "b", "c"):  # 3 of max_arms = 4: room for one more
+        assert choose_jobs(client, [arm]).status_code == 200
+    # one slot, two new candidates: whichever is drawn fits
+    drawn = set()
+    for _ in range(30):
+        response = choose_jobs(client, ["e", "f", "a"])
+        assert response.status_code == 200
+        [slot] = response.get_json()["arms"]
+        assert slot["propensity"] < 0.5  # chosen among all three
+        drawn.add(slot["arm"])
+        if slot["arm"] in ("e", "f"):
+            break  # the catalogue is full now
+    assert drawn & {"e", "f"}
+    # full: a slate of two could need two new arms, so the known candidates only
+    response = choose_jobs(client, ["g", "a", "b"], k=2)
+    assert response.status_code == 200
+    assert {slot["arm"] for slot in response.get_json()["arms"]} == {"a", "b"}
 
 
 def test_experiments_lists_a_dynamic_catalogue(catalogue, client):

@@ -146,7 +146,7 @@ def test_the_workers_batch_learning_equals_the_rebuilds_one_reward_at_a_time():
     _assert_identical(batched, stacked)
 
 
-def test_a_batch_stops_at_a_reward_too_large_for_its_arm_as_one_at_a_time_would():
+def test_a_batch_refuses_a_reward_too_large_for_its_arm_and_never_learns_it():
     rng = np.random.default_rng(5)
     arms = np.array([0, 1, 2, 3, 4, 0, 1, 2, 3, 4])
     X = rng.random((10, 3))
@@ -158,7 +158,8 @@ def test_a_batch_stops_at_a_reward_too_large_for_its_arm_as_one_at_a_time_would(
     with pytest.raises(ValueError, match="too large for the arm's model"):
         for i in range(10):
             update(single, int(arms[i]), X[i], float(rewards[i]))
-    # every arm's first reward was learned, and nothing of the refused one
-    assert batch.n.tolist() == [1.0] * 5
+    # the batch stopped at the step of arm 2's second reward: every first reward learned (one
+    # at a time got further: arms 0 and 1's second rewards come before it), arm 2 as before it
+    assert batch.n.tolist() == [1.0] * 5 and single.n.tolist() == [2.0, 2.0, 1.0, 1.0, 1.0]
     np.testing.assert_array_equal(batch.A_inv[2], single.A_inv[2])
     np.testing.assert_array_equal(batch.theta[2], single.theta[2])

@@ -60,6 +60,9 @@ def test_a_request_id_reused_for_another_body_is_refused(client, redis_client):
         content_type="application/json",
     )
     assert again.get_json() == first.get_json()
+    # and so is a number written another way
+    again = choose(client, context={"hour": 3.0, "city": "berlin"}, request_id="page-view-2")
+    assert again.get_json() == first.get_json()
     for changed in (
         {"context": {"hour": 4, "city": "berlin"}},
         {"context": {"hour": 3, "city": "berlin"}, "k": 2},

@@ -389,3 +389,41 @@ def test_a_failed_log_write_loses_no_learning_of_the_batch_learned_meanwhile(
     assert checked.ok, [(a.arm, a.n_log, a.n_live) for a in checked.arms]
     logged = rows(engine, "SELECT count(*) AS n FROM rewards WHERE kind = 'explicit'")[0]["n"]
     assert sum(a.n_live for a in checked.arms) == logged  # every logged reward learned
+
+
+@pytest.mark.parametrize("forgetting", ["", "forgetting = 0.95"], ids=["plain", "forgetting"])
+def test_a_reward_the_previous_release_learned_but_this_one_refuses_is_skipped_by_a_replay(
+    client, worker, config_file, redis_client, engine, capsys, monkeypatch, forgetting
+):
+    monkeypatch.setenv("REDIS_URL", TEST_REDIS_URL)
+    monkeypatch.setenv("DATABASE_URL", TEST_DATABASE_URL)
+    monkeypatch.setenv("BANDITD_CONFIG", str(config_file))
+    rewrite(
+        config_file,
+        EXPERIMENTS_TOML + JOBS_TOML.replace("ridge = 2.0", f"ridge = 2.0\n{forgetting}"),
+    )
+    rng = np.random.default_rng(9)
+    decide_and_reward(client, rng, 10)
+    huge = choose(client, experiment="jobs", context={"hour": 1e15}, candidates=["kitchen"])
+    decision_id = huge.get_json()["decision_id"]
+    assert reward(client, decision_id, "kitchen", 5.0).status_code == 202
+    decide_and_reward(client, rng, 10)
+    worker.run(until_idle=True)  # the huge one is dead-lettered: its decision logged, not it
+    # what the previous release's worker logged (and learned): the reward row itself
+    with engine.begin() as conn:
+        conn.execute(
+            sqlalchemy.text(
+                "INSERT INTO rewards (decision_id, experiment, arm, reward, kind, received_at, "
+                "stream_ms, stream_seq, log_day) SELECT decision_id, experiment, 'kitchen', 5.0, "
+                "'explicit', decided_at, (extract(epoch FROM decided_at) * 1000)::bigint, 99, "
+                "log_day FROM decisions WHERE decision_id = :id"
+            ),
+            {"id": decision_id},
+        )
+    replayed = replay(engine, "jobs")
+    assert replayed.unlearnable == 1
+    checked = verify(redis_client, engine, "jobs")
+    assert checked.ok and checked.max_difference == 0.0  # the live model never learned it either
+    worker.release()
+    assert main(["rebuild", "--experiment", "jobs", "--verify"]) == 0
+    assert "skipped 1 reward(s) with features too large" in capsys.readouterr().out
