@@ -63,6 +63,8 @@ EXPERIMENT_KEYS = {
     "segment_by",
     "max_segments",
 }
+MIN_RIDGE = 1e-6
+MAX_DAYS = 36_500  # retention of a century: past it, dates leave what Postgres and Python hold
 MISSING_ITEM_CHOICES = ("error", "empty")  # an id the feature store lacks: a 400, or no features
 SHARED_ARM = "*"  # the row a shared model's state is kept under (never a valid arm id)
 
@@ -186,7 +188,8 @@ def _experiment(name: str, table: Any) -> Experiment:
         gamma_scale=fields.number(table, "gamma_scale", 10.0, where, low=0.0),
         gamma_exponent=fields.number(table, "gamma_exponent", 0.5, where, low=0.0, high=1.0),
     )
-    ridge = fields.number(table, "ridge", 1.0, where, low=0.0, strict=True)
+    # below 1e-6 even features near 1 would be too large for the model (bandits.MAX_LEVERAGE)
+    ridge = fields.number(table, "ridge", 1.0, where, low=MIN_RIDGE)
     dynamic = table.get("arms") == DYNAMIC
     arms = () if dynamic else fields.arms(table.get("arms"), where)
     max_arms = int(
@@ -201,7 +204,7 @@ def _experiment(name: str, table: Any) -> Experiment:
     holdout = fields.number(table, "holdout", 0.0, where, low=0.0, high=0.5)
     holdout_policy = table.get("holdout_policy", "random")
     retention_days = (
-        fields.number(table, "retention_days", 1.0, where, low=0.0, strict=True)
+        fields.number(table, "retention_days", 1.0, where, low=0.0, strict=True, high=MAX_DAYS)
         if "retention_days" in table
         else None
     )

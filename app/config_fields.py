@@ -140,16 +140,25 @@ def item_model(
     return model, items, interactions, layout
 
 
+# A reward window of at most a year: its decision's hash and pending entry live that long
+# (Redis expiry times and the pending scores are milliseconds that must stay integers).
+MAX_WINDOW_SECONDS = 366 * 86_400
+MAX_REWARD = 1e15  # as the API bounds a reward (app/openapi.json)
+
+
 def reward(value: Any, where: str) -> RewardRule:
     where = f"{where}.reward"
     if not isinstance(value, Mapping):
         raise ConfigError(f"{where} must be a table")
     only_keys(value, REWARD_KEYS, where)
+    bounds = {"low": -MAX_REWARD, "high": MAX_REWARD}
     rule = RewardRule(
-        default=number(value, "default", 0.0, where),
-        window_seconds=number(value, "window_seconds", 900.0, where, low=0.0, strict=True),
-        min=number(value, "min", 0.0, where),
-        max=number(value, "max", 1.0, where),
+        default=number(value, "default", 0.0, where, **bounds),
+        window_seconds=number(
+            value, "window_seconds", 900.0, where, low=0.0, strict=True, high=MAX_WINDOW_SECONDS
+        ),
+        min=number(value, "min", 0.0, where, **bounds),
+        max=number(value, "max", 1.0, where, **bounds),
     )
     if not rule.min < rule.max:
         raise ConfigError(f"{where}: min must be below max")

@@ -243,8 +243,10 @@ def _retention_days(text: str) -> float | None:
         days = float(text)
     except ValueError:
         days = math.nan
-    if not (math.isfinite(days) and days > 0):
-        raise ValueError(f"BANDITD_RETENTION_DAYS must be a number of days > 0, got {text!r}")
+    if not (math.isfinite(days) and 0 < days <= 36_500):
+        raise ValueError(
+            f"BANDITD_RETENTION_DAYS must be a number of days > 0 and <= 36500, got {text!r}"
+        )
     return days
 
 

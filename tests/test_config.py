@@ -56,6 +56,11 @@ def test_changing_features_or_ridge_starts_a_new_model():
         ({"reward": {"min": 1, "max": 0}}, "min must be below max"),
         ({"reward": {"default": 5}}, "default"),
         ({"reward": {"window_seconds": 0}}, "window_seconds"),
+        # past these, what is accepted could not be stored: found by fuzzing the config file
+        ({"reward": {"window_seconds": 1e300}}, "window_seconds must be <= 31622400"),
+        ({"reward": {"min": -1e308, "max": 1.0}}, "reward.min must be >= -1000000000000000"),
+        ({"ridge": 1e-13}, "ridge must be >= 1e-06"),
+        ({"retention_days": 1e6}, "retention_days must be <= 36500"),
         ({"features": {"numeric": "hour"}}, "numeric"),
         ({"features": {"categorical": {"city": []}}}, "categorical"),
     ],

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import sqlalchemy
 
 from app import create_app
 from app.analytics.views import refresh_analyst_views
@@ -210,6 +211,22 @@ def test_config_history_lists_versions_with_their_changes(console):
     assert second["changed"]["alpha"] == {"old": 1.0, "new": 0.5}
     assert second["changed"]["epsilon"] == {"old": 0.05, "new": 0.02}
     assert second["in_force_from"] == first["in_force_until"]
+
+
+def test_config_history_answers_with_a_version_holding_a_huge_number(console, engine):
+    # an earlier release accepted reward bounds of 1e308; jsonb gives them back as integers
+    # of 309 digits, which once made this route a 500 for good
+    with engine.begin() as conn:
+        conn.execute(
+            sqlalchemy.text(
+                "INSERT INTO config_versions (experiment, config_version, settings, "
+                "first_seen_at) VALUES ('synthetic_0', 'huge', "
+                "'{\"reward\": {\"min\": -1e308, \"max\": 1e308}}', now())"
+            )
+        )
+    body = get(console, "/experiments/synthetic_0/config-history")
+    huge = next(v for v in body["versions"] if v["config_version"] == "huge")
+    assert huge["settings"]["reward"] == {"min": -1e308, "max": 1e308}
 
 
 def test_what_if_estimates_a_proposal_and_gives_toml_that_deploys_it(console, console_config):

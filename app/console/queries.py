@@ -204,8 +204,21 @@ def config_versions(conn: Connection, experiment: str) -> list[dict[str, Any]]:
             "previous_version": r.previous_version,
             "in_force_from": r.in_force_from.isoformat(),
             "in_force_until": r.in_force_until.isoformat() if r.in_force_until else None,
-            "settings": r.settings,
-            "changed": r.changed or {},
+            "settings": _json_numbers(r.settings),
+            "changed": _json_numbers(r.changed or {}),
         }
         for r in reversed(rows)
     ]
+
+
+def _json_numbers(value: Any) -> Any:
+    """``value`` with integers beyond 64 bits as floats: jsonb gives back 1e308 as an integer
+    of 309 digits, which no JSON encoder of ours writes (a version of an earlier release
+    may hold one)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**63:
+        return float(value)
+    if isinstance(value, dict):
+        return {k: _json_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_numbers(v) for v in value]
+    return value
