@@ -60,6 +60,9 @@ def gaussian_top_probabilities(mean: np.ndarray, sd: np.ndarray, *, points: int 
     return p / p.sum(axis=-1, keepdims=True)
 
 
+BLOCK_FLOATS = 4_000_000  # the most CDF values beta_top_probabilities holds at once (32 MB)
+
+
 def beta_top_probabilities(a: np.ndarray, b: np.ndarray, *, points: int = 4000):
     """``P(arm draws the largest sample)`` for independent Beta(a, b), by quadrature.
 
@@ -70,10 +73,15 @@ def beta_top_probabilities(a: np.ndarray, b: np.ndarray, *, points: int = 4000):
     b = np.asarray(b, dtype=np.float64)
     u = (np.arange(points) + 0.5) / points
     q = stats.beta.ppf(u[None, :], a[:, None], b[:, None])  # (K, G)
-    log_cdf = np.log(stats.beta.cdf(q[:, :, None], a[None, None, :], b[None, None, :]))
     k = a.size
-    log_cdf[np.arange(k), :, np.arange(k)] = 0.0
-    p = np.exp(log_cdf.sum(axis=2)).mean(axis=1)
+    p = np.empty(k)
+    # a block of arms at a time: all at once is K x G x K floats (320 MB at K = 100)
+    step = max(1, BLOCK_FLOATS // (points * max(k, 1)))
+    for start in range(0, k, step):
+        rows = np.arange(start, min(start + step, k))
+        log_cdf = np.log(stats.beta.cdf(q[rows, :, None], a[None, None, :], b[None, None, :]))
+        log_cdf[np.arange(rows.size), :, rows] = 0.0
+        p[rows] = np.exp(log_cdf.sum(axis=2)).mean(axis=1)
     return p / p.sum()
 
 

@@ -386,3 +386,36 @@ def test_basic_sign_in_is_for_the_console_only(console_app):
     # a reader of one experiment still cannot list them all (GET /experiments needs *:read)
     assert console_app.get("/experiments", headers=bearer("feed-reader")).status_code == 403
     assert console_app.get("/experiments", headers=bearer("all-reader")).status_code == 200
+
+
+CATALOGUE_TOML = """
+[experiments.offers]
+policy = "beta_ts"
+arms = "dynamic"
+reward = { default = 0.0, window_seconds = 60, min = 0.0, max = 1.0 }
+"""
+
+
+def test_what_if_over_many_varied_candidates_keeps_its_work_bounded(client, worker, config_file):
+    # beta_ts' quadrature over 60 candidates costs seconds a distinct set; a what-if over
+    # thousands of such decisions once ran past gunicorn's timeout (found by fuzzing)
+    from tests.test_config import rewrite
+
+    rewrite(config_file, EXPERIMENTS_TOML + CATALOGUE_TOML)
+    rng = np.random.default_rng(3)
+    for _ in range(40):
+        candidates = [f"offer_{n}" for n in rng.choice(300, size=60, replace=False)]
+        body = {"experiment": "offers", "context": {}, "candidates": candidates}
+        decision = client.post("/choose", json=body, headers=AUTH).get_json()
+        arm = decision["arms"][0]["arm"]
+        reward = {"decision_id": decision["decision_id"], "arm": arm, "reward": 1}
+        assert client.post("/reward", json=reward, headers=AUTH).status_code == 202
+    worker.run(until_idle=True)
+    answer = client.get("/experiments/offers/what-if?policy=random&sample=3000", headers=AUTH)
+    assert answer.status_code == 200, answer.get_json()
+    body = answer.get_json()
+    # 40 sets of 60 candidates: 40 x 60² x 4,000 Beta CDF values is past the quadrature's
+    # budget, so Monte Carlo over the ~40 arms shown: 200 x 40 draws a decision, all 40 fit
+    assert body["sample"] == 40
+    notes = [w for w in body["warnings"] if "Monte Carlo" in w]
+    assert notes and notes[0].startswith("beta_ts's choice probabilities")

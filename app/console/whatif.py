@@ -35,10 +35,15 @@ LEVEL = 0.95
 SEED = 0
 # lin_ts target probabilities are Monte Carlo (about 0.1 us a normal draw here): at most
 # MC_DRAWS draws a decision and MC_WORK draws an answer, so that a what-if holds its web
-# process (the scoring is CPU) for a fraction of a second. beta_ts uses the quadrature,
-# cheap because its probabilities do not depend on the context.
+# process (the scoring is CPU) for a fraction of a second. beta_ts uses the quadrature
+# (its probabilities do not depend on the context: once per distinct candidate set) while
+# that costs at most QUADRATURE_WORK Beta CDF values (K^2 x 4,000 per set of K: 0.1-0.5 us
+# each here, so 100 varied candidates cost seconds a set), else Monte Carlo as lin_ts.
 MC_DRAWS = 200
 MC_WORK = 1_000_000
+QUADRATURE_WORK = 2_000_000
+QUADRATURE_POINTS = 4000  # bandits.targets.beta_top_probabilities' default
+MIN_SAMPLE = 20  # what a what-if over many arms keeps at least, past the budget
 
 # What banditd evaluate reads (app/evaluation_log.py), newest first from decisions'
 # (experiment, decided_at) index, each decision's outcome by index probes (SETTLED_TOP_SLOT).
@@ -139,6 +144,7 @@ def what_if(
     }
     if not len(window.arms):
         return answer | {"logged": None, "estimates": None, "warnings": ["no settled decisions"]}
+    quadrature = True  # beta_ts' probabilities by quadrature, unless that costs too much
     if experiment.item_model:  # one model (tuning keeps it), scoring each decision's candidates
         model = item_model(settings, None, target, "live", None)
         learned = model.learned
@@ -146,13 +152,20 @@ def what_if(
         proposed, weights = estimate_items(window, target, model, **_options(target))
     else:
         arms = list(target.arms) or sorted(set(window.arms))
+        quadrature = _quadrature_affordable(window, len(arms))
+        kept = _within_work(window, (experiment, target), len(arms), quadrature)
+        if len(kept.arms) < len(window.arms):  # cut to the budget of Monte Carlo draws
+            window, limit = kept, len(kept.arms)
+            answer |= {"sample": limit, "sample_limit": limit}
         state, learned = parameters_live(settings, target, arms)
         base_arms = list(experiment.arms) or arms
         base_state, _ = parameters_live(settings, experiment, base_arms)
         current, _ = estimate(
-            window, scored(experiment), base_arms, base_state, **_options(experiment)
+            window, scored(experiment), base_arms, base_state, **_options(experiment, quadrature)
         )
-        proposed, weights = estimate(window, scored(target), arms, state, **_options(target))
+        proposed, weights = estimate(
+            window, scored(target), arms, state, **_options(target, quadrature)
+        )
     rewards = window.rewards
     se = float(rewards.std(ddof=1) / np.sqrt(rewards.size)) if rewards.size > 1 else None
     return answer | {
@@ -161,15 +174,53 @@ def what_if(
         "mean_weight": weights["mean"],
         "learned": learned,
         "warnings": _warnings(proposed, weights, learned)
-        + _sampling_notes((experiment, target), sample, limit),
+        + _sampling_notes((experiment, target), sample, limit, quadrature),
     }
 
 
 def scored(experiment: Experiment) -> Experiment:
-    """The experiment as the what-if scores it: ``lin_ts`` with at most MC_DRAWS draws."""
-    if experiment.policy == "lin_ts" and experiment.params.draws > MC_DRAWS:
+    """The experiment as the what-if scores it: a sampling policy with at most MC_DRAWS
+    draws."""
+    if experiment.policy in SAMPLING and experiment.params.draws > MC_DRAWS:
         return target_experiment(experiment, [f"propensity_draws={MC_DRAWS}"])
     return experiment
+
+
+SAMPLING = ("lin_ts", "beta_ts")
+
+
+def _quadrature_affordable(window: Window, n_arms: int) -> bool:
+    """Whether beta_ts' quadrature over the window's distinct candidate sets fits the budget."""
+    sizes = {tuple(c) if c else None: len(c) if c else n_arms for c in window.candidates}
+    return sum(k * k for k in sizes.values()) * QUADRATURE_POINTS <= QUADRATURE_WORK
+
+
+def _monte_carlo(experiment: Experiment, quadrature: bool) -> bool:
+    """Whether the what-if scores ``experiment``'s choice probabilities by Monte Carlo."""
+    if experiment.policy == "lin_ts":
+        return not experiment.item_model
+    return experiment.policy == "beta_ts" and not quadrature
+
+
+def _within_work(
+    window: Window, experiments: tuple[Experiment, ...], n_arms: int, quadrature: bool
+) -> Window:
+    """The newest decisions of ``window`` whose Monte Carlo draws (``MC_DRAWS`` over every
+    arm, per decision) fit MC_WORK; at least MIN_SAMPLE. All of it if nothing is Monte Carlo."""
+    if not any(_monte_carlo(e, quadrature) for e in experiments):
+        return window
+    keep = max(MIN_SAMPLE, MC_WORK // (MC_DRAWS * max(n_arms, 1)))
+    if keep >= len(window.arms):
+        return window
+    return Window(
+        features=window.features[:keep],
+        arms=window.arms[:keep],
+        propensities=window.propensities[:keep],
+        estimated=window.estimated[:keep],
+        rewards=window.rewards[:keep],
+        config_versions=window.config_versions,
+        candidates=window.candidates[:keep],
+    )
 
 
 def affordable_sample(experiments: tuple[Experiment, ...], sample: int) -> int:
@@ -181,18 +232,24 @@ def affordable_sample(experiments: tuple[Experiment, ...], sample: int) -> int:
     return sample
 
 
-def _options(experiment: Experiment) -> dict[str, Any]:
+def _options(experiment: Experiment, quadrature: bool = True) -> dict[str, Any]:
     # an item model's lin_ts by quadrature: Monte Carlo over hundreds of candidates costs more
-    exact = experiment.policy == "beta_ts" or (
+    exact = (experiment.policy == "beta_ts" and quadrature) or (
         experiment.item_model and experiment.policy == "lin_ts"
     )
     return {"level": LEVEL, "seed": SEED, "exact": exact}
 
 
-def _sampling_notes(experiments: tuple[Experiment, ...], asked: int, limit: int) -> list[str]:
-    if not any(e.policy == "lin_ts" and not e.item_model for e in experiments):
+def _sampling_notes(
+    experiments: tuple[Experiment, ...], asked: int, limit: int, quadrature: bool = True
+) -> list[str]:
+    sampled = sorted({e.policy for e in experiments if _monte_carlo(e, quadrature)})
+    if not sampled:
         return []
-    note = f"lin_ts's choice probabilities are Monte Carlo estimates ({MC_DRAWS} draws a decision)"
+    note = (
+        f"{' and '.join(sampled)}'s choice probabilities are Monte Carlo estimates "
+        f"({MC_DRAWS} draws a decision)"
+    )
     if limit < asked:
         note += f", so the estimate uses the newest {limit:,} decisions to answer quickly"
     return [note]
