@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable, Generic, TypeVar
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class PeriodicTask(Generic[T]):
@@ -14,7 +16,8 @@ class PeriodicTask(Generic[T]):
 
     The owner calls :meth:`tick` once a loop; the first tick runs the task at
     once. ``every_seconds`` <= 0 never runs it. ``task`` handles its own
-    failures: what it raises is kept for :meth:`wait`.
+    failures: what it raises anyway is logged at ERROR (the worker waits for
+    no run, so it would go unseen) and kept for :meth:`wait`.
     """
 
     def __init__(
@@ -28,6 +31,7 @@ class PeriodicTask(Generic[T]):
         self.task = task
         self.every_seconds = every_seconds
         self.clock = clock
+        self.name = thread_name
         self._due = clock()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=thread_name)
         self._running: Future | None = None
@@ -40,6 +44,17 @@ class PeriodicTask(Generic[T]):
             return
         self._due = self.clock() + self.every_seconds
         self._running = self._pool.submit(self.task)
+        self._running.add_done_callback(self._log_failure)
+
+    def _log_failure(self, run: Future) -> None:
+        failure = run.exception()
+        if failure is not None:
+            log.error(
+                "%s failed, will run again in %g s",
+                self.name,
+                self.every_seconds,
+                exc_info=failure,
+            )
 
     def wait(self) -> T | None:
         """The result of the run in progress or last done (None if it never ran)."""
