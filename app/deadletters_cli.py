@@ -27,7 +27,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="only this dead letter (repeatable); default: all of them",
     )
     parser.add_argument("--json", action="store_true", help="list: one JSON object per line")
-    parser.add_argument("--limit", type=int, default=None, help="list: at most this many")
+    parser.add_argument(
+        "--limit", type=_positive, default=None, help="list: at most this many (a number > 0)"
+    )
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 0 < value < 2**63:
+        raise argparse.ArgumentTypeError(f"must be a whole number > 0, got {text!r}")
+    return value
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -38,7 +50,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     letters = DeadLetters(client)
     try:
         if args.action == "list":
-            shown = letters.list(args.experiment, args.limit)
+            shown = letters.list(args.experiment, None if args.ids else args.limit)
+            if args.ids:
+                missing = sorted(set(args.ids) - {letter.entry_id for letter in shown})
+                if missing:
+                    print(f"error: {args.experiment} has no dead letter {missing}", file=sys.stderr)
+                    return 2
+                shown = [letter for letter in shown if letter.entry_id in args.ids]
             for letter in shown:
                 print(_json(letter) if args.json else _line(letter))
             if not args.json:

@@ -187,6 +187,15 @@ def test_drop_and_replay_by_id(client, worker, redis_client, settings, monkeypat
     listed = [orjson.loads(line) for line in capsys.readouterr().out.splitlines() if line]
     assert [item["fields"]["n"] for item in listed[-2:]] == ["2", "1"]
     assert all(item["stage"] == "decode" for item in listed[-2:])
+    # --id lists only those (it listed every dead letter: found by fuzzing)
+    newest = DeadLetters(redis_client).list(EXPERIMENT)[-1].entry_id
+    assert main(["deadletters", "list", "--experiment", EXPERIMENT, "--json", "--id", newest]) == 0
+    [only] = [orjson.loads(line) for line in capsys.readouterr().out.splitlines() if line]
+    assert only["fields"]["n"] == "1"
+    assert main(["deadletters", "list", "--experiment", EXPERIMENT, "--id", "1-1"]) == 2
+    with pytest.raises(SystemExit) as refused:
+        main(["deadletters", "list", "--experiment", EXPERIMENT, "--limit", "0"])
+    assert refused.value.code == 2
 
 
 def test_poison_in_the_middle_of_a_load_loses_and_duplicates_nothing(
