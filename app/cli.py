@@ -10,6 +10,7 @@ import signal
 import sys
 from pathlib import Path
 
+from app.cli_args import number
 from app import deadletters_cli, evaluate, simulate
 from app.analytics import report
 from app.config import ConfigError
@@ -200,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     rebuild.add_argument(
         "--tolerance",
-        type=float,
+        type=number(0),
         default=1e-9,
         help="largest accepted difference (relative and absolute, per value; default 1e-9)",
     )
@@ -210,6 +211,10 @@ def main(argv: list[str] | None = None) -> int:
         "(BANDITD_RETENTION_DAYS, retention_days per experiment); the worker does it hourly",
     )
     args = parser.parse_args(argv)
+    import psycopg2
+    import sqlalchemy.exc
+
+    from app.cluster.client import UNAVAILABLE
 
     settings = Settings.from_env()
     configure_logging(settings.log_format, settings.log_level)  # BANDITD_LOG_FORMAT, _LEVEL
@@ -245,7 +250,27 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         log.error("%s", exc)
         return 2
+    # what the command's user can mend, in one line rather than a traceback
+    except UNAVAILABLE as exc:
+        log.error("cannot reach Redis (REDIS_URL): %s", _first_line(exc))
+        return 1
+    except (sqlalchemy.exc.OperationalError, psycopg2.OperationalError) as exc:
+        log.error("cannot reach Postgres (DATABASE_URL): %s", _first_line(exc))
+        return 1
+    except sqlalchemy.exc.ProgrammingError as exc:
+        if "does not exist" not in str(exc):
+            raise
+        log.error("the log's tables are missing: run `banditd migrate` (%s)", _first_line(exc))
+        return 1
+    except (OSError, OverflowError) as exc:
+        log.error("%s: %s", type(exc).__name__, exc)
+        return 1
     return 0
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy.engine import Engine
 
+from app.cli_args import number, whole
 from app.config import ConfigError, Experiment, load_config, parse_config
 from app.evaluation_log import (
     Window,
@@ -97,8 +98,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="log",
         help="target parameters: rebuilt from the log before the window, or live from Redis",
     )
-    parser.add_argument("--level", type=float, default=0.95, help="confidence level")
-    parser.add_argument("--seed", type=int, default=0, help="seed of Monte Carlo draws and folds")
+    parser.add_argument(
+        "--level",
+        type=number(0, 1, open_low=True, open_high=True),
+        default=0.95,
+        help="confidence level, in (0, 1)",
+    )
+    parser.add_argument(
+        "--seed", type=whole(0), default=0, help="seed of Monte Carlo draws and folds"
+    )
     parser.add_argument(
         "--exact",
         action="store_true",

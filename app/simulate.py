@@ -30,6 +30,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from app.cli_args import whole
 from app.item_models import study as items_study
 from app.settings import Settings
 from bandits import POLICIES, PolicyParams
@@ -71,8 +72,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=sorted(ENVIRONMENTS),
         help="environment (repeatable; default: all)",
     )
-    parser.add_argument("--rounds", type=int, help="rounds per seed (overrides the suite)")
-    parser.add_argument("--seeds", type=int, help="number of seeds (overrides the suite)")
+    parser.add_argument("--rounds", type=whole(1), help="rounds per seed (overrides the suite)")
+    parser.add_argument("--seeds", type=whole(1), help="number of seeds (overrides the suite)")
     parser.add_argument("--no-peers", action="store_true", help="banditd's policies only")
     parser.add_argument(
         "--peers",

@@ -22,6 +22,7 @@ import numpy as np
 import redis
 import sqlalchemy.exc
 
+from app.cli_args import whole
 from app.config import ConfigError, Experiment, load_config, valid_name
 from app.live_model import LiveModelBusy
 from app.score.columns import encode_batch
@@ -76,7 +77,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="for an experiment with segment_by: score every row with this segment's model "
         "(default: each row with its own segment's)",
     )
-    parser.add_argument("--seed", type=int, help="seeds exploration and tie-breaks")
+    parser.add_argument("--seed", type=whole(0), help="seeds exploration and tie-breaks")
     parser.add_argument(
         "--record",
         action="store_true",

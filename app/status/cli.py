@@ -8,6 +8,7 @@ import json
 
 import redis
 
+from app.cli_args import number
 from app.settings import Settings
 from app.status.check import gather, redis_unreachable, render
 
@@ -17,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the status as JSON")
     parser.add_argument(
         "--sample-seconds",
-        type=float,
+        type=number(0, 600, open_low=True),
         default=1.0,
         help="read the streams twice this far apart to see whether a backlog grows (default 1)",
     )
