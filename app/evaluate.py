@@ -245,6 +245,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         engine = database_engine(settings.database_url)
         since = window_start(engine, experiment, args.since)
         until = _timestamp(args.until) if args.until else None
+        if since is not None and until is not None and until <= since:
+            raise ConfigError(f"--until {until} is not after --since {since}")
     except ConfigError as exc:
         print(f"banditd evaluate: {exc}", file=sys.stderr)
         return 2

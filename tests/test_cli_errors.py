@@ -45,3 +45,11 @@ def test_a_date_out_of_range_is_one_line(monkeypatch, capsys):
     monkeypatch.setenv("DATABASE_URL", TEST_DATABASE_URL)
     assert main(["report", "--experiment", "home_feed", "--since", "0001-01-01"]) == 1
     assert "Traceback" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["report", "evaluate"])
+def test_an_empty_window_is_refused_not_reported_empty(command, monkeypatch, capsys):
+    monkeypatch.setenv("DATABASE_URL", TEST_DATABASE_URL)
+    argv = [command, "--experiment", "home_feed", "--since", "2026-03-02", "--until", "2026-03-01"]
+    assert main(argv) == 2
+    assert "is not after --since" in capsys.readouterr().err

@@ -249,6 +249,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     except ValueError as exc:
         print(f"banditd report: {exc}", file=sys.stderr)
         return 2
+    if until <= since:
+        print(f"banditd report: --until {until} is not after --since {since}", file=sys.stderr)
+        return 2
     engine = database_engine(settings.database_url)
     try:
         report = build(engine, args.experiment, since, until)
