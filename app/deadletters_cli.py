@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import sys
 
+from app.cli_args import whole
 from app.deadletters import DeadLetter, DeadLetters
 from app.settings import Settings
 
@@ -28,18 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--json", action="store_true", help="list: one JSON object per line")
     parser.add_argument(
-        "--limit", type=_positive, default=None, help="list: at most this many (a number > 0)"
+        "--limit", type=whole(1), default=None, help="list: at most this many (a number > 0)"
     )
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if not 0 < value < 2**63:
-        raise argparse.ArgumentTypeError(f"must be a whole number > 0, got {text!r}")
-    return value
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
