@@ -7,7 +7,9 @@ standard deviation over seeds, regret and rounds per second.
 With ``--url`` it plays the same episodes through a running service instead:
 ``POST /choose`` for each round and ``POST /reward`` for the chosen arm, while
 ``banditd worker`` applies the rewards asynchronously; and, for the ratio, the
-same policy in-process, learning each reward before the next round. The
+same policy in-process, learning each reward before the next round (with
+``--peers``, also the named peer libraries in process on the same episodes,
+each policy through the service paired with the best of them). The
 service needs one experiment per environment, policy and seed (a fresh model
 each); ``--print-config`` prints them as TOML for ``BANDITD_CONFIG``.
 
@@ -42,13 +44,14 @@ from bandits.simulation.item_world import ItemWorld
 from bandits.simulation.runner import RunResult, markdown_table
 from bandits.simulation.peers import available
 from bandits.simulation.runner import run as run_agent
-from bandits.simulation.suite import SIZES, run_suite
+from bandits.simulation.suite import SIZES, peer_lineup, run_suite
 
 from app.simulate_tables import (
     coverage_table,
     exploration_table,
     propensity_table,
     ratio_table,
+    service_peers_table,
     targets_table,
 )
 
@@ -77,7 +80,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-peers", action="store_true", help="banditd's policies only")
     parser.add_argument(
         "--peers",
-        help="comma-separated peer libraries to run (vw, mabwiser; default: every installed one)",
+        help="comma-separated peer libraries to run (vw, mabwiser; default: every installed "
+        "one); with --url: only those named, in process on the same episodes, each policy "
+        "through the service compared with the best of them",
     )
     parser.add_argument("--url", help="play through the banditd service at this URL")
     parser.add_argument("--api-key", help="bearer key for --url (default: BANDITD_API_KEYS' first)")
@@ -335,6 +340,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     try:
         specs = [PolicySpec.parse(p) for p in (args.policy or DEFAULT_HTTP_POLICIES)]
+        installed = _named_peers(args.peers) if args.peers else None
     except ValueError as exc:
         print(f"banditd simulate: {exc}", file=sys.stderr)
         return 2
@@ -371,11 +377,14 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         text = markdown_table(results) + "\n\n" + ratio_table(pairs)
         if transport.retries:
             text += f"\n\n{transport.retries} request(s) were retried after a timeout."
-    else:
-        installed = None
         if args.peers:
-            wanted = set(args.peers.split(","))
-            installed = {name: name in wanted and ok for name, ok in available().items()}
+            peers = run_peers(envs, rounds, seeds, installed, progress)
+            results += peers
+            text += "\n\n" + markdown_table(peers) + "\n\n"
+            text += service_peers_table(
+                [per_seed(remote) for _, remote in pairs], [per_seed(r) for r in peers]
+            )
+    else:
         results = run_suite(
             env_names,
             rounds,
@@ -389,6 +398,43 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         text += "\n\n" + exploration_table(summaries)
     _publish(args, text, started, [per_seed(r) for r in results])
     return 0
+
+
+def _named_peers(names: str) -> dict[str, bool]:
+    """Library -> run it: the installed ones among ``names`` (comma-separated).
+
+    Raises ValueError for a name that is no peer library; one not installed is
+    reported on stderr and skipped.
+    """
+    known = available()
+    wanted = {name.strip() for name in names.split(",") if name.strip()}
+    unknown = sorted(wanted - set(known))
+    if unknown or not wanted:
+        raise ValueError(
+            f"--peers: no peer library named {', '.join(map(repr, unknown)) or repr(names)} "
+            f"(known: {', '.join(sorted(known))})"
+        )
+    for name in sorted(n for n in wanted if not known[n]):
+        print(f"banditd simulate: {name} is not installed (eval extra): skipped", file=sys.stderr)
+    return {name: name in wanted and ok for name, ok in known.items()}
+
+
+def run_peers(
+    envs: list[Environment],
+    rounds: dict[str, int],
+    seeds: tuple[int, ...],
+    installed: dict[str, bool],
+    progress=None,
+) -> list[RunResult]:
+    """The peers of ``installed`` in process, on the environments' episodes of ``seeds``."""
+    results = []
+    for env in envs:
+        for entry in peer_lineup(env.name, installed):
+            result = run_agent(env, entry.name, entry.build(), rounds[env.name], seeds)
+            results.append(result)
+            if progress is not None:
+                progress(result)
+    return results
 
 
 def _publish(args: argparse.Namespace, text: str, started: float, results: Any) -> None:

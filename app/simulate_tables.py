@@ -167,3 +167,30 @@ def exploration_table(results: list[dict[str, Any]]) -> str:
             if fixed:
                 row(env, measure, auto, fixed)
     return "\n".join(lines)
+
+
+def service_peers_table(remote: list[dict[str, Any]], peers: list[dict[str, Any]]) -> str:
+    """Markdown: each policy played through the service against the best peer in process.
+
+    ``remote`` and ``peers`` are :func:`per_seed` dicts of the same episodes
+    (environments, seeds and rounds). Per environment, each remote result is
+    paired with the peer of the highest mean reward, and on ``drifting`` also
+    with the peer of the best second half. A ratio is of the means over seeds;
+    a difference is A minus B per seed, mean ± sd.
+    """
+    lines = [
+        "| environment | measure | A (through the service) | B (peer, in process) | A / B "
+        "| difference per seed, mean ± sd | seeds won |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for env in dict.fromkeys(r["environment"] for r in remote):
+        theirs = [r for r in peers if r["environment"] == env]
+        if not theirs:
+            continue
+        measures = ("mean_reward", "second_half") if env == "drifting" else ("mean_reward",)
+        for measure in measures:
+            peer = max(theirs, key=lambda r: r[measure])
+            for ours in (r for r in remote if r["environment"] == env):
+                lines.append(_paired_row(env, measure, ours, peer, ratio=True))
+    return "\n".join(lines)
+

@@ -1,8 +1,9 @@
 """The benchmark's experiments and request bodies.
 
-``bench/experiments.toml`` holds the two K = 50, d = 32 experiments every
-throughput and latency figure uses. The cost-growth grid (1,000 arms at d = 8,
-32, 64, per policy) and the 10,000-arm memory experiment are written here into
+``bench/experiments.toml`` holds the K = 50, d = 32 experiments every
+throughput and latency figure uses (one per policy: linucb, lin_ts, squarecb).
+The cost-growth grid (1,000 arms at d = 8, 32, 64, per policy) and the
+10,000-arm memory experiment are written here into
 ``bench/out/`` at run time: their arm lists are too long to keep by hand.
 """
 
@@ -18,7 +19,7 @@ from app.config import Experiment, load_config
 
 BENCH_DIR = Path(__file__).absolute().parent
 MAIN_CONFIG = BENCH_DIR / "experiments.toml"
-MAIN_EXPERIMENTS = ("bench_linucb", "bench_lin_ts")
+MAIN_EXPERIMENTS = ("bench_linucb", "bench_lin_ts", "bench_squarecb")
 CATEGORY_VALUES = ("a", "b", "c", "d")
 
 GRID_ARMS = 1000

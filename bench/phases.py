@@ -73,7 +73,7 @@ def _reward_files(b: Bench, exp, tag: str, per_file: int, files: int) -> list[Pa
 
 
 def throughput(b: Bench, workers: int, *, update_worker: bool = False) -> dict:
-    """Saturation req/s of the floor, /choose (linucb, lin_ts) and /reward, interleaved in rounds.
+    """Saturation req/s of the floor, /choose (linucb, lin_ts, squarecb) and /reward, in rounds.
 
     Both servers run side by side; each round measures every endpoint once, so
     a change in the box's background load hits all of them alike. The ratio to
@@ -97,6 +97,10 @@ def throughput(b: Bench, workers: int, *, update_worker: bool = False) -> dict:
             "floor": (f"http://127.0.0.1:{floor.port}/floor", [choose["bench_linucb"]]),
             "choose_linucb": (f"http://127.0.0.1:{service.port}/choose", [choose["bench_linucb"]]),
             "choose_lin_ts": (f"http://127.0.0.1:{service.port}/choose", [choose["bench_lin_ts"]]),
+            "choose_squarecb": (
+                f"http://127.0.0.1:{service.port}/choose",
+                [choose["bench_squarecb"]],
+            ),
             "reward": (f"http://127.0.0.1:{service.port}/reward", rewards),
         }
         runs: dict[str, list[dict]] = {name: [] for name in targets}

@@ -12,6 +12,7 @@ ENDPOINTS = {
     "floor": "floor (bare Flask)",
     "choose_linucb": "/choose linucb",
     "choose_lin_ts": "/choose lin_ts",
+    "choose_squarecb": "/choose squarecb",
     "reward": "/reward",
 }
 
@@ -104,6 +105,18 @@ def targets(results: dict) -> list[dict]:
                     "x",
                 )
             )
+    if "choose_squarecb" in with_worker and "choose_linucb" in with_worker:
+        linucb, squarecb = (with_worker[n]["rps"] for n in ("choose_linucb", "choose_squarecb"))
+        out.append(
+            _target(
+                "/choose squarecb cost ÷ linucb's (linucb req/s ÷ squarecb's at saturation, "
+                "4 workers, worker running), issue 18",
+                round(linucb / squarecb, 3),
+                1.1,
+                "<=",
+                "x",
+            )
+        )
     if "freshness" in results:
         out.append(
             _target(
@@ -271,7 +284,7 @@ def tables(results: dict) -> list[Table]:
     """Every table of the report, in order."""
     out: list[Table] = [
         (
-            "Targets (issues 6, 11 and 12)",
+            "Targets (issues 6, 11, 12, 13 and 18)",
             ["target", "goal", "measured", "met"],
             [
                 [

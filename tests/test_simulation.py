@@ -338,3 +338,55 @@ def test_side_by_side_chooses_with_the_factor_that_predicts_the_latest_rewards_b
         # arm 0's latest rewards (1) beat arm 1's (0.5) only under the fast factor
         assert agent.choose(z) == 0
         assert float(agent.states[0].theta[0] @ [1.0, 0.5]) < 0.5
+
+
+def _result(env, agent, mean_reward, second_half):
+    return {
+        "environment": env,
+        "agent": agent,
+        "mean_reward": float(np.mean(mean_reward)),
+        "second_half": float(np.mean(second_half)),
+        "per_seed": {"mean_reward": mean_reward, "second_half": second_half},
+    }
+
+
+def test_service_peers_table_pairs_each_service_run_with_the_best_peer():
+    remote = [
+        _result("drifting", "linucb HTTP, async", [0.10, 0.12], [0.20, 0.22]),
+        _result("synthetic", "squarecb HTTP, async", [0.30, 0.30], [0.3, 0.3]),
+    ]
+    peers = [
+        _result("drifting", "VW a", [0.11, 0.11], [0.10, 0.10]),  # best mean reward
+        _result("drifting", "VW b", [0.05, 0.05], [0.25, 0.19]),  # best second half
+        _result("synthetic", "VW a", [0.20, 0.30], [0.3, 0.3]),
+    ]
+    lines = simulate.service_peers_table(remote, peers).splitlines()[2:]
+    assert lines == [
+        "| drifting | mean reward | linucb HTTP, async (0.1100) | VW a (0.1100) | 1.000 "
+        "| +0.0000 ± 0.0141 | 1 of 2 |",
+        "| drifting | second half | linucb HTTP, async (0.2100) | VW b (0.2200) | 0.955 "
+        "| -0.0100 ± 0.0566 | 1 of 2 |",
+        "| synthetic | mean reward | squarecb HTTP, async (0.3000) | VW a (0.2500) | 1.200 "
+        "| +0.0500 ± 0.0707 | 1 of 2 |",
+    ]
+
+
+def test_peers_for_a_service_run_play_the_same_episodes_as_the_suite():
+    env = SyntheticLinear(**EASY)
+    [result] = [
+        r
+        for r in simulate.run_peers([env], {env.name: 60}, (0, 1), {"vw": True})
+        if r.agent == "VW squarecb"
+    ]
+    suite = run(env, "VW squarecb", lineup_entry(env.name, "VW squarecb").build(), 60, (0, 1))
+    np.testing.assert_array_equal(result.mean_reward, suite.mean_reward)
+
+
+def lineup_entry(env_name, name):
+    return next(e for e in lineup(env_name) if e.name == name)
+
+
+def test_an_unknown_peer_library_is_refused(settings, capsys):
+    args = _sim_args("--env", "synthetic", "--peers", "vw,nosuchlib")
+    assert simulate.run(args, settings) == 2
+    assert "no peer library named 'nosuchlib' (known: mabwiser, vw)" in capsys.readouterr().err

@@ -116,6 +116,15 @@ def _peers(env_name: str) -> list[Entry]:
     return entries
 
 
+def peer_lineup(env_name: str, installed: dict[str, bool] | None = None) -> list[Entry]:
+    """The peers compared on ``env_name`` whose library is installed (or marked so in
+    ``installed``, library -> use it)."""
+    from .peers import available
+
+    found = available() if installed is None else installed
+    return [e for e in _peers(env_name) if found.get(e.library)]
+
+
 def lineup(env_name: str, *, peers: bool = True, installed: dict[str, bool] | None = None):
     """The agents compared on ``env_name``: banditd's, then the installed peers.
 
@@ -150,10 +159,7 @@ def lineup(env_name: str, *, peers: bool = True, installed: dict[str, bool] | No
     if env_name == "drifting":
         entries.append(_banditd("beta_ts", "", 0.99))
     if peers:
-        from .peers import available
-
-        found = available() if installed is None else installed
-        entries += [e for e in _peers(env_name) if found.get(e.library)]
+        entries += peer_lineup(env_name, installed)
     return entries
 
 
