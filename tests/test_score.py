@@ -175,6 +175,14 @@ def test_a_parquet_column_of_the_wrong_type_names_the_feature(config_file, tmp_p
     assert "context.hour: must be a number" in done.stderr and "rows 0-0" in done.stderr
 
 
+def test_an_input_that_is_not_parquet_is_refused_in_one_line(config_file, tmp_path, redis_client):
+    source = tmp_path / "in.parquet"
+    source.write_text('{"hour": 9}\n')  # JSON lines under a Parquet name
+    done = score(config_file, "--input", str(source), "--output", str(tmp_path / "o.pq"))
+    assert done.returncode == 2
+    assert "in.parquet: not a Parquet file" in done.stderr and "Traceback" not in done.stderr
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

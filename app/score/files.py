@@ -50,15 +50,23 @@ def format_of(path: Path) -> str:
     return "parquet" if path.suffix.lower() in (".parquet", ".pq") else "jsonl"
 
 
+def _open_parquet(path: Path, **options) -> pq.ParquetFile:
+    """The Parquet file at ``path``; InputError if it is not one."""
+    try:
+        return pq.ParquetFile(path, **options)
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError(f"{path}: not a Parquet file: {exc}") from exc
+
+
 def parquet_schema(path: Path) -> pa.Schema:
-    """The Arrow schema of a Parquet file."""
-    return pq.ParquetFile(path).schema_arrow
+    """The Arrow schema of a Parquet file; InputError if it is not one."""
+    return _open_parquet(path).schema_arrow
 
 
 def input_size(path: Path, fmt: str) -> int:
     """What :attr:`Chunk.read` counts up to: the file's bytes, or a Parquet file's rows."""
     if fmt == "parquet":
-        return pq.ParquetFile(path).metadata.num_rows
+        return _open_parquet(path).metadata.num_rows
     return os.path.getsize(path)
 
 
@@ -68,11 +76,8 @@ def read_chunks(path: Path, fmt: str, spec: FeatureSpec) -> Iterator[Chunk]:
 
 
 def _parquet_chunks(path: Path) -> Iterator[Chunk]:
-    try:
-        # read as needed, a MiB at a time: pre-buffering keeps what it read (the whole file)
-        source = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20)
-    except (pa.ArrowException, OSError) as exc:
-        raise InputError(f"{path}: not a Parquet file: {exc}") from exc
+    # read as needed, a MiB at a time: pre-buffering keeps what it read (the whole file)
+    source = _open_parquet(path, pre_buffer=False, buffer_size=1 << 20)
     for name in ADDED + ("decision_id",):
         if name in source.schema_arrow.names:
             raise InputError(f"{path}: has a column {name!r}, which the output adds")
