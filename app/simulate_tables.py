@@ -193,4 +193,3 @@ def service_peers_table(remote: list[dict[str, Any]], peers: list[dict[str, Any]
             for ours in (r for r in remote if r["environment"] == env):
                 lines.append(_paired_row(env, measure, ours, peer, ratio=True))
     return "\n".join(lines)
-
