@@ -251,7 +251,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         print(f"banditd evaluate: {exc}", file=sys.stderr)
         return 2
     if since is None:
-        print(f"banditd evaluate: no decisions logged for {experiment.name}", file=sys.stderr)
+        where = experiment.name
+        if experiment.segment is not None:
+            where += (
+                f" in segment {experiment.segment!r} (no decision had "
+                f"{experiment.segment_by} = {experiment.segment!r})"
+            )
+        print(f"banditd evaluate: no decisions logged for {where}", file=sys.stderr)
         return 1
     if experiment.item_model:
         window = read_item_window(engine, experiment, since, until)

@@ -174,3 +174,6 @@ def test_rebuild_snapshots_and_evaluate_work_per_segment(
     args = parser.parse_args(["--experiment", "stores"])
     assert evaluate_cmd.run(args, settings) == 2
     assert "--segment" in capsys.readouterr().err
+    args = parser.parse_args(["--experiment", "stores", "--segment", "nope"])
+    assert evaluate_cmd.run(args, settings) == 1
+    assert "no decisions logged for stores in segment 'nope'" in capsys.readouterr().err
