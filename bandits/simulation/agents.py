@@ -5,7 +5,7 @@ that arm. :class:`BanditdAgent` runs a :mod:`bandits` policy exactly as the
 service does (same ``select`` and ``update``, intercept first as
 :class:`~bandits.FeatureSpec` encodes it) but learns synchronously, each reward
 before the next round. Peers live in :mod:`bandits.simulation.peers`; the
-through-the-service agent lives in ``app.simulate``.
+through-the-service agent lives in ``app.simulate_service``.
 """
 
 from __future__ import annotations
