@@ -38,6 +38,7 @@ from app.simulate_service import (
     compare_through_service,
     experiments_toml,
     run_peers,
+    split_url,
 )
 from app.simulate_tables import (
     coverage_table,
@@ -115,6 +116,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     try:
         specs = [PolicySpec.parse(p) for p in (args.policy or DEFAULT_HTTP_POLICIES)]
         installed = _named_peers(args.peers) if args.peers else None
+        if args.url:
+            split_url(args.url)
     except ValueError as exc:
         print(f"banditd simulate: {exc}", file=sys.stderr)
         return 2

@@ -149,6 +149,18 @@ class Transport(Protocol):
         ...
 
 
+def split_url(url: str) -> tuple[str, int, str]:
+    """``(host, port, base path)`` of the service's ``http://`` URL; ValueError if it is not one."""
+    parts = urllib.parse.urlsplit(url)
+    try:
+        port = parts.port or 80
+    except ValueError:  # a port that is not a number, or out of range
+        port = None
+    if parts.scheme != "http" or not parts.hostname or port is None:
+        raise ValueError(f"--url must be http://host:port, got {url!r}")
+    return parts.hostname, port, parts.path.rstrip("/")
+
+
 class HttpTransport:
     """JSON over HTTP/1.1, reconnecting and retrying a request that times out.
 
@@ -157,11 +169,8 @@ class HttpTransport:
     """
 
     def __init__(self, url: str, api_key: str, *, timeout: float = 30.0, attempts: int = 3) -> None:
-        parts = urllib.parse.urlsplit(url)
-        if parts.scheme != "http" or not parts.hostname:
-            raise ValueError(f"--url must be http://host:port, got {url!r}")
-        self.conn = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=timeout)
-        self.base = parts.path.rstrip("/")
+        host, port, self.base = split_url(url)
+        self.conn = http.client.HTTPConnection(host, port, timeout=timeout)
         self.headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
         self.attempts = attempts
         self.retries = 0

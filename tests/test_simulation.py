@@ -390,3 +390,10 @@ def test_an_unknown_peer_library_is_refused(settings, capsys):
     args = _sim_args("--env", "synthetic", "--peers", "vw,nosuchlib")
     assert simulate.run(args, settings) == 2
     assert "no peer library named 'nosuchlib' (known: mabwiser, vw)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("url", ["ftp://x", "http://", "http://host:port"])
+def test_a_url_that_is_not_http_host_port_is_refused(settings, capsys, url):
+    args = _sim_args("--url", url, "--env", "synthetic", "--seeds", "1", "--rounds", "5")
+    assert simulate.run(args, settings) == 2
+    assert f"--url must be http://host:port, got {url!r}" in capsys.readouterr().err
