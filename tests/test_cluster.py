@@ -18,6 +18,7 @@ from redis.cluster import RedisCluster
 
 from app import create_app, keys
 from app.cluster import ReplicaWait, connect, is_cluster, replicas_to_wait
+from app.cluster.client import WholeWritesConnection
 from app.lease import Leases, LeaseLost
 from app.services import build_services
 from app.settings import Settings
@@ -58,7 +59,14 @@ def test_a_cluster_node_gets_the_cluster_client_and_a_single_server_the_plain_on
     redis_cluster,
 ):
     assert is_cluster(redis_cluster.url)
-    assert isinstance(connect(redis_cluster.url), RedisCluster)
+    cluster = connect(redis_cluster.url)
+    assert isinstance(cluster, RedisCluster)
+    # the nodes' connections pack and write commands as a single server's do
+    node = cluster.get_default_node()
+    pool = cluster.get_redis_connection(node).connection_pool
+    assert pool.connection_class is WholeWritesConnection
+    assert cluster.ping()
+    cluster.close()
     assert not is_cluster(TEST_REDIS_URL)
     single = connect(TEST_REDIS_URL)
     assert type(single) is redis.Redis
