@@ -193,6 +193,11 @@ class EventLog:
             except psycopg2.errors.UniqueViolation:
                 connection.rollback()
                 self._write(connection, batch, staged=frozenset(batch))
+        except (psycopg2.OperationalError, psycopg2.InterfaceError):
+            # Postgres closed it (a restart) or it broke: the pool, which pings only
+            # connections idle for a while (app/services.py), must not hand it out again
+            connection.invalidate()
+            raise
         except BaseException:
             connection.rollback()
             raise
