@@ -54,6 +54,7 @@ def sqlalchemy_url(url: str) -> str:
 # for every batch it logs, 20-50 times a second under steady traffic: pinging each
 # time cost it a round trip to Postgres per batch (160 µs of its CPU on this box).
 PING_AFTER_IDLE_S = 1.0
+_IDLE_SINCE = "banditd_idle_since"  # in a pooled connection's info: when it was checked in
 
 
 def database_engine(url: str, *, ping_after_idle_s: float = PING_AFTER_IDLE_S) -> Engine:
@@ -88,9 +89,6 @@ def _ping_idle_connections(engine: Engine, idle_s: float) -> None:
             # the pool drops this connection and checks out another (SQLAlchemy's
             # "pessimistic disconnect handling")
             raise sqlalchemy.exc.DisconnectionError(str(exc)) from exc
-
-
-_IDLE_SINCE = "banditd_idle_since"
 
 
 def build_services(settings: Settings) -> Services:

@@ -46,6 +46,8 @@ class Bench:
     gunicorn_config: Path | None = None  # None: gunicorn.conf.py, as scripts/run.sh
     steady_seconds: float = 10.0  # per offered rate in the steady-load phase
     steady_backlog: int = 20_000  # decisions the steady-load phase's drain reference drains
+    lag_seeds: int = 4  # seeds per environment and policy of the learning-lag phase
+    lag_rounds: int = 3_000  # rounds per seed of the learning-lag phase (as docs/LEARNING.md)
 
     def endpoint(self, port: int, path: str, method: str = "POST") -> Endpoint:
         """An endpoint of a server started by the bench, with the bench API key."""

@@ -6,6 +6,8 @@ from pathlib import Path
 from statistics import median
 from string import Template
 
+from bench import learning_lag
+
 Table = tuple[str, list[str], list[list[str]]]  # title, header, rows
 
 ENDPOINTS = {
@@ -128,6 +130,7 @@ def targets(results: dict) -> list[dict]:
             )
         )
     out += _steady_targets(results.get("steady_load"))
+    out += learning_lag.targets(results.get("learning_lag"), _target)
     out += _metrics_targets(results.get("metrics_cost"))
     out += _item_targets(results.get("item_choose"))
     return out
@@ -417,6 +420,8 @@ def tables(results: dict) -> list[Table]:
         )
     if "steady_load" in results:
         out.append(_steady_table(results["steady_load"]))
+    if "learning_lag" in results:
+        out.append(learning_lag.table(results["learning_lag"]))
     if "cost_growth" in results:
         rows = results["cost_growth"]["rows"]
         dims = sorted({r["d"] for r in rows})

@@ -22,7 +22,7 @@ import numpy as np
 import redis
 
 from app.services import database_engine
-from bench import item_choose, metrics_overhead, phases, report, steady
+from bench import item_choose, learning_lag, metrics_overhead, phases, report, steady
 from bench.saturation import WrkSettings
 from bench.stack import ROOT, sync_config
 from chaos.machine import cpu_model, memory_gib
@@ -38,6 +38,7 @@ PHASES = {
     "memory": phases.memory_phase,
     "metrics_cost": metrics_overhead.phase,
     "item_choose": item_choose.phase,
+    "learning_lag": learning_lag.phase,
 }
 TEMPLATE = ROOT / "bench" / "BENCHMARKS.md.in"
 DOC = ROOT / "docs" / "BENCHMARKS.md"
@@ -139,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
         gunicorn_config=sync_config(out) if args.serving == "sync" else None,
         steady_seconds=4.0 if quick else 10.0,
         steady_backlog=40_000 if quick else 100_000,
+        lag_seeds=2 if quick else 4,
+        lag_rounds=500 if quick else 3_000,
     )
     started = time.monotonic()
     stamp = datetime.now(timezone.utc)

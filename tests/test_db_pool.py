@@ -32,8 +32,8 @@ def _terminate(engine, pid: int) -> None:
 
 @pytest.fixture
 def pooled(migrated_database):
-    """Two engines on the test database: one that never pings (for the connection a
-    moment ago: a window longer than any test) and one that always does."""
+    """Engines on the test database: one that never pings (its idle window is longer than
+    any test), one that always does, and one to end the others' backends with."""
     engines = {
         "never": database_engine(migrated_database, ping_after_idle_s=3600.0),
         "always": database_engine(migrated_database, ping_after_idle_s=0.0),
