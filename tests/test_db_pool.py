@@ -30,6 +30,16 @@ def _terminate(engine, pid: int) -> None:
         assert ended.scalar() is True
 
 
+def _end_pooled_backend(engine, killer) -> int:
+    """Check a connection out and back in, then end its backend (``killer`` is another
+    engine); returns the ended backend's pid."""
+    connection = engine.raw_connection()
+    pid = _backend_of(connection)
+    connection.close()
+    _terminate(killer, pid)
+    return pid
+
+
 @pytest.fixture
 def pooled(migrated_database):
     """Engines on the test database: one that never pings (its idle window is longer than
@@ -46,10 +56,7 @@ def pooled(migrated_database):
 
 def test_a_connection_used_a_moment_ago_is_handed_out_without_a_ping(pooled):
     engine = pooled["never"]
-    connection = engine.raw_connection()
-    pid = _backend_of(connection)
-    connection.close()
-    _terminate(pooled["killer"], pid)
+    _end_pooled_backend(engine, pooled["killer"])
     again = engine.raw_connection()  # the same one, not checked: its first use fails
     try:
         with pytest.raises(psycopg2.OperationalError):
@@ -61,10 +68,7 @@ def test_a_connection_used_a_moment_ago_is_handed_out_without_a_ping(pooled):
 
 def test_a_connection_idle_past_the_window_is_pinged_and_replaced_if_closed(pooled):
     engine = pooled["always"]
-    connection = engine.raw_connection()
-    pid = _backend_of(connection)
-    connection.close()
-    _terminate(pooled["killer"], pid)
+    pid = _end_pooled_backend(engine, pooled["killer"])
     replaced = engine.raw_connection()
     try:
         assert _backend_of(replaced) != pid  # a new backend, found by the ping
@@ -75,10 +79,7 @@ def test_a_connection_idle_past_the_window_is_pinged_and_replaced_if_closed(pool
 def test_a_log_write_on_a_closed_connection_fails_once_and_the_next_one_lands(pooled, engine):
     log = EventLog(pooled["never"])
     log.write([(b"1-0", _decision(1))])
-    connection = pooled["never"].raw_connection()
-    pid = _backend_of(connection)  # the pool's one connection, the write's
-    connection.close()
-    _terminate(pooled["killer"], pid)
+    _end_pooled_backend(pooled["never"], pooled["killer"])  # the pool's one, the write's
     with pytest.raises(psycopg2.OperationalError):
         log.write([(b"2-0", _decision(2))])  # the worker retries a batch that failed
     log.write([(b"2-0", _decision(2))])  # not on the closed connection again
